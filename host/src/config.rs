@@ -1,0 +1,256 @@
+//! Server and runtime configuration: strict TOML with documented defaults.
+//!
+//! Every default carries a one-line reason. Unknown fields are refused so a typo in a
+//! limit cannot silently leave the default in place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kind::PluginKind;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Format version of this file; only `1` exists.
+    pub config_version: u32,
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Directory for the sled database, blobs and compiled artifacts.
+    pub data_dir: PathBuf,
+    /// Runtime limits.
+    pub runtime: RuntimeConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            config_version: 1,
+            // Loopback by default: an operator opts in to exposing the server.
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+/// Engine-wide settings and per-kind limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Largest accepted component upload, in bytes.
+    pub max_component_bytes: usize,
+    /// Instance slots in the pooling allocator (also the cap on concurrent invocations).
+    pub pool_instances: u32,
+    /// Use the pooling allocator when the address space allows it.
+    pub pooling: bool,
+    /// Epoch tick period in microseconds; deadlines overshoot by at most about one tick.
+    pub epoch_tick_us: u64,
+    /// Invocations one tenant may run at once; the rest wait, so one brand cannot take the pool.
+    pub tenant_concurrency: usize,
+    /// Limits for journey-rule plugins.
+    pub journey_rule: KindLimits,
+    /// Limits for personalization plugins.
+    pub personalization: KindLimits,
+    /// Limits for channel-adapter plugins.
+    pub channel_adapter: KindLimits,
+    /// Limits for chatbot-flow plugins.
+    pub chatbot_flow: KindLimits,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            // 8 MiB: a Rust plugin is 100-500 KiB; 16x headroom for bigger runtimes,
+            // small enough that an upload cannot fill the disk quickly.
+            max_component_bytes: 8 * 1024 * 1024,
+            // 1,000 slots as in Spin: 6 TiB of address space reserved, within 47-bit VA.
+            pool_instances: 1000,
+            pooling: true,
+            // 1 ms: keeps the overshoot small next to the 20 ms personalization deadline,
+            // and one atomic increment per ms costs nothing.
+            epoch_tick_us: 1000,
+            // 32: on a small edge box this lets ~30 tenants share the pool fairly.
+            tenant_concurrency: 32,
+            journey_rule: KindLimits::for_kind(PluginKind::JourneyRule),
+            personalization: KindLimits::for_kind(PluginKind::Personalization),
+            channel_adapter: KindLimits::for_kind(PluginKind::ChannelAdapter),
+            chatbot_flow: KindLimits::for_kind(PluginKind::ChatbotFlow),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The limits for one kind.
+    pub fn limits(&self, kind: PluginKind) -> &KindLimits {
+        match kind {
+            PluginKind::JourneyRule => &self.journey_rule,
+            PluginKind::Personalization => &self.personalization,
+            PluginKind::ChannelAdapter => &self.channel_adapter,
+            PluginKind::ChatbotFlow => &self.chatbot_flow,
+        }
+    }
+
+    /// Mutable limits for one kind (for tests and embedders).
+    pub fn limits_mut(&mut self, kind: PluginKind) -> &mut KindLimits {
+        match kind {
+            PluginKind::JourneyRule => &mut self.journey_rule,
+            PluginKind::Personalization => &mut self.personalization,
+            PluginKind::ChannelAdapter => &mut self.channel_adapter,
+            PluginKind::ChatbotFlow => &mut self.chatbot_flow,
+        }
+    }
+
+    /// Largest linear memory any kind may use (sizes the pool's slots).
+    pub fn max_memory_bytes(&self) -> usize {
+        PluginKind::ALL
+            .iter()
+            .map(|k| self.limits(*k).memory_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Limits applied to every invocation of one plugin kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindLimits {
+    /// Wall-clock deadline of the main call (`step`, `decide`, `send`, `turn`), in milliseconds.
+    pub deadline_ms: u64,
+    /// Wall-clock deadline of the secondary calls (`describe`, `capabilities`,
+    /// `handle-webhook`, `refresh-credentials`), in milliseconds.
+    pub aux_deadline_ms: u64,
+    /// Linear memory cap, in bytes.
+    pub memory_bytes: usize,
+    /// Instruction (fuel) budget per invocation; `None` meters without a cap.
+    pub fuel: Option<u64>,
+    /// Largest input accepted, in bytes of JSON.
+    pub max_input_bytes: usize,
+    /// Largest output accepted, in bytes of JSON.
+    pub max_output_bytes: usize,
+    /// Bytes the guest may pass to the host across all host calls of one invocation.
+    pub hostcall_bytes: usize,
+    /// Entries the guest may hold in the host's resource table (streams, pollables).
+    pub max_resources: usize,
+    /// Table elements per table (function references).
+    pub max_table_elements: usize,
+}
+
+impl KindLimits {
+    /// The documented default limits of `kind` (see `../shared/design/runtime.md` §2).
+    pub fn for_kind(kind: PluginKind) -> KindLimits {
+        // 32 KB event + 32 KB context + profile: 256 KiB leaves room for big profiles.
+        let input = 256 * 1024;
+        // Hostcall budget: what a guest may push to the host in one invocation. 4 MiB covers
+        // 64 state writes of 64 KiB; far below wasmtime's 128 MiB default.
+        let hostcall = 4 * 1024 * 1024;
+        // 256 handles, as Spin's key-value table: a plugin needs a handful of streams.
+        let resources = 256;
+        // 20,000 elements: Rust/C function tables of large plugins stay under 10,000.
+        let tables = 20_000;
+        match kind {
+            PluginKind::JourneyRule => KindLimits {
+                // 100 ms per journey step: a decision over a 32 KB event, not a batch job.
+                deadline_ms: 100,
+                aux_deadline_ms: 100,
+                // 64 MiB: 2,000x a 32 KB input; rules do not need more.
+                memory_bytes: 64 * 1024 * 1024,
+                fuel: None,
+                max_input_bytes: input,
+                // 64 KiB of commands is hundreds of sends; more is a bug.
+                max_output_bytes: 64 * 1024,
+                hostcall_bytes: hostcall,
+                max_resources: resources,
+                max_table_elements: tables,
+            },
+            PluginKind::Personalization => KindLimits {
+                // 20 ms: the page waits on it; p99 target is 10 ms.
+                deadline_ms: 20,
+                aux_deadline_ms: 100,
+                // 64 MiB as in runtime.md: catalog slices are small.
+                memory_bytes: 64 * 1024 * 1024,
+                fuel: None,
+                max_input_bytes: input,
+                // 64 KiB of decisions: a page has a few placements.
+                max_output_bytes: 64 * 1024,
+                hostcall_bytes: hostcall,
+                max_resources: resources,
+                max_table_elements: tables,
+            },
+            PluginKind::ChannelAdapter => KindLimits {
+                // 5 s per send: provider APIs answer in 100-2000 ms; beyond 5 s we retry.
+                deadline_ms: 5_000,
+                // 200 ms per webhook: providers time out at 5-20 s, and the work is parsing.
+                aux_deadline_ms: 200,
+                // 128 MiB: buffers provider responses of up to 1 MiB plus JSON trees.
+                memory_bytes: 128 * 1024 * 1024,
+                fuel: None,
+                // 512 KiB + overhead: webhook bodies of up to 512 KiB (runtime.md).
+                max_input_bytes: 640 * 1024,
+                // 1 MiB: a webhook can report a batch of statuses.
+                max_output_bytes: 1024 * 1024,
+                // 8 MiB: a few 1 MiB HTTP bodies per send.
+                hostcall_bytes: 8 * 1024 * 1024,
+                max_resources: resources,
+                max_table_elements: tables,
+            },
+            PluginKind::ChatbotFlow => KindLimits {
+                // 100 ms per turn: the customer is waiting in a chat window.
+                deadline_ms: 100,
+                aux_deadline_ms: 100,
+                // 64 MiB, as for journey rules.
+                memory_bytes: 64 * 1024 * 1024,
+                fuel: None,
+                max_input_bytes: input,
+                // 64 KiB: a handful of replies and slots.
+                max_output_bytes: 64 * 1024,
+                hostcall_bytes: hostcall,
+                max_resources: resources,
+                max_table_elements: tables,
+            },
+        }
+    }
+
+    /// The main-call deadline.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+}
+
+impl Config {
+    /// Parses a TOML configuration, refusing unknown fields.
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_deadlines() {
+        let c = RuntimeConfig::default();
+        assert_eq!(c.limits(PluginKind::Personalization).deadline_ms, 20);
+        assert_eq!(c.limits(PluginKind::JourneyRule).deadline_ms, 100);
+        assert_eq!(c.limits(PluginKind::ChatbotFlow).deadline_ms, 100);
+        assert_eq!(c.limits(PluginKind::ChannelAdapter).deadline_ms, 5_000);
+        assert_eq!(c.limits(PluginKind::ChannelAdapter).aux_deadline_ms, 200);
+    }
+
+    #[test]
+    fn rejects_unknown_fields_in_config_file() {
+        let err = Config::from_toml("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = Config::from_toml("[runtime.personalization]\ndeadline_ms = 15\naux_deadline_ms = 50\nmemory_bytes = 1048576\nmax_input_bytes = 1\nmax_output_bytes = 1\nhostcall_bytes = 1\nmax_resources = 1\nmax_table_elements = 1\n").unwrap();
+        assert_eq!(c.runtime.personalization.deadline_ms, 15);
+        assert_eq!(c.runtime.journey_rule.deadline_ms, 100);
+    }
+}

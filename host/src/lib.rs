@@ -1,0 +1,9 @@
+//! Weft host.
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod kind;
+pub mod profiles;
+pub mod runtime;
+pub mod store;

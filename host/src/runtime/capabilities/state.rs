@@ -1,0 +1,127 @@
+//! `weft:plugin/state`: plugin-private key-value state, one namespace per installation.
+
+use super::{invalid, limit, unavailable, weft};
+use crate::runtime::bindings::types::CapabilityError;
+use crate::runtime::host::HostState;
+
+/// Longest key, in bytes: keys are names, not data.
+pub const MAX_KEY_BYTES: usize = 256;
+/// Largest value, in bytes: well under sled's 128 KiB comfort zone.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+type R<T> = wasmtime::Result<Result<T, CapabilityError>>;
+
+impl HostState {
+    /// The storage key of `key` in this installation's namespace: `state/<plugin>\0<key>`.
+    fn state_key(&self, key: &str) -> Result<Vec<u8>, CapabilityError> {
+        if key.is_empty() {
+            return Err(invalid("state key must not be empty"));
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(limit(format!(
+                "state key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
+                key.len()
+            )));
+        }
+        Ok(installation_state_key(&self.installation.plugin, key))
+    }
+}
+
+/// The storage key of a state entry: `state/<plugin>\0<key>`, inside the tenant's space.
+pub(crate) fn installation_state_key(plugin: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(7 + plugin.len() + key.len());
+    k.extend_from_slice(b"state/");
+    k.extend_from_slice(plugin.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn check_value(v: &[u8]) -> Result<(), CapabilityError> {
+    if v.len() > MAX_VALUE_BYTES {
+        return Err(limit(format!(
+            "state value of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
+impl weft::state::Host for HostState {
+    fn get(&mut self, key: String) -> R<Option<Vec<u8>>> {
+        self.enter()?;
+        let k = match self.state_key(&key) {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self.services.backend.get(&self.space, &k).map_err(unavailable))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> R<()> {
+        self.enter()?;
+        let k = match self.state_key(&key).and_then(|k| check_value(&value).map(|_| k)) {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self
+            .services
+            .backend
+            .put(&self.space, &k, &value)
+            .map_err(unavailable))
+    }
+
+    fn delete(&mut self, key: String) -> R<()> {
+        self.enter()?;
+        let k = match self.state_key(&key) {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self
+            .services
+            .backend
+            .delete(&self.space, &k)
+            .map_err(unavailable))
+    }
+
+    fn increment(&mut self, key: String, delta: i64) -> R<i64> {
+        self.enter()?;
+        let k = match self.state_key(&key) {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut bad = false;
+        let mut result = 0i64;
+        let r = self.services.backend.update(&self.space, &k, &mut |old| {
+            let cur = match old {
+                None => 0,
+                Some(b) if b.len() == 8 => i64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
+                Some(_) => {
+                    bad = true;
+                    return old.map(|o| o.to_vec());
+                }
+            };
+            result = cur.wrapping_add(delta);
+            Some(result.to_le_bytes().to_vec())
+        });
+        Ok(match r {
+            Err(e) => Err(unavailable(e)),
+            Ok(_) if bad => Err(invalid(format!(
+                "state key `{key}` does not hold a counter (8-byte little-endian i64)"
+            ))),
+            Ok(_) => Ok(result),
+        })
+    }
+
+    fn compare_and_swap(&mut self, key: String, old: Option<Vec<u8>>, new: Vec<u8>) -> R<bool> {
+        self.enter()?;
+        let k = match self.state_key(&key).and_then(|k| check_value(&new).map(|_| k)) {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self
+            .services
+            .backend
+            .compare_and_swap(&self.space, &k, old.as_deref(), Some(&new))
+            .map_err(unavailable))
+    }
+}

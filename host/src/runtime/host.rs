@@ -1,0 +1,203 @@
+//! Per-invocation host state: the WASI context, the resource table, the memory limiter and
+//! everything the capabilities need to know about the calling installation.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use serde::Serialize;
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::clock::SharedClock;
+use crate::store::{Backend, Space};
+
+/// Services shared by every invocation: storage, the clock, the HTTP client.
+pub struct Services {
+    /// The blocking storage backend (host calls already run on blocking threads).
+    pub backend: Arc<dyn Backend>,
+    /// The host clock.
+    pub clock: SharedClock,
+    /// Client for `outbound-http`; redirects off so the allowlist cannot be bypassed.
+    pub http: reqwest::Client,
+    /// Runtime handle used to drive outbound HTTP from a blocking thread.
+    pub rt: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
+    }
+}
+
+/// Settings of one installation (tenant + plugin name). `secrets` are never serialized.
+#[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
+pub struct Settings {
+    /// Plain settings.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
+    /// Secrets; readable by the plugin only.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
+    /// Hosts (`host` or `host:port`, `*.domain` wildcards) reachable through `outbound-http`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Who is calling: the installation a plugin instance runs for.
+#[derive(Debug)]
+pub struct Installation {
+    /// Tenant id; every capability call is scoped to it.
+    pub tenant: String,
+    /// Plugin name within the tenant; state and settings are keyed by it.
+    pub plugin: String,
+    /// The running version.
+    pub version: String,
+    /// Live settings; `rotate-secret` swaps them.
+    pub settings: RwLock<Arc<Settings>>,
+}
+
+impl Installation {
+    /// A new installation context.
+    pub fn new(tenant: &str, plugin: &str, version: &str, settings: Settings) -> Installation {
+        Installation {
+            tenant: tenant.to_string(),
+            plugin: plugin.to_string(),
+            version: version.to_string(),
+            settings: RwLock::new(Arc::new(settings)),
+        }
+    }
+
+    /// The current settings snapshot.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The tenant's storage space.
+    pub fn space(&self) -> Space {
+        Space::tenant(&self.tenant)
+    }
+}
+
+/// One line a guest logged.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LogLine {
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// The message, truncated to 1,000 bytes.
+    pub message: String,
+    /// Structured fields.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub fields: Vec<(String, String)>,
+}
+
+/// Most log lines kept per invocation (Shopify keeps 1,000 bytes; a line budget is simpler).
+pub const MAX_LOG_LINES: usize = 100;
+/// Longest log message kept, in bytes.
+pub const MAX_LOG_MESSAGE: usize = 1000;
+/// Bytes of guest stdout/stderr captured per stream.
+pub const STDIO_CAPTURE_BYTES: usize = 4096;
+
+/// The memory limiter: enforces the kind's cap and records the high-water mark.
+#[derive(Debug)]
+pub struct Limiter {
+    /// Cap on any linear memory, in bytes.
+    pub max_memory: usize,
+    /// Cap on table elements.
+    pub max_table_elements: usize,
+    /// Largest memory size reached.
+    pub peak_memory: usize,
+    /// Set when the guest asked for more than the cap.
+    pub memory_exceeded: Option<usize>,
+}
+
+/// The trap raised when a guest grows memory past its cap.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit exceeded: the plugin asked for {requested} bytes; the cap is {cap} bytes")]
+pub struct MemoryLimitExceeded {
+    /// Bytes requested.
+    pub requested: usize,
+    /// The cap.
+    pub cap: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.memory_exceeded = Some(desired);
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                requested: desired,
+                cap: self.max_memory,
+            }));
+        }
+        self.peak_memory = self.peak_memory.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.max_table_elements)
+    }
+
+    fn instances(&self) -> usize {
+        // A component instantiates a few core instances (the module plus shims).
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        // Rust and C components have one memory; a handful leaves room for other toolchains.
+        8
+    }
+}
+
+/// Everything one invocation's `Store` holds.
+pub struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    pub(crate) installation: Arc<Installation>,
+    pub(crate) services: Arc<Services>,
+    pub(crate) space: Space,
+    pub(crate) logs: Vec<LogLine>,
+    pub(crate) logs_dropped: u32,
+    pub(crate) deadline: Instant,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) hostcalls: u32,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The WASI wall clock, backed by the host clock (so a test's manual clock applies).
+pub(crate) struct HostWallClock(pub SharedClock);
+
+impl wasmtime_wasi::HostWallClock for HostWallClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(1)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::try_from(self.0.now_ms()).unwrap_or(0))
+    }
+}

@@ -1,0 +1,493 @@
+//! One invocation: a fresh `Store` and instance from the cached `InstancePre`, the kind's
+//! limits, the call, and a report of what it cost. Nothing survives the call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::bindings::exports::{adapter, flow, journey, personalize};
+use super::bindings::{channel_adapter, chatbot_flow, journey_rule, personalization, types};
+use super::host::{
+    HostState, HostWallClock, Installation, Limiter, LogLine, MemoryLimitExceeded, Services,
+    STDIO_CAPTURE_BYTES,
+};
+use crate::config::KindLimits;
+use crate::kind::PluginKind;
+
+/// A compiled, linked, type-checked plugin, ready to instantiate.
+#[derive(Clone)]
+pub enum KindPre {
+    /// A journey rule.
+    JourneyRule(journey_rule::JourneyRulePre<HostState>),
+    /// A personalizer.
+    Personalization(personalization::PersonalizationPre<HostState>),
+    /// A channel adapter.
+    ChannelAdapter(channel_adapter::ChannelAdapterPre<HostState>),
+    /// A chatbot flow.
+    ChatbotFlow(chatbot_flow::ChatbotFlowPre<HostState>),
+}
+
+impl KindPre {
+    /// The kind this pre was checked against.
+    pub fn kind(&self) -> PluginKind {
+        match self {
+            KindPre::JourneyRule(_) => PluginKind::JourneyRule,
+            KindPre::Personalization(_) => PluginKind::Personalization,
+            KindPre::ChannelAdapter(_) => PluginKind::ChannelAdapter,
+            KindPre::ChatbotFlow(_) => PluginKind::ChatbotFlow,
+        }
+    }
+}
+
+/// A call into a plugin. As JSON: `{"call": "<name>", "input": ...}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "call", content = "input", rename_all = "kebab-case")]
+pub enum Call {
+    /// `journey.describe`.
+    JourneyDescribe,
+    /// `journey.step`.
+    JourneyStep(journey::StepInput),
+    /// `personalize.decide`.
+    PersonalizeDecide(personalize::Request),
+    /// `adapter.capabilities`.
+    AdapterCapabilities,
+    /// `adapter.send`.
+    AdapterSend(adapter::OutboundMessage),
+    /// `adapter.handle-webhook`.
+    AdapterHandleWebhook(adapter::HttpRequest),
+    /// `adapter.refresh-credentials`.
+    AdapterRefreshCredentials,
+    /// `flow.describe`.
+    FlowDescribe,
+    /// `flow.turn`.
+    FlowTurn {
+        /// The session.
+        session: flow::Session,
+        /// Why the turn runs.
+        trigger: flow::TurnTrigger,
+    },
+}
+
+impl Call {
+    /// The kind that exports this call.
+    pub fn kind(&self) -> PluginKind {
+        match self {
+            Call::JourneyDescribe | Call::JourneyStep(_) => PluginKind::JourneyRule,
+            Call::PersonalizeDecide(_) => PluginKind::Personalization,
+            Call::AdapterCapabilities
+            | Call::AdapterSend(_)
+            | Call::AdapterHandleWebhook(_)
+            | Call::AdapterRefreshCredentials => PluginKind::ChannelAdapter,
+            Call::FlowDescribe | Call::FlowTurn { .. } => PluginKind::ChatbotFlow,
+        }
+    }
+
+    /// The WIT function name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::JourneyDescribe => "describe",
+            Call::JourneyStep(_) => "step",
+            Call::PersonalizeDecide(_) => "decide",
+            Call::AdapterCapabilities => "capabilities",
+            Call::AdapterSend(_) => "send",
+            Call::AdapterHandleWebhook(_) => "handle-webhook",
+            Call::AdapterRefreshCredentials => "refresh-credentials",
+            Call::FlowDescribe => "describe",
+            Call::FlowTurn { .. } => "turn",
+        }
+    }
+
+    /// Whether this is the kind's main call (the long deadline), not an auxiliary one.
+    pub fn is_main(&self) -> bool {
+        matches!(
+            self,
+            Call::JourneyStep(_)
+                | Call::PersonalizeDecide(_)
+                | Call::AdapterSend(_)
+                | Call::FlowTurn { .. }
+        )
+    }
+}
+
+/// What a plugin returned. As JSON: `{"call": "<name>", "output": ...}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "call", content = "output", rename_all = "kebab-case")]
+pub enum Output {
+    /// `journey.describe`.
+    JourneyDescribe(journey::Manifest),
+    /// `journey.step`.
+    JourneyStep(Result<Vec<journey::Command>, types::PluginError>),
+    /// `personalize.decide`.
+    PersonalizeDecide(Result<Vec<personalize::Decision>, types::PluginError>),
+    /// `adapter.capabilities`.
+    AdapterCapabilities(adapter::ChannelCapabilities),
+    /// `adapter.send`.
+    AdapterSend(Result<adapter::SendOk, adapter::SendError>),
+    /// `adapter.handle-webhook`.
+    AdapterHandleWebhook(Result<adapter::WebhookResult, adapter::WebhookError>),
+    /// `adapter.refresh-credentials`.
+    AdapterRefreshCredentials(Result<(), types::PluginError>),
+    /// `flow.describe`.
+    FlowDescribe(flow::FlowManifest),
+    /// `flow.turn`.
+    FlowTurn(Result<flow::TurnResult, types::PluginError>),
+}
+
+/// Why an invocation failed. Each case names the limit or fault.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "error", rename_all = "kebab-case")]
+pub enum InvokeError {
+    /// The wall-clock deadline passed.
+    #[error("deadline exceeded: the {deadline_ms} ms deadline passed after {elapsed_us} µs")]
+    Deadline {
+        /// The deadline.
+        deadline_ms: u64,
+        /// Time actually spent.
+        elapsed_us: u64,
+    },
+    /// The guest grew memory past the kind's cap.
+    #[error("memory limit exceeded: the plugin asked for {requested} bytes; the cap is {cap} bytes")]
+    MemoryLimit {
+        /// Bytes requested.
+        requested: usize,
+        /// The cap.
+        cap: usize,
+    },
+    /// The instruction budget ran out.
+    #[error("instruction budget exhausted: the budget is {budget} instructions")]
+    FuelExhausted {
+        /// The budget.
+        budget: u64,
+    },
+    /// The guest overflowed its stack (for example unbounded recursion).
+    #[error("stack overflow: the plugin recursed too deeply")]
+    StackOverflow,
+    /// The guest panicked.
+    #[error("plugin panicked: {message}")]
+    Panic {
+        /// The panic message from the guest's stderr.
+        message: String,
+    },
+    /// Any other trap.
+    #[error("plugin trapped: {message}")]
+    Trap {
+        /// The trap description.
+        message: String,
+    },
+    /// The output is larger than the kind allows.
+    #[error("output too large: {size} bytes exceeds the {max}-byte limit")]
+    OutputTooLarge {
+        /// Output size in bytes of JSON.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The input is larger than the kind allows.
+    #[error("input too large: {size} bytes exceeds the {max}-byte limit")]
+    InputTooLarge {
+        /// Input size in bytes of JSON.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The call does not belong to the plugin's kind.
+    #[error("`{call}` is not a function of {kind} plugins")]
+    WrongKind {
+        /// The call.
+        call: String,
+        /// The plugin's kind.
+        kind: PluginKind,
+    },
+    /// Every pooled instance slot is busy.
+    #[error("all instance slots are busy; retry shortly")]
+    PoolExhausted,
+}
+
+impl InvokeError {
+    /// A short stable code for records and APIs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InvokeError::Deadline { .. } => "deadline_exceeded",
+            InvokeError::MemoryLimit { .. } => "memory_limit_exceeded",
+            InvokeError::FuelExhausted { .. } => "fuel_exhausted",
+            InvokeError::StackOverflow => "stack_overflow",
+            InvokeError::Panic { .. } => "panic",
+            InvokeError::Trap { .. } => "trap",
+            InvokeError::OutputTooLarge { .. } => "output_too_large",
+            InvokeError::InputTooLarge { .. } => "input_too_large",
+            InvokeError::WrongKind { .. } => "wrong_kind",
+            InvokeError::PoolExhausted => "pool_exhausted",
+        }
+    }
+}
+
+/// What one invocation cost and printed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// Wall time of instantiate + call, in microseconds.
+    pub duration_us: u64,
+    /// Instructions (fuel units) used.
+    pub instructions: u64,
+    /// Peak linear memory, in bytes.
+    pub peak_memory_bytes: usize,
+    /// Host calls made.
+    pub hostcalls: u32,
+    /// Lines logged through `weft:plugin/log`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub logs: Vec<LogLine>,
+    /// Log lines dropped past the per-invocation cap.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub logs_dropped: u32,
+    /// Captured stdout (at most 4 KiB).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub stdout: String,
+    /// Captured stderr (at most 4 KiB).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub stderr: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The result of an invocation plus its report.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The plugin's output, or why there is none.
+    pub result: Result<Output, InvokeError>,
+    /// Cost and captured output.
+    pub report: Report,
+}
+
+/// Fuel given when the kind has no budget: effectively unlimited, still metered.
+const UNMETERED_FUEL: u64 = i64::MAX as u64;
+
+/// Runs one call on a fresh instance. Blocking: call it from a blocking thread.
+pub fn invoke(
+    services: &Arc<Services>,
+    pre: &KindPre,
+    installation: &Arc<Installation>,
+    limits: &KindLimits,
+    epoch_tick: Duration,
+    call: Call,
+) -> Invocation {
+    let start = Instant::now();
+    if call.kind() != pre.kind() {
+        return Invocation {
+            result: Err(InvokeError::WrongKind {
+                call: call.name().to_string(),
+                kind: pre.kind(),
+            }),
+            report: Report::default(),
+        };
+    }
+    let deadline = Duration::from_millis(if call.is_main() {
+        limits.deadline_ms
+    } else {
+        limits.aux_deadline_ms
+    });
+    let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+    let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+    let wasi = WasiCtxBuilder::new()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .wall_clock(HostWallClock(services.clock.clone()))
+        .max_random_size(64 * 1024)
+        .build();
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(limits.max_resources);
+    let state = HostState {
+        wasi,
+        table,
+        limiter: Limiter {
+            max_memory: limits.memory_bytes,
+            max_table_elements: limits.max_table_elements,
+            peak_memory: 0,
+            memory_exceeded: None,
+        },
+        installation: installation.clone(),
+        services: services.clone(),
+        space: installation.space(),
+        logs: Vec::new(),
+        logs_dropped: 0,
+        deadline: start + deadline,
+        stdout,
+        stderr,
+        hostcalls: 0,
+    };
+    let engine = match pre {
+        KindPre::JourneyRule(p) => p.engine(),
+        KindPre::Personalization(p) => p.engine(),
+        KindPre::ChannelAdapter(p) => p.engine(),
+        KindPre::ChatbotFlow(p) => p.engine(),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    let budget = limits.fuel.unwrap_or(UNMETERED_FUEL);
+    let _ = store.set_fuel(budget);
+    // Round up, plus one tick: the epoch may advance just after we read it.
+    let ticks = deadline.as_micros().div_ceil(epoch_tick.as_micros().max(1)) as u64 + 1;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+    store.set_hostcall_fuel(limits.hostcall_bytes);
+
+    let raw = call_plugin(&mut store, pre, call);
+    let elapsed = start.elapsed();
+    let fuel_left = store.get_fuel().unwrap_or(0);
+    let data = store.data_mut();
+    let mut report = Report {
+        duration_us: elapsed.as_micros() as u64,
+        instructions: budget.saturating_sub(fuel_left),
+        peak_memory_bytes: data.limiter.peak_memory,
+        hostcalls: data.hostcalls,
+        logs: std::mem::take(&mut data.logs),
+        logs_dropped: data.logs_dropped,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    report.stdout = String::from_utf8_lossy(&data.stdout.contents()).into_owned();
+    report.stderr = String::from_utf8_lossy(&data.stderr.contents()).into_owned();
+    let result = match raw {
+        Ok(out) => check_output(out, limits.max_output_bytes),
+        Err(e) => Err(classify(e, &report, deadline, elapsed, budget, limits)),
+    };
+    Invocation { result, report }
+}
+
+fn call_plugin(
+    store: &mut Store<HostState>,
+    pre: &KindPre,
+    call: Call,
+) -> wasmtime::Result<Output> {
+    Ok(match (pre, call) {
+        (KindPre::JourneyRule(p), call) => {
+            let i = p.instantiate(&mut *store)?;
+            let j = i.weft_plugin_journey();
+            match call {
+                Call::JourneyDescribe => Output::JourneyDescribe(j.call_describe(&mut *store)?),
+                Call::JourneyStep(input) => Output::JourneyStep(j.call_step(&mut *store, &input)?),
+                _ => unreachable!("kind checked above"),
+            }
+        }
+        (KindPre::Personalization(p), call) => {
+            let i = p.instantiate(&mut *store)?;
+            let d = i.weft_plugin_personalize();
+            match call {
+                Call::PersonalizeDecide(req) => {
+                    Output::PersonalizeDecide(d.call_decide(&mut *store, &req)?)
+                }
+                _ => unreachable!("kind checked above"),
+            }
+        }
+        (KindPre::ChannelAdapter(p), call) => {
+            let i = p.instantiate(&mut *store)?;
+            let a = i.weft_plugin_adapter();
+            match call {
+                Call::AdapterCapabilities => {
+                    Output::AdapterCapabilities(a.call_capabilities(&mut *store)?)
+                }
+                Call::AdapterSend(m) => Output::AdapterSend(a.call_send(&mut *store, &m)?),
+                Call::AdapterHandleWebhook(r) => {
+                    Output::AdapterHandleWebhook(a.call_handle_webhook(&mut *store, &r)?)
+                }
+                Call::AdapterRefreshCredentials => {
+                    Output::AdapterRefreshCredentials(a.call_refresh_credentials(&mut *store)?)
+                }
+                _ => unreachable!("kind checked above"),
+            }
+        }
+        (KindPre::ChatbotFlow(p), call) => {
+            let i = p.instantiate(&mut *store)?;
+            let f = i.weft_plugin_flow();
+            match call {
+                Call::FlowDescribe => Output::FlowDescribe(f.call_describe(&mut *store)?),
+                Call::FlowTurn { session, trigger } => {
+                    Output::FlowTurn(f.call_turn(&mut *store, &session, &trigger)?)
+                }
+                _ => unreachable!("kind checked above"),
+            }
+        }
+    })
+}
+
+/// A `Write` that only counts bytes, to size outputs without allocating.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Size of `v` as JSON, in bytes.
+pub fn json_size<T: Serialize>(v: &T) -> usize {
+    let mut c = Counter(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+fn check_output(out: Output, max: usize) -> Result<Output, InvokeError> {
+    let size = json_size(&out);
+    if size > max {
+        return Err(InvokeError::OutputTooLarge { size, max });
+    }
+    Ok(out)
+}
+
+fn classify(
+    e: wasmtime::Error,
+    report: &Report,
+    deadline: Duration,
+    elapsed: Duration,
+    budget: u64,
+    _limits: &KindLimits,
+) -> InvokeError {
+    if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
+        return InvokeError::MemoryLimit {
+            requested: m.requested,
+            cap: m.cap,
+        };
+    }
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::Interrupt => InvokeError::Deadline {
+                deadline_ms: deadline.as_millis() as u64,
+                elapsed_us: elapsed.as_micros() as u64,
+            },
+            Trap::OutOfFuel => InvokeError::FuelExhausted { budget },
+            Trap::StackOverflow => InvokeError::StackOverflow,
+            Trap::UnreachableCodeReached if report.stderr.contains("panicked") => {
+                InvokeError::Panic {
+                    message: panic_message(&report.stderr),
+                }
+            }
+            other => InvokeError::Trap {
+                message: other.to_string(),
+            },
+        };
+    }
+    if e.is::<wasmtime::PoolConcurrencyLimitError>() {
+        return InvokeError::PoolExhausted;
+    }
+    // Host-side failures during a host call (a trap raised by a capability).
+    let message = format!("{e}");
+    InvokeError::Trap { message }
+}
+
+/// The guest's panic line from its stderr (`panicked at src/lib.rs:3:5:\n<message>`).
+fn panic_message(stderr: &str) -> String {
+    let s = stderr.trim();
+    let s = s.split_once("panicked at ").map_or(s, |(_, rest)| rest);
+    let one_line: String = s.lines().take(3).collect::<Vec<_>>().join(" ");
+    super::capabilities::truncate_for_record(one_line)
+}
