@@ -5,5 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod kind;
 pub mod profiles;
+pub mod registry;
 pub mod runtime;
 pub mod store;
+pub mod tenants;

@@ -7,6 +7,8 @@
 
 mod clock;
 mod config;
+pub(crate) use config::settings_key;
+pub(crate) use state::installation_state_key;
 mod crypto;
 mod log;
 mod outbound_http;
