@@ -1,6 +1,7 @@
 //! Weft host.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod clock;
 pub mod config;
 pub mod kind;

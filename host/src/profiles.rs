@@ -168,3 +168,25 @@ pub fn to_wit(rec: &ProfileRecord) -> types::Profile {
         consents: Vec::new(),
     }
 }
+
+/// Erases the profile owning an identity: the record, its identity links and its events.
+/// Returns whether a profile was found.
+pub fn erase_by_identity(
+    b: &dyn Backend,
+    sp: &Space,
+    kind: &str,
+    value: &str,
+) -> Result<bool, ProfileError> {
+    let Some(rec) = get_by_identity(b, sp, kind, value)? else {
+        return Ok(false);
+    };
+    let mut ops = vec![crate::store::BatchOp::delete(profile_key(&rec.id))];
+    for i in &rec.identities {
+        ops.push(crate::store::BatchOp::delete(ident_key(&i.kind, &i.value)));
+    }
+    for (k, _) in b.scan_prefix(sp, format!("event/{}/", rec.id).as_bytes(), usize::MAX)? {
+        ops.push(crate::store::BatchOp::delete(k));
+    }
+    b.apply_batch(sp, &ops)?;
+    Ok(true)
+}

@@ -1,0 +1,169 @@
+//! The HTTP API. **Every request enters through [`router`]**; handlers are thin and call
+//! the registry, tenants and profiles modules.
+//!
+//! | Route | Auth | What |
+//! |---|---|---|
+//! | `GET /healthz` | none | liveness and runtime facts |
+//! | `POST /v1/tenants` | admin token | create a tenant; answers its keys |
+//! | `GET /v1/plugins` | secret key | list plugins |
+//! | `GET /v1/plugins/{name}` | secret key | a plugin and its versions |
+//! | `DELETE /v1/plugins/{name}` | secret key | delete a plugin with its versions, settings, state |
+//! | `PUT /v1/plugins/{name}/versions/{version}?kind=&activate=` | secret key | upload a component |
+//! | `DELETE /v1/plugins/{name}/versions/{version}` | secret key | delete an inactive version |
+//! | `POST /v1/plugins/{name}/versions/{version}/activate` | secret key | activate a version |
+//! | `POST /v1/plugins/{name}/rollback` | secret key | re-activate the previous version |
+//! | `GET/PUT /v1/plugins/{name}/config` | secret key | settings, secrets (write-only), allowlist |
+//! | `POST /v1/plugins/{name}/invoke` | secret key | run the active version on a JSON call |
+//! | `GET /v1/plugins/{name}/invocations` | secret key | recent invocation records |
+//! | `PUT/GET/DELETE /v1/profiles/{kind}:{value}` | secret key | minimal profile upsert/read/erase |
+
+mod auth;
+pub mod error;
+mod plugins;
+mod profiles;
+mod tenants;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+
+pub use auth::{AdminAuth, TenantAuth};
+pub use error::ApiError;
+
+use crate::clock::SharedClock;
+use crate::registry::Registry;
+use crate::store::Db;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The plugin registry (and through it the runtime).
+    pub registry: Arc<Registry>,
+    /// The database.
+    pub db: Db,
+    /// The host clock.
+    pub clock: SharedClock,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// Largest JSON body on non-upload routes: 1 MiB (the biggest, an adapter webhook call, is 640 KiB).
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
+
+/// Builds the router. Tests drive it with `tower::ServiceExt::oneshot`.
+pub fn router(state: AppState) -> Router {
+    let upload_limit = state.registry.runtime().config().max_component_bytes;
+    let uploads = Router::new()
+        .route(
+            "/v1/plugins/{name}/versions/{version}",
+            put(plugins::upload).delete(plugins::delete_version),
+        )
+        .layer(DefaultBodyLimit::max(upload_limit));
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/tenants", post(tenants::create))
+        .route("/v1/plugins", get(plugins::list))
+        .route("/v1/plugins/{name}", get(plugins::show).delete(plugins::delete))
+        .route(
+            "/v1/plugins/{name}/versions/{version}/activate",
+            post(plugins::activate),
+        )
+        .route("/v1/plugins/{name}/rollback", post(plugins::rollback))
+        .route(
+            "/v1/plugins/{name}/config",
+            get(plugins::get_config).put(plugins::put_config),
+        )
+        .route("/v1/plugins/{name}/invoke", post(plugins::invoke))
+        .route("/v1/plugins/{name}/invocations", get(plugins::invocations))
+        .route(
+            "/v1/profiles/{id}",
+            get(profiles::get).put(profiles::put).delete(profiles::delete),
+        )
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .merge(uploads)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(trace))
+        .with_state(state)
+}
+
+/// Logs method, path, status and latency of every request.
+async fn trace(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::info!(%method, %path, status = resp.status().as_u16(), latency_us = t0.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+async fn health(axum::extract::State(s): axum::extract::State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "allocator": s.registry.runtime().allocator(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        format!("no route for `{}`; see the README for the API", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("`{method}` is not allowed on `{}`", uri.path()),
+    )
+}
+
+/// Parses a JSON body into `T`, with errors in the stable shape.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("invalid_json", "request body is empty; send a JSON document"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+}
+
+/// Maps a body-read failure (too large, broken stream) to the stable shape.
+pub(crate) fn body_error(e: axum::extract::rejection::BytesRejection, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body exceeds the {limit}-byte limit"),
+        )
+    } else {
+        ApiError::bad_request("invalid_body", format!("could not read the request body: {e}"))
+    }
+}
+
+/// Serves `router` on `listener` until ctrl-c / SIGTERM.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing SIGTERM handler");
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            #[cfg(not(unix))]
+            let _ = ctrl_c.await;
+            tracing::info!("shutting down");
+        })
+        .await
+}
