@@ -123,7 +123,9 @@ impl From<HttpError> for SendError {
         match e {
             HttpError::Timeout => SendError::Ambiguous("provider did not answer in time".into()),
             HttpError::Transport(m) => SendError::Retryable(format!("transport: {m}")),
-            HttpError::Refused(c) => SendError::Permanent(format!("request refused: {}", c.message())),
+            HttpError::Refused(c) => {
+                SendError::Permanent(format!("request refused: {}", c.message()))
+            }
         }
     }
 }

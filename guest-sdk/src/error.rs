@@ -59,9 +59,7 @@ impl From<CapabilityError> for PluginError {
             CapabilityError::Unavailable(m) => PluginError::Retryable(format!("unavailable: {m}")),
             CapabilityError::Denied(m) => PluginError::Fatal(format!("denied: {m}")),
             CapabilityError::Invalid(m) => PluginError::Fatal(format!("invalid: {m}")),
-            CapabilityError::LimitExceeded(m) => {
-                PluginError::Fatal(format!("limit exceeded: {m}"))
-            }
+            CapabilityError::LimitExceeded(m) => PluginError::Fatal(format!("limit exceeded: {m}")),
         }
     }
 }

@@ -21,9 +21,7 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
-pub use crate::bindings::host::weft::plugin::outbound_http::{
-    send, HttpError, Request, Response,
-};
+pub use crate::bindings::host::weft::plugin::outbound_http::{send, HttpError, Request, Response};
 
 /// Default request timeout when none is set: 10 s (the host lowers it to the time left).
 pub const DEFAULT_TIMEOUT_MS: u32 = 10_000;

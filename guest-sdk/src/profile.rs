@@ -71,9 +71,9 @@ impl Profile {
 
     /// Whether the profile's locale is Vietnamese (`vi`, `vi-VN`, ...).
     pub fn prefers_vietnamese(&self) -> bool {
-        self.locale
-            .as_deref()
-            .is_some_and(|l| l.eq_ignore_ascii_case("vi") || l.to_ascii_lowercase().starts_with("vi-"))
+        self.locale.as_deref().is_some_and(|l| {
+            l.eq_ignore_ascii_case("vi") || l.to_ascii_lowercase().starts_with("vi-")
+        })
     }
 }
 

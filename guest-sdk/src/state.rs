@@ -27,9 +27,9 @@ pub use crate::bindings::host::weft::plugin::state::{
 pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, PluginError> {
     match get(key)? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| PluginError::Fatal(format!("state `{key}` is not the expected JSON: {e}"))),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            PluginError::Fatal(format!("state `{key}` is not the expected JSON: {e}"))
+        }),
     }
 }
 

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 use weft_guest::clock;
 use weft_guest::journey::{
-    intent_id, Command, EmittedEvent, Guest, Manifest, PluginError, ReEntry, SendIntent,
-    StepInput, Trigger, WaitSpec,
+    intent_id, Command, EmittedEvent, Guest, Manifest, PluginError, ReEntry, SendIntent, StepInput,
+    Trigger, WaitSpec,
 };
 use weft_guest::json::{self, json};
 use weft_guest::types::{ChannelKind, Content, MessageCategory, Profile};
@@ -143,7 +143,9 @@ fn prefers_english(profile: &Profile) -> bool {
 
 fn reminder_text(product: Option<&str>, gold: bool, english: bool) -> String {
     let mut text = match (english, product) {
-        (false, Some(name)) => format!("Bạn còn quên {name} trong giỏ hàng. Hoàn tất đơn hàng ngay nhé!"),
+        (false, Some(name)) => {
+            format!("Bạn còn quên {name} trong giỏ hàng. Hoàn tất đơn hàng ngay nhé!")
+        }
         (false, None) => "Bạn còn sản phẩm trong giỏ hàng. Hoàn tất đơn hàng ngay nhé!".to_owned(),
         (true, Some(name)) => format!("You left {name} in your cart. Complete your order now!"),
         (true, None) => "You left something in your cart. Complete your order now!".to_owned(),
@@ -205,8 +207,16 @@ mod tests {
 
     #[test]
     fn entry_remembers_the_product_and_waits_an_hour() {
-        let out = AbandonedCart::step(input(Trigger::Entered(product_added()), "start", "{}", "{}")).unwrap();
-        let Command::PatchContext(ctx) = &out[0] else { panic!("{out:?}") };
+        let out = AbandonedCart::step(input(
+            Trigger::Entered(product_added()),
+            "start",
+            "{}",
+            "{}",
+        ))
+        .unwrap();
+        let Command::PatchContext(ctx) = &out[0] else {
+            panic!("{out:?}")
+        };
         let ctx: serde_json::Value = serde_json::from_str(ctx).unwrap();
         assert_eq!(ctx["product"]["name"], "Áo dài lụa");
         assert_eq!(ctx["cart_id"], "cart-42");
@@ -214,29 +224,58 @@ mod tests {
         assert_eq!(out[2], Command::Goto("remind".into()));
     }
 
-    const CONTEXT: &str = r#"{"cart_id":"cart-42","product":{"name":"Áo dài lụa","product_id":"sku-1"}}"#;
+    const CONTEXT: &str =
+        r#"{"cart_id":"cart-42","product":{"name":"Áo dài lụa","product_id":"sku-1"}}"#;
 
     #[test]
     fn reminder_for_silver_names_the_product_and_has_no_coupon() {
-        let out = AbandonedCart::step(input(Trigger::TimerFired("t".into()), "remind", r#"{"tier":"silver"}"#, CONTEXT)).unwrap();
+        let out = AbandonedCart::step(input(
+            Trigger::TimerFired("t".into()),
+            "remind",
+            r#"{"tier":"silver"}"#,
+            CONTEXT,
+        ))
+        .unwrap();
         assert_eq!(out.len(), 2);
-        let Command::Send(intent) = &out[0] else { panic!("{out:?}") };
+        let Command::Send(intent) = &out[0] else {
+            panic!("{out:?}")
+        };
         assert_eq!(intent.intent_id, "i1:remind:reminder");
-        assert_eq!(intent.channel_preference, [ChannelKind::ZaloOa, ChannelKind::ZaloZns, ChannelKind::Sms]);
+        assert_eq!(
+            intent.channel_preference,
+            [ChannelKind::ZaloOa, ChannelKind::ZaloZns, ChannelKind::Sms]
+        );
         assert_eq!(intent.category, MessageCategory::Marketing);
-        let [Content::Text(text)] = intent.content.as_slice() else { panic!() };
-        assert!(text.contains("Áo dài lụa") && !text.contains(GOLD_CODE), "{text}");
+        let [Content::Text(text)] = intent.content.as_slice() else {
+            panic!()
+        };
+        assert!(
+            text.contains("Áo dài lụa") && !text.contains(GOLD_CODE),
+            "{text}"
+        );
         assert_eq!(out[1], Command::Exit("reminded".into()));
     }
 
     #[test]
     fn reminder_for_gold_carries_the_code_and_emits_coupon_issued() {
-        let out = AbandonedCart::step(input(Trigger::TimerFired("t".into()), "remind", r#"{"tier":"gold"}"#, CONTEXT)).unwrap();
+        let out = AbandonedCart::step(input(
+            Trigger::TimerFired("t".into()),
+            "remind",
+            r#"{"tier":"gold"}"#,
+            CONTEXT,
+        ))
+        .unwrap();
         assert_eq!(out.len(), 3);
-        let Command::Send(intent) = &out[0] else { panic!() };
-        let [Content::Text(text)] = intent.content.as_slice() else { panic!() };
+        let Command::Send(intent) = &out[0] else {
+            panic!()
+        };
+        let [Content::Text(text)] = intent.content.as_slice() else {
+            panic!()
+        };
         assert!(text.contains("GOLD10") && text.contains("10%"), "{text}");
-        let Command::Emit(event) = &out[1] else { panic!() };
+        let Command::Emit(event) = &out[1] else {
+            panic!()
+        };
         assert_eq!(event.name, "Coupon Issued");
         let props: serde_json::Value = serde_json::from_str(&event.properties).unwrap();
         assert_eq!(props["coupon"], "GOLD10");
@@ -246,8 +285,19 @@ mod tests {
 
     #[test]
     fn retried_step_returns_identical_commands() {
-        let a = AbandonedCart::step(input(Trigger::TimerFired("t".into()), "remind", r#"{"tier":"gold"}"#, CONTEXT)).unwrap();
-        let mut retry = input(Trigger::TimerFired("t".into()), "remind", r#"{"tier":"gold"}"#, CONTEXT);
+        let a = AbandonedCart::step(input(
+            Trigger::TimerFired("t".into()),
+            "remind",
+            r#"{"tier":"gold"}"#,
+            CONTEXT,
+        ))
+        .unwrap();
+        let mut retry = input(
+            Trigger::TimerFired("t".into()),
+            "remind",
+            r#"{"tier":"gold"}"#,
+            CONTEXT,
+        );
         retry.attempt = 3;
         assert_eq!(a, AbandonedCart::step(retry).unwrap());
     }
@@ -256,7 +306,13 @@ mod tests {
     fn purchase_exits() {
         let mut event = product_added();
         event.name = Some("Order Completed".into());
-        let out = AbandonedCart::step(input(Trigger::EventReceived(event), "remind", "{}", CONTEXT)).unwrap();
+        let out = AbandonedCart::step(input(
+            Trigger::EventReceived(event),
+            "remind",
+            "{}",
+            CONTEXT,
+        ))
+        .unwrap();
         assert_eq!(out, [Command::Exit("purchased".into())]);
     }
 }

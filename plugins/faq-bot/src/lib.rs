@@ -145,9 +145,19 @@ impl Guest for FaqBot {
     fn describe() -> FlowManifest {
         FlowManifest {
             name: "FAQ bot".into(),
-            start_keywords: ["faq", "help", "hỗ trợ", "giờ mở cửa", "giao hàng", "đổi trả", "opening hours", "shipping", "returns"]
-                .map(String::from)
-                .to_vec(),
+            start_keywords: [
+                "faq",
+                "help",
+                "hỗ trợ",
+                "giờ mở cửa",
+                "giao hàng",
+                "đổi trả",
+                "opening hours",
+                "shipping",
+                "returns",
+            ]
+            .map(String::from)
+            .to_vec(),
             start_events: vec![],
             channels: vec![
                 ChannelKind::ZaloOa,
@@ -160,12 +170,17 @@ impl Guest for FaqBot {
     }
 
     fn turn(s: Session, t: TurnTrigger) -> Result<TurnResult, PluginError> {
-        let mut slots: Slots = if s.slots.trim().is_empty() { Slots::default() } else { s.slots_as()? };
-        let default_lang = if (s.locale.is_none() && s.profile.locale.is_none()) || s.prefers_vietnamese() {
-            Lang::Vi
+        let mut slots: Slots = if s.slots.trim().is_empty() {
+            Slots::default()
         } else {
-            Lang::En
+            s.slots_as()?
         };
+        let default_lang =
+            if (s.locale.is_none() && s.profile.locale.is_none()) || s.prefers_vietnamese() {
+                Lang::Vi
+            } else {
+                Lang::En
+            };
 
         let actions = match t {
             TurnTrigger::Start(_) => {
@@ -217,13 +232,27 @@ impl Guest for FaqBot {
                     }
                 }
             }
-            TurnTrigger::Timer(_) => vec![BotAction::End(EndSpec { outcome: "timeout".into(), send_csat: false })],
+            TurnTrigger::Timer(_) => vec![BotAction::End(EndSpec {
+                outcome: "timeout".into(),
+                send_csat: false,
+            })],
             TurnTrigger::HandoffEnded(resolution) => {
-                let outcome = if resolution.is_empty() { "handoff".to_owned() } else { resolution };
-                vec![BotAction::End(EndSpec { outcome, send_csat: true })]
+                let outcome = if resolution.is_empty() {
+                    "handoff".to_owned()
+                } else {
+                    resolution
+                };
+                vec![BotAction::End(EndSpec {
+                    outcome,
+                    send_csat: true,
+                })]
             }
         };
-        Ok(TurnResult { actions, expect: None, slots: json::to(&slots)? })
+        Ok(TurnResult {
+            actions,
+            expect: None,
+            slots: json::to(&slots)?,
+        })
     }
 }
 
@@ -233,13 +262,18 @@ fn understand(input: &UserInput) -> (Intent, Option<Lang>) {
         UserInput::Postback(p) if p == PB_AGENT => return (Intent::Agent, None),
         UserInput::Postback(p) if p == PB_DONE => return (Intent::Done, None),
         UserInput::Postback(p) => {
-            if let Some(topic) = p.strip_prefix(PB_TOPIC_PREFIX).and_then(|id| TOPICS.iter().find(|t| t.id == id)) {
+            if let Some(topic) = p
+                .strip_prefix(PB_TOPIC_PREFIX)
+                .and_then(|id| TOPICS.iter().find(|t| t.id == id))
+            {
                 return (Intent::Topic(topic), None);
             }
             p.as_str()
         }
         UserInput::Text(t) => t.as_str(),
-        UserInput::Rating(_) | UserInput::Media(_) | UserInput::Location(_) => return (Intent::Unknown, None),
+        UserInput::Rating(_) | UserInput::Media(_) | UserInput::Location(_) => {
+            return (Intent::Unknown, None)
+        }
     };
     let folded = fold(text);
     let has_diacritics = has_vietnamese_letters(text);
@@ -258,7 +292,10 @@ fn understand(input: &UserInput) -> (Intent, Option<Lang>) {
             return (Intent::Topic(topic), lang_of(*l));
         }
     }
-    (Intent::Unknown, if has_diacritics { Some(Lang::Vi) } else { None })
+    (
+        Intent::Unknown,
+        if has_diacritics { Some(Lang::Vi) } else { None },
+    )
 }
 
 /// Vietnamese letters with diacritics (lower case) and their base letter.
@@ -274,9 +311,9 @@ const GROUPS: &[(&str, char)] = &[
 
 /// Whether `text` has a Vietnamese letter with diacritics (precomposed or combining).
 fn has_vietnamese_letters(text: &str) -> bool {
-    text.chars()
-        .flat_map(char::to_lowercase)
-        .any(|c| ('\u{300}'..='\u{36f}').contains(&c) || GROUPS.iter().any(|(set, _)| set.contains(c)))
+    text.chars().flat_map(char::to_lowercase).any(|c| {
+        ('\u{300}'..='\u{36f}').contains(&c) || GROUPS.iter().any(|(set, _)| set.contains(c))
+    })
 }
 
 /// Lower-cases, strips Vietnamese diacritics (precomposed or combining) and collapses
@@ -287,7 +324,10 @@ fn fold(text: &str) -> String {
         if ('\u{300}'..='\u{36f}').contains(&c) {
             continue; // combining mark of a decomposed letter
         }
-        let base = GROUPS.iter().find(|(set, _)| set.contains(c)).map_or(c, |(_, b)| *b);
+        let base = GROUPS
+            .iter()
+            .find(|(set, _)| set.contains(c))
+            .map_or(c, |(_, b)| *b);
         if base.is_alphanumeric() {
             out.push(base);
         } else if !out.ends_with(' ') {
@@ -314,8 +354,14 @@ fn menu(lang: Lang) -> Vec<Choice> {
         Lang::Vi => ("Gặp nhân viên", "Không, cảm ơn"),
         Lang::En => ("Talk to an agent", "No, thanks"),
     };
-    choices.push(Choice { label: agent.into(), value: PB_AGENT.into() });
-    choices.push(Choice { label: done.into(), value: PB_DONE.into() });
+    choices.push(Choice {
+        label: agent.into(),
+        value: PB_AGENT.into(),
+    });
+    choices.push(Choice {
+        label: done.into(),
+        value: PB_DONE.into(),
+    });
     choices
 }
 
@@ -372,7 +418,10 @@ fn finish(lang: Lang, outcome: &str) -> Vec<BotAction> {
     };
     vec![
         BotAction::Reply(vec![Content::Text(text.into())]),
-        BotAction::End(EndSpec { outcome: outcome.into(), send_csat: true }),
+        BotAction::End(EndSpec {
+            outcome: outcome.into(),
+            send_csat: true,
+        }),
     ]
 }
 
@@ -441,7 +490,11 @@ mod tests {
         assert!(replies(&r).contains("8:00"), "{}", replies(&r));
         let r = FaqBot::turn(session("{}", Some("en")), text("what about shipping")).unwrap();
         assert!(replies(&r).contains("Delivery"), "{}", replies(&r));
-        let r = FaqBot::turn(session("{}", None), TurnTrigger::Input(UserInput::Postback("topic:returns".into()))).unwrap();
+        let r = FaqBot::turn(
+            session("{}", None),
+            TurnTrigger::Input(UserInput::Postback("topic:returns".into())),
+        )
+        .unwrap();
         assert!(replies(&r).contains("7 ngày"), "{}", replies(&r));
     }
 
@@ -470,8 +523,24 @@ mod tests {
     #[test]
     fn no_thanks_ends_with_csat() {
         let r = FaqBot::turn(session("{}", None), text("Không, cảm ơn")).unwrap();
-        assert!(r.actions.iter().any(|a| matches!(a, BotAction::End(EndSpec { send_csat: true, .. }))));
-        let r = FaqBot::turn(session("{}", None), TurnTrigger::HandoffEnded("resolved".into())).unwrap();
-        assert_eq!(r.actions, [BotAction::End(EndSpec { outcome: "resolved".into(), send_csat: true })]);
+        assert!(r.actions.iter().any(|a| matches!(
+            a,
+            BotAction::End(EndSpec {
+                send_csat: true,
+                ..
+            })
+        )));
+        let r = FaqBot::turn(
+            session("{}", None),
+            TurnTrigger::HandoffEnded("resolved".into()),
+        )
+        .unwrap();
+        assert_eq!(
+            r.actions,
+            [BotAction::End(EndSpec {
+                outcome: "resolved".into(),
+                send_csat: true
+            })]
+        );
     }
 }

@@ -24,7 +24,10 @@ impl Guest for BigOutput {
         traits.push_str(r#"{"blob":""#);
         traits.extend(std::iter::repeat_n('x', BLOB_LEN));
         traits.push_str(r#""}"#);
-        Ok(vec![Command::SetTraits(traits), Command::Exit("big".into())])
+        Ok(vec![
+            Command::SetTraits(traits),
+            Command::Exit("big".into()),
+        ])
     }
 }
 

@@ -30,9 +30,12 @@ impl Guest for TenantSnoop {
         let mut found = Vec::new();
         let mut errors = Vec::new();
         for probe in &probes {
-            let (Some(kind), Some(value)) = (json::str_at(probe, "kind"), json::str_at(probe, "value"))
+            let (Some(kind), Some(value)) =
+                (json::str_at(probe, "kind"), json::str_at(probe, "value"))
             else {
-                return Err(PluginError::invalid_input(format!("probe without kind/value: {probe}")));
+                return Err(PluginError::invalid_input(format!(
+                    "probe without kind/value: {probe}"
+                )));
             };
             match profile::get_profile(&profile::identity(kind, value)) {
                 Ok(Some(p)) => found.push(json!({
@@ -42,7 +45,9 @@ impl Guest for TenantSnoop {
                     "traits": p.traits_value(),
                 })),
                 Ok(None) => {}
-                Err(e) => errors.push(json!({"kind": kind, "value": value, "error": e.to_string()})),
+                Err(e) => {
+                    errors.push(json!({"kind": kind, "value": value, "error": e.to_string()}))
+                }
             }
         }
 
@@ -53,7 +58,10 @@ impl Guest for TenantSnoop {
         };
 
         let report = json!({"found": found, "state": state, "errors": errors});
-        Ok(vec![Command::SetTraits(json::to(&report)?), Command::Exit("probed".into())])
+        Ok(vec![
+            Command::SetTraits(json::to(&report)?),
+            Command::Exit("probed".into()),
+        ])
     }
 }
 

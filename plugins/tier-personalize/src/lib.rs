@@ -29,7 +29,11 @@ impl Tier {
         let Some(profile) = profile else {
             return Tier::Anonymous;
         };
-        match profile.trait_str("tier").map(|t| t.to_ascii_lowercase()).as_deref() {
+        match profile
+            .trait_str("tier")
+            .map(|t| t.to_ascii_lowercase())
+            .as_deref()
+        {
             Some("gold") => Tier::Gold,
             Some("silver") => Tier::Silver,
             _ => Tier::Other,
@@ -57,8 +61,12 @@ impl Tier {
     /// Template variables for content blocks, banners and offers.
     fn content(self) -> Value {
         match self {
-            Tier::Gold => json!({"tier": "gold", "headline": "Ưu đãi riêng cho thành viên Vàng", "discount_percent": 10}),
-            Tier::Silver => json!({"tier": "silver", "headline": "Ưu đãi cho thành viên Bạc", "discount_percent": 5}),
+            Tier::Gold => {
+                json!({"tier": "gold", "headline": "Ưu đãi riêng cho thành viên Vàng", "discount_percent": 10})
+            }
+            Tier::Silver => {
+                json!({"tier": "silver", "headline": "Ưu đãi cho thành viên Bạc", "discount_percent": 5})
+            }
             Tier::Other => json!({"tier": "member", "headline": "Sản phẩm dành cho bạn"}),
             Tier::Anonymous => json!({"tier": "anonymous", "headline": "Sản phẩm nổi bật"}),
         }
@@ -98,9 +106,17 @@ fn parse_candidates(text: &str) -> Result<Vec<(Candidate, Value)>, PluginError> 
         Value::Object(mut map) => match map.remove("items") {
             Some(Value::Array(items)) => items,
             None => Vec::new(),
-            Some(_) => return Err(PluginError::invalid_input("candidates.items is not an array")),
+            Some(_) => {
+                return Err(PluginError::invalid_input(
+                    "candidates.items is not an array",
+                ))
+            }
         },
-        _ => return Err(PluginError::invalid_input("candidates must be a JSON array")),
+        _ => {
+            return Err(PluginError::invalid_input(
+                "candidates must be a JSON array",
+            ))
+        }
     };
     list.into_iter()
         .map(|raw| {
@@ -115,7 +131,11 @@ fn decide_one(placement: &Placement, tier: Tier, candidates: &[(Candidate, Value
         .constraints_value()
         .get("exclude")
         .and_then(Value::as_array)
-        .map(|ids| ids.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
 
     // Items tagged with a tier are only for that tier; the visitor's own tier's items get
@@ -143,7 +163,11 @@ fn decide_one(placement: &Placement, tier: Tier, candidates: &[(Candidate, Value
         experiment_id: None,
         content: tier.content().to_string(),
         items,
-        ttl_ms: if tier == Tier::Anonymous { ANONYMOUS_TTL_MS } else { KNOWN_TTL_MS },
+        ttl_ms: if tier == Tier::Anonymous {
+            ANONYMOUS_TTL_MS
+        } else {
+            KNOWN_TTL_MS
+        },
         reason: Some(format!("tier={}", tier.variant_id())),
     }
 }
@@ -207,14 +231,21 @@ mod tests {
 
     #[test]
     fn gold_gets_gold_variant_and_gold_items_first() {
-        let out = TierPersonalize::decide(request(Some(profile(r#"{"tier":"gold"}"#)), CANDIDATES, 3)).unwrap();
+        let out =
+            TierPersonalize::decide(request(Some(profile(r#"{"tier":"gold"}"#)), CANDIDATES, 3))
+                .unwrap();
         assert_eq!(out[0].variant_id, "tier-gold");
         assert_eq!(ids(&out[0]), ["g", "b", "a"]);
     }
 
     #[test]
     fn silver_sees_no_gold_items() {
-        let out = TierPersonalize::decide(request(Some(profile(r#"{"tier":"Silver"}"#)), CANDIDATES, 10)).unwrap();
+        let out = TierPersonalize::decide(request(
+            Some(profile(r#"{"tier":"Silver"}"#)),
+            CANDIDATES,
+            10,
+        ))
+        .unwrap();
         assert_eq!(out[0].variant_id, "tier-silver");
         assert_eq!(ids(&out[0]), ["s", "b", "a"]);
     }
@@ -229,7 +260,8 @@ mod tests {
 
     #[test]
     fn other_tier_and_empty_candidates() {
-        let out = TierPersonalize::decide(request(Some(profile(r#"{"tier":"bronze"}"#)), "", 5)).unwrap();
+        let out =
+            TierPersonalize::decide(request(Some(profile(r#"{"tier":"bronze"}"#)), "", 5)).unwrap();
         assert_eq!(out[0].variant_id, "tier-default");
         assert!(out[0].items.is_empty());
     }

@@ -124,9 +124,9 @@ impl Guest for ZaloOa {
             .ok_or_else(|| WebhookError::Malformed("missing timestamp".into()))?;
         verify_signature(&req, &timestamp)?;
 
-        let ts: i64 = timestamp
-            .parse()
-            .map_err(|_| WebhookError::Malformed(format!("timestamp {timestamp:?} is not a number")))?;
+        let ts: i64 = timestamp.parse().map_err(|_| {
+            WebhookError::Malformed(format!("timestamp {timestamp:?} is not a number"))
+        })?;
         let max_skew = config::get("webhook_max_skew_ms")
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(DEFAULT_MAX_SKEW_MS);
@@ -158,11 +158,14 @@ impl Guest for ZaloOa {
             .timeout_ms(REQUEST_TIMEOUT_MS);
         let resp = http::send(&req).map_err(|e| PluginError::retryable(format!("oauth: {e:?}")))?;
         if resp.status >= 500 {
-            return Err(PluginError::retryable(format!("oauth: http {}", resp.status)));
+            return Err(PluginError::retryable(format!(
+                "oauth: http {}",
+                resp.status
+            )));
         }
-        let body: Value = resp
-            .json()
-            .map_err(|_| PluginError::retryable(format!("oauth: http {} with a non-JSON body", resp.status)))?;
+        let body: Value = resp.json().map_err(|_| {
+            PluginError::retryable(format!("oauth: http {} with a non-JSON body", resp.status))
+        })?;
         let (Some(access), Some(refresh)) = (
             json::str_at(&body, "access_token").filter(|s| !s.is_empty()),
             json::str_at(&body, "refresh_token").filter(|s| !s.is_empty()),
@@ -328,13 +331,20 @@ fn interpret_send_response(resp: &Response) -> Result<(String, Option<u32>), Sen
         return Err(SendError::RateLimited(RATE_LIMIT_BACKOFF_MS));
     }
     let body: Option<Value> = resp.json().ok();
-    let code = body.as_ref().and_then(|b| b.get("error")).and_then(Value::as_i64);
+    let code = body
+        .as_ref()
+        .and_then(|b| b.get("error"))
+        .and_then(Value::as_i64);
     let Some(code) = code else {
         // A 2xx without Zalo's envelope may still have sent the message.
         return Err(if resp.is_success() {
             SendError::Ambiguous(format!("zalo http {} without an error code", resp.status))
         } else {
-            SendError::Permanent(format!("zalo http {}: {}", resp.status, truncate(&resp.text(), 200)))
+            SendError::Permanent(format!(
+                "zalo http {}: {}",
+                resp.status,
+                truncate(&resp.text(), 200)
+            ))
         });
     };
     let body = body.unwrap_or_default();
@@ -343,12 +353,16 @@ fn interpret_send_response(resp: &Response) -> Result<(String, Option<u32>), Sen
         0 => {
             let id = json::text_at(&body, "data.message_id")
                 .or_else(|| json::text_at(&body, "data.msg_id"))
-                .ok_or_else(|| SendError::Ambiguous("zalo accepted the message without an id".into()))?;
+                .ok_or_else(|| {
+                    SendError::Ambiguous("zalo accepted the message without an id".into())
+                })?;
             let quota = json::text_at(&body, "data.quota.remain").and_then(|q| q.parse().ok());
             Ok((id, quota))
         }
         -216 => Err(SendError::AuthExpired),
-        -213 => Err(SendError::RecipientUnreachable(format!("zalo -213: {message}"))),
+        -213 => Err(SendError::RecipientUnreachable(format!(
+            "zalo -213: {message}"
+        ))),
         -201 => Err(SendError::RecipientInvalid(format!("zalo -201: {message}"))),
         -32 => Err(SendError::RateLimited(RATE_LIMIT_BACKOFF_MS)),
         other => Err(SendError::Permanent(format!("zalo {other}: {message}"))),
@@ -358,7 +372,10 @@ fn interpret_send_response(resp: &Response) -> Result<(String, Option<u32>), Sen
 /// Answers a GET: echoes `hub.challenge` when the optional `verify_token` secret matches.
 fn verification_handshake(req: &HttpRequest) -> Result<WebhookResult, WebhookError> {
     let Some(challenge) = req.query_param("hub.challenge") else {
-        return Ok(WebhookResult { response: HttpResponse::text(200, "ok"), events: vec![] });
+        return Ok(WebhookResult {
+            response: HttpResponse::text(200, "ok"),
+            events: vec![],
+        });
     };
     if let Some(expected) = config::get_secret("verify_token").filter(|t| !t.is_empty()) {
         let given = req.query_param("hub.verify_token").unwrap_or_default();
@@ -366,7 +383,10 @@ fn verification_handshake(req: &HttpRequest) -> Result<WebhookResult, WebhookErr
             return Err(WebhookError::BadSignature);
         }
     }
-    Ok(WebhookResult { response: HttpResponse::text(200, challenge), events: vec![] })
+    Ok(WebhookResult {
+        response: HttpResponse::text(200, challenge),
+        events: vec![],
+    })
 }
 
 /// Checks `X-ZEvent-Signature: mac=<hex sha256(app_id + body + timestamp + oa_secret_key)>`.
@@ -381,10 +401,13 @@ fn verify_signature(req: &HttpRequest, timestamp: &str) -> Result<(), WebhookErr
         config::get("app_id").filter(|v| !v.is_empty()),
         config::get_secret("oa_secret_key").filter(|v| !v.is_empty()),
     ) else {
-        log::error("zalo-oa: setting `app_id` or secret `oa_secret_key` is missing; refusing webhooks");
+        log::error(
+            "zalo-oa: setting `app_id` or secret `oa_secret_key` is missing; refusing webhooks",
+        );
         return Err(WebhookError::BadSignature);
     };
-    let mut signed = Vec::with_capacity(app_id.len() + req.body.len() + timestamp.len() + secret.len());
+    let mut signed =
+        Vec::with_capacity(app_id.len() + req.body.len() + timestamp.len() + secret.len());
     signed.extend_from_slice(app_id.as_bytes());
     signed.extend_from_slice(&req.body);
     signed.extend_from_slice(timestamp.as_bytes());
@@ -401,24 +424,33 @@ fn parse_event(body: &Value, ts: i64) -> Result<Vec<InboundEvent>, WebhookError>
     let name = json::str_at(body, "event_name")
         .ok_or_else(|| WebhookError::Malformed("missing event_name".into()))?;
     let field = |path: &str| json::text_at(body, path);
-    let require = |path: &str| field(path).ok_or_else(|| WebhookError::Malformed(format!("{name}: missing {path}")));
+    let require = |path: &str| {
+        field(path).ok_or_else(|| WebhookError::Malformed(format!("{name}: missing {path}")))
+    };
     // For events from a user the OA is the recipient; for events about OA messages the OA
     // is the sender. The `oa_id` setting, when present, wins.
-    let oa_id = |oa_path: &str| config::get("oa_id").filter(|v| !v.is_empty()).or_else(|| field("oa_id")).or_else(|| field(oa_path));
+    let oa_id = |oa_path: &str| {
+        config::get("oa_id")
+            .filter(|v| !v.is_empty())
+            .or_else(|| field("oa_id"))
+            .or_else(|| field(oa_path))
+    };
     let zalo = |oa: Option<String>, user: String| Identity {
         kind: oa.map_or_else(|| "zalo".to_owned(), |oa| format!("zalo:{oa}")),
         value: user,
     };
 
     Ok(match name {
-        "user_send_text" | "user_send_image" | "user_send_gif" | "user_send_sticker" | "user_send_file"
-        | "user_send_location" | "user_send_link" => {
+        "user_send_text" | "user_send_image" | "user_send_gif" | "user_send_sticker"
+        | "user_send_file" | "user_send_location" | "user_send_link" => {
             let user = require("sender.id")?;
             let mut content = Vec::new();
             if let Some(text) = field("message.text").filter(|t| !t.is_empty()) {
                 content.push(Content::Text(text));
             }
-            if let Some(attachments) = json::path(body, "message.attachments").and_then(Value::as_array) {
+            if let Some(attachments) =
+                json::path(body, "message.attachments").and_then(Value::as_array)
+            {
                 content.extend(attachments.iter().filter_map(attachment_content));
             }
             vec![InboundEvent::Message(InboundMessage {
@@ -433,31 +465,46 @@ fn parse_event(body: &Value, ts: i64) -> Result<Vec<InboundEvent>, WebhookError>
             })]
         }
         "follow" | "unfollow" => {
-            let user = field("follower.id").or_else(|| field("sender.id")).ok_or_else(|| {
-                WebhookError::Malformed(format!("{name}: missing follower.id"))
-            })?;
+            let user = field("follower.id")
+                .or_else(|| field("sender.id"))
+                .ok_or_else(|| WebhookError::Malformed(format!("{name}: missing follower.id")))?;
             let who = zalo(oa_id("recipient.id"), user);
-            vec![if name == "follow" { InboundEvent::Followed(who) } else { InboundEvent::Unfollowed(who) }]
+            vec![if name == "follow" {
+                InboundEvent::Followed(who)
+            } else {
+                InboundEvent::Unfollowed(who)
+            }]
         }
         "user_received_message" | "user_seen_message" => {
-            let ids: Vec<String> = match json::path(body, "message.msg_ids").and_then(Value::as_array) {
-                Some(ids) => ids.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-                None => field("message.msg_id").into_iter().collect(),
-            };
+            let ids: Vec<String> =
+                match json::path(body, "message.msg_ids").and_then(Value::as_array) {
+                    Some(ids) => ids
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect(),
+                    None => field("message.msg_id").into_iter().collect(),
+                };
             if ids.is_empty() {
                 return Err(WebhookError::Malformed(format!("{name}: no message ids")));
             }
             vec![InboundEvent::Status(StatusUpdate {
                 provider_event_id: format!("{name}:{ts}:{}", ids.join(",")),
                 message: MessageRef::Ids(ids),
-                status: if name == "user_seen_message" { DeliveryStatus::Read } else { DeliveryStatus::Delivered },
+                status: if name == "user_seen_message" {
+                    DeliveryStatus::Read
+                } else {
+                    DeliveryStatus::Delivered
+                },
                 occurred_at: ts,
             })]
         }
         "user_submit_info" => match field("info.phone").and_then(|p| e164(&p)) {
             Some(phone) => vec![InboundEvent::IdentityHint(IdentityLink {
                 channel_identity: zalo(oa_id("recipient.id"), require("sender.id")?),
-                linked: Identity { kind: "phone".into(), value: phone },
+                linked: Identity {
+                    kind: "phone".into(),
+                    value: phone,
+                },
             })],
             None => vec![],
         },
@@ -482,8 +529,12 @@ fn attachment_content(att: &Value) -> Option<Content> {
             filename: json::str_at(att, "payload.name").map(str::to_owned),
         })),
         "location" => Some(Content::Location(Geo {
-            latitude: json::text_at(att, "payload.coordinates.latitude")?.parse().ok()?,
-            longitude: json::text_at(att, "payload.coordinates.longitude")?.parse().ok()?,
+            latitude: json::text_at(att, "payload.coordinates.latitude")?
+                .parse()
+                .ok()?,
+            longitude: json::text_at(att, "payload.coordinates.longitude")?
+                .parse()
+                .ok()?,
             address: None,
         })),
         "link" => url.map(Content::Text),
@@ -494,14 +545,13 @@ fn attachment_content(att: &Value) -> Option<Content> {
 /// A Vietnamese phone number in E.164: `0912345678` and `84912345678` → `+84912345678`.
 fn e164(phone: &str) -> Option<String> {
     let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
-    let national = if let Some(rest) = digits.strip_prefix("84") {
-        rest
-    } else if let Some(rest) = digits.strip_prefix('0') {
-        rest
-    } else {
-        return None;
+    let national = match digits.strip_prefix("84") {
+        Some(rest) => rest,
+        None => digits.strip_prefix('0')?,
     };
-    (8..=10).contains(&national.len()).then(|| format!("+84{national}"))
+    (8..=10)
+        .contains(&national.len())
+        .then(|| format!("+84{national}"))
 }
 
 weft_guest::export_channel_adapter!(ZaloOa);
@@ -511,7 +561,11 @@ mod tests {
     use super::*;
 
     fn response(status: u16, body: &str) -> Response {
-        Response { status, headers: vec![], body: body.as_bytes().to_vec() }
+        Response {
+            status,
+            headers: vec![],
+            body: body.as_bytes().to_vec(),
+        }
     }
 
     #[test]
@@ -522,11 +576,26 @@ mod tests {
         ));
         assert_eq!(ok.unwrap(), ("abc".to_owned(), Some(7)));
         let err = |status, body| interpret_send_response(&response(status, body)).unwrap_err();
-        assert_eq!(err(200, r#"{"error":-216,"message":"Access token is invalid"}"#), SendError::AuthExpired);
-        assert!(matches!(err(200, r#"{"error":-213,"message":"x"}"#), SendError::RecipientUnreachable(_)));
-        assert!(matches!(err(200, r#"{"error":-201,"message":"x"}"#), SendError::RecipientInvalid(_)));
-        assert_eq!(err(200, r#"{"error":-32,"message":"x"}"#), SendError::RateLimited(60_000));
-        assert!(matches!(err(200, r#"{"error":-124,"message":"x"}"#), SendError::Permanent(_)));
+        assert_eq!(
+            err(200, r#"{"error":-216,"message":"Access token is invalid"}"#),
+            SendError::AuthExpired
+        );
+        assert!(matches!(
+            err(200, r#"{"error":-213,"message":"x"}"#),
+            SendError::RecipientUnreachable(_)
+        ));
+        assert!(matches!(
+            err(200, r#"{"error":-201,"message":"x"}"#),
+            SendError::RecipientInvalid(_)
+        ));
+        assert_eq!(
+            err(200, r#"{"error":-32,"message":"x"}"#),
+            SendError::RateLimited(60_000)
+        );
+        assert!(matches!(
+            err(200, r#"{"error":-124,"message":"x"}"#),
+            SendError::Permanent(_)
+        ));
         assert!(matches!(err(502, "bad gateway"), SendError::Retryable(_)));
         assert!(matches!(err(200, "<html>"), SendError::Ambiguous(_)));
         assert!(matches!(err(400, "nope"), SendError::Permanent(_)));
@@ -534,15 +603,28 @@ mod tests {
 
     #[test]
     fn formats_text_and_choices() {
-        assert_eq!(zalo_message(&Content::Text("xin chào".into())).unwrap(), json!({"text": "xin chào"}));
+        assert_eq!(
+            zalo_message(&Content::Text("xin chào".into())).unwrap(),
+            json!({"text": "xin chào"})
+        );
         let m = zalo_message(&Content::Choices(weft_guest::types::Choices {
             prompt: "Chọn".into(),
-            options: vec![weft_guest::types::Choice { label: "Có".into(), value: "yes".into() }],
+            options: vec![weft_guest::types::Choice {
+                label: "Có".into(),
+                value: "yes".into(),
+            }],
         }))
         .unwrap();
-        assert_eq!(m["attachment"]["payload"]["buttons"][0], json!({"title": "Có", "type": "oa.query.hide", "payload": "yes"}));
+        assert_eq!(
+            m["attachment"]["payload"]["buttons"][0],
+            json!({"title": "Có", "type": "oa.query.hide", "payload": "yes"})
+        );
         assert!(matches!(
-            zalo_message(&Content::Template(weft_guest::types::TemplateRef { id: "t".into(), language: None, params: "{}".into() })),
+            zalo_message(&Content::Template(weft_guest::types::TemplateRef {
+                id: "t".into(),
+                language: None,
+                params: "{}".into()
+            })),
             Err(SendError::ContentRejected(_))
         ));
     }
