@@ -2,11 +2,19 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod app;
+pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod kind;
 pub mod profiles;
 pub mod registry;
+pub mod runner;
+pub mod scaffold;
 pub mod runtime;
+pub mod samples;
 pub mod store;
+pub mod telemetry;
 pub mod tenants;

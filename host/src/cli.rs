@@ -1,0 +1,307 @@
+//! The `weft` command line: `serve`, `demo`, `tenant create`, and `plugin
+//! new|run|upload|activate|rollback`. Flags fall back to `WEFT_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::kind::PluginKind;
+
+/// Weft: a sandboxed WebAssembly extension runtime for customer-engagement platforms.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server on the embedded sled store.
+    Serve(ServeArgs),
+    /// Build the example plugins, serve with them installed for a demo tenant, and show
+    /// what a first journey did.
+    Demo(DemoArgs),
+    /// Manage tenants on a running server.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Create, run and upload plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+/// Server options.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Listen address.
+    #[arg(long, env = "WEFT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory (sled database, blobs, compiled artifacts).
+    #[arg(long, env = "WEFT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long, env = "WEFT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Admin token; stored hashed. When absent on first start, one is generated and printed.
+    #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// Demo options.
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Listen address.
+    #[arg(long, env = "WEFT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Demo data directory; wiped at start.
+    #[arg(long, default_value = "./data/demo")]
+    pub data_dir: PathBuf,
+    /// Exit after the demo instead of serving.
+    #[arg(long)]
+    pub exit: bool,
+    /// Skip building plugins; use the `.wasm` files already in this folder.
+    #[arg(long)]
+    pub plugins_dir: Option<PathBuf>,
+}
+
+/// Tenant commands.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant; prints its id and keys.
+    Create {
+        /// Display name.
+        #[arg(long, default_value = "unnamed")]
+        name: String,
+        /// Server URL.
+        #[arg(long, env = "WEFT_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Admin token.
+        #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+}
+
+/// Plugin commands.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Scaffold a plugin crate that builds as it is.
+    New {
+        /// Plugin kind.
+        kind: PluginKind,
+        /// Crate name (lower-case, dashes).
+        name: String,
+        /// Parent directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path of the weft-guest SDK crate (defaults to this checkout's guest-sdk).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
+    /// Run one invocation locally under the production limits.
+    Run {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Plugin kind.
+        #[arg(long)]
+        kind: PluginKind,
+        /// Fixture JSON: `{"call": "...", "input": ..., "settings"?: ..., "profiles"?: [...]}`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+        /// TOML configuration whose `[runtime]` limits to use instead of the defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Upload a version to a running server.
+    Upload {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Plugin name.
+        #[arg(long)]
+        name: String,
+        /// Version.
+        #[arg(long)]
+        version: String,
+        /// Plugin kind.
+        #[arg(long)]
+        kind: PluginKind,
+        /// Activate it after upload.
+        #[arg(long)]
+        activate: bool,
+        /// Server URL.
+        #[arg(long, env = "WEFT_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Tenant secret key.
+        #[arg(long, env = "WEFT_KEY", hide_env_values = true)]
+        key: String,
+    },
+    /// Activate a version on a running server.
+    Activate {
+        /// Plugin name.
+        name: String,
+        /// Version.
+        version: String,
+        /// Server URL.
+        #[arg(long, env = "WEFT_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Tenant secret key.
+        #[arg(long, env = "WEFT_KEY", hide_env_values = true)]
+        key: String,
+    },
+    /// Roll back to the previously active version on a running server.
+    Rollback {
+        /// Plugin name.
+        name: String,
+        /// Server URL.
+        #[arg(long, env = "WEFT_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Tenant secret key.
+        #[arg(long, env = "WEFT_KEY", hide_env_values = true)]
+        key: String,
+    },
+}
+
+/// Loads the configuration: file, then flags/environment on top.
+pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("reading config {}: {e}", p.display()))?;
+            Config::from_toml(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    Ok(config)
+}
+
+/// Runs the server until ctrl-c.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    let app = crate::app::App::open(&config).await?;
+    announce_admin(&app, args.admin_token.as_deref()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
+    println!("weft listening on http://{}", listener.local_addr()?);
+    crate::api::serve(listener, app.state).await?;
+    Ok(())
+}
+
+/// Stores the admin token and prints a generated one once.
+pub async fn announce_admin(app: &crate::app::App, configured: Option<&str>) -> anyhow::Result<()> {
+    match crate::tenants::ensure_admin_token(&app.state.db, configured).await? {
+        crate::tenants::AdminToken::Generated(t) => {
+            println!("admin token (shown once; set WEFT_ADMIN_TOKEN to choose your own): {t}")
+        }
+        crate::tenants::AdminToken::Configured => println!("admin token: from WEFT_ADMIN_TOKEN"),
+        crate::tenants::AdminToken::Existing => {
+            println!("admin token: stored from an earlier start (set WEFT_ADMIN_TOKEN to replace it)")
+        }
+    }
+    Ok(())
+}
+
+/// `weft plugin run`.
+pub async fn plugin_run(
+    file: &Path,
+    kind: PluginKind,
+    input: &Path,
+    json: bool,
+    config: Option<&Path>,
+) -> anyhow::Result<i32> {
+    let runtime = match config {
+        Some(p) => Config::from_toml(&std::fs::read_to_string(p)?)?.runtime,
+        None => Config::default().runtime,
+    };
+    let outcome = match crate::runner::run(file, kind, input, runtime).await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        if let Some(out) = &outcome.output {
+            println!("{}", serde_json::to_string_pretty(out)?);
+        }
+        for l in &outcome.report.logs {
+            eprintln!("[plugin {}] {}", l.level, l.message);
+        }
+        if !outcome.report.stderr.is_empty() {
+            eprintln!("[plugin stderr] {}", outcome.report.stderr.trim_end());
+        }
+        eprintln!(
+            "duration: {} µs, instructions: {}, peak memory: {} bytes, host calls: {}",
+            outcome.report.duration_us,
+            outcome.report.instructions,
+            outcome.report.peak_memory_bytes,
+            outcome.report.hostcalls
+        );
+    }
+    Ok(match &outcome.error {
+        None => 0,
+        Some(e) => {
+            eprintln!("error: {e}");
+            crate::runner::exit_code(e)
+        }
+    })
+}
+
+/// The repository root this binary was built from (for the demo and the scaffolder).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Entry point of the binary.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo and the runner print their own story; keep their logs to warnings.
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Plugin(_));
+    crate::telemetry::init(if quiet { "warn" } else { "info" });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let code = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve(a).await.map(|_| 0),
+            Command::Demo(a) => crate::demo::run(a).await.map(|_| 0),
+            Command::Tenant(TenantCommand::Create { name, url, admin_token }) => {
+                crate::client::create_tenant(&url, &admin_token, &name).await.map(|_| 0)
+            }
+            Command::Plugin(PluginCommand::New { kind, name, dir, sdk_path }) => {
+                let sdk = sdk_path.unwrap_or_else(|| repo_root().join("guest-sdk"));
+                let path = crate::scaffold::new_plugin(kind, &name, &dir, &sdk)?;
+                println!("created {} ({kind}); build it with:\n  cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml", path.display(), path.display());
+                Ok(0)
+            }
+            Command::Plugin(PluginCommand::Run { file, kind, input, json, config }) => {
+                plugin_run(&file, kind, &input, json, config.as_deref()).await
+            }
+            Command::Plugin(PluginCommand::Upload { file, name, version, kind, activate, url, key }) => {
+                crate::client::upload(&url, &key, &file, &name, &version, kind, activate).await.map(|_| 0)
+            }
+            Command::Plugin(PluginCommand::Activate { name, version, url, key }) => {
+                crate::client::post(&url, &key, &format!("/v1/plugins/{name}/versions/{version}/activate")).await.map(|_| 0)
+            }
+            Command::Plugin(PluginCommand::Rollback { name, url, key }) => {
+                crate::client::post(&url, &key, &format!("/v1/plugins/{name}/rollback")).await.map(|_| 0)
+            }
+        }
+    })?;
+    std::process::exit(code)
+}

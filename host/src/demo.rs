@@ -1,0 +1,208 @@
+//! `weft demo`: builds the example plugins from source, serves on the embedded sled store
+//! with them installed for a demo tenant, drives a first abandoned-cart journey through
+//! the real HTTP API, and prints what happened and how to try more.
+//!
+//! The Zalo OA adapter sends to a sandbox provider on 127.0.0.1 (the real one is not
+//! reachable from here), allowlisted like any provider.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::cli::DemoArgs;
+use crate::config::Config;
+use crate::samples;
+
+/// Builds every plugin in `plugins/` with `scripts/build-plugins.sh`; returns the folder.
+pub fn build_plugins() -> anyhow::Result<PathBuf> {
+    let root = crate::cli::repo_root();
+    let script = root.join("scripts/build-plugins.sh");
+    println!("building example plugins for wasm32-wasip2 ({})…", script.display());
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .current_dir(&root)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .map_err(|e| anyhow::anyhow!("running {}: {e}", script.display()))?;
+    anyhow::ensure!(status.success(), "building plugins failed ({status})");
+    Ok(root.join("target/plugins"))
+}
+
+/// A fake Zalo OA endpoint on 127.0.0.1: accepts every message.
+async fn sandbox_zalo() -> anyhow::Result<std::net::SocketAddr> {
+    use axum::routing::post;
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let app = axum::Router::new().route(
+        "/v3.0/oa/message/cs",
+        post(move |body: axum::body::Bytes| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            async move {
+                tracing::info!(target: "weft::demo::zalo", body = %String::from_utf8_lossy(&body), "sandbox Zalo received a message");
+                axum::Json(json!({"error": 0, "message": "Success", "data": {"message_id": format!("zmsg-{n}"), "user_id": "zalo-user-1"}}))
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move { axum::serve(l, app).await });
+    Ok(addr)
+}
+
+struct Api {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Value> {
+        let mut r = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        let resp = r.send().await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "{path}: {status} {v}");
+        Ok(v)
+    }
+
+    async fn invoke(&self, plugin: &str, call: &crate::runtime::Call) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, &format!("/v1/plugins/{plugin}/invoke"), Some(serde_json::to_vec(call)?))
+            .await
+    }
+}
+
+fn brief(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// Runs the demo.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let plugins = match &args.plugins_dir {
+        Some(d) => d.clone(),
+        None => build_plugins()?,
+    };
+    if args.data_dir.exists() {
+        std::fs::remove_dir_all(&args.data_dir)?;
+    }
+    let config = Config {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        ..Config::default()
+    };
+    let app = crate::app::App::open(&config).await?;
+    let admin = match crate::tenants::ensure_admin_token(&app.state.db, None).await? {
+        crate::tenants::AdminToken::Generated(t) => t,
+        _ => anyhow::bail!("demo data directory was not fresh"),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {} (is another weft running? use --listen): {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(crate::api::serve(listener, app.state.clone()));
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+
+    let tenant: Value = http
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "demo-shop"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let key = tenant["secret_key"].as_str().unwrap_or_default().to_string();
+    let api = Api { base: base.clone(), key: key.clone(), http };
+
+    println!("\n== Installing the example plugins ==");
+    for (name, kind) in [
+        ("abandoned-cart", "journey-rule"),
+        ("tier-personalize", "personalization"),
+        ("zalo-oa", "channel-adapter"),
+        ("faq-bot", "chatbot-flow"),
+    ] {
+        let bytes = read_plugin(&plugins, name)?;
+        let size = bytes.len();
+        let v = api
+            .call(reqwest::Method::PUT, &format!("/v1/plugins/{name}/versions/1.0.0?kind={kind}&activate=true"), Some(bytes))
+            .await?;
+        println!(
+            "  {name:<17} {kind:<16} {:>4} KiB, validated + compiled in {:.1} ms",
+            size / 1024,
+            v["version"]["ready_us"].as_u64().unwrap_or(0) as f64 / 1000.0
+        );
+    }
+    let zalo = sandbox_zalo().await?;
+    api.call(
+        reqwest::Method::PUT,
+        "/v1/plugins/zalo-oa/config",
+        Some(serde_json::to_vec(&json!({
+            "config": {"api_base": format!("http://{zalo}"), "app_id": "demo-app", "oa_id": "oa-1"},
+            "secrets": {"access_token": "demo-access-token", "oa_secret_key": "demo-secret"},
+            "allowed_hosts": [zalo.to_string()]
+        }))?),
+    )
+    .await?;
+    api.call(
+        reqwest::Method::PUT,
+        "/v1/profiles/user_id:42",
+        Some(serde_json::to_vec(&json!({"traits": {"name": "Lan", "tier": "gold", "phone": "+84901234567"}}))?),
+    )
+    .await?;
+
+    println!("\n== A first journey: abandoned cart for Lan (gold tier) ==");
+    let entered = api.invoke("abandoned-cart", &samples::journey_entered()).await?;
+    println!("  Product Added  → {}", brief(&entered["output"]["output"]));
+    let context = entered["output"]["output"]["Ok"]
+        .as_array()
+        .and_then(|cmds| cmds.iter().find_map(|c| c.get("PatchContext")))
+        .and_then(Value::as_str)
+        .unwrap_or("{}")
+        .to_string();
+    let remind = api.invoke("abandoned-cart", &samples::journey_remind(&context)).await?;
+    println!("  one hour later → {}", brief(&remind["output"]["output"]));
+    println!(
+        "  cost: {} µs, {} instructions, {} KiB peak memory",
+        remind["report"]["duration_us"], remind["report"]["instructions"],
+        remind["report"]["peak_memory_bytes"].as_u64().unwrap_or(0) / 1024
+    );
+    let text = remind["output"]["output"]["Ok"]
+        .as_array()
+        .and_then(|cmds| cmds.iter().find_map(|c| c.pointer("/Send/content/0/Text")))
+        .and_then(Value::as_str)
+        .unwrap_or("Bạn còn sản phẩm trong giỏ hàng.")
+        .to_string();
+    let sent = api.invoke("zalo-oa", &samples::adapter_send(&text)).await?;
+    println!("  zalo-oa send   → {}", brief(&sent["output"]["output"]));
+    let decided = api.invoke("tier-personalize", &samples::decide()).await?;
+    println!("\n== Personalization for the product page ==\n  {}", brief(&decided["output"]["output"]));
+    let chat = api.invoke("faq-bot", &samples::chat_turn("Giờ mở cửa?")).await?;
+    println!("\n== FAQ bot: \"Giờ mở cửa?\" ==\n  {}", brief(&chat["output"]["output"]));
+
+    println!("\n== Your demo tenant ==");
+    println!("  tenant id:   {}", tenant["id"].as_str().unwrap_or_default());
+    println!("  secret key:  {key}");
+    println!("  write key:   {}", tenant["write_key"].as_str().unwrap_or_default());
+    println!("  admin token: {admin}");
+    println!("\n== Try more ==");
+    println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/plugins");
+    println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/plugins/abandoned-cart/invocations?limit=2");
+    println!("  cargo run --release -- plugin run target/plugins/abandoned-cart.wasm --kind journey-rule --input plugins/abandoned-cart/fixtures/entered.json");
+    println!("  cargo run --release -- plugin new journey-rule my-rule --dir plugins");
+    if args.exit {
+        server.abort();
+        return Ok(());
+    }
+    println!("\nweft is serving on {base} (data in {}); press Ctrl-C to stop.", args.data_dir.display());
+    server.await??;
+    Ok(())
+}
+
+fn read_plugin(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    let p = dir.join(format!("{name}.wasm"));
+    std::fs::read(&p).map_err(|e| anyhow::anyhow!("reading {}: {e} (build plugins with scripts/build-plugins.sh)", p.display()))
+}

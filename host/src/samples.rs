@@ -1,0 +1,138 @@
+//! Sample inputs for every plugin call, shared by the demo, the tests, the benchmarks and
+//! the fixture files under `plugins/*/fixtures/` (a test keeps those in sync).
+
+use crate::runtime::bindings::exports::{adapter, flow, journey, personalize};
+use crate::runtime::bindings::types::{
+    ChannelKind, Event, EventType, Identity, MessageCategory, Profile,
+};
+use crate::runtime::Call;
+
+/// 2026-11-22T02:00:00Z, a fixed "now" so samples are reproducible.
+pub const NOW_MS: i64 = 1_795_312_800_000;
+
+/// A gold-tier Vietnamese customer.
+pub fn profile(tier: &str) -> Profile {
+    Profile {
+        profile_id: "p_demo".into(),
+        identities: vec![
+            Identity { kind: "user_id".into(), value: "42".into() },
+            Identity { kind: "phone".into(), value: "+84901234567".into() },
+        ],
+        traits: serde_json::json!({"name": "Lan", "tier": tier, "phone": "+84901234567"}).to_string(),
+        audiences: vec![],
+        timezone: Some("Asia/Ho_Chi_Minh".into()),
+        locale: Some("vi-VN".into()),
+        consents: vec![],
+    }
+}
+
+/// A `Product Added` track event for cart `c-1001`.
+pub fn product_added() -> Event {
+    Event {
+        message_id: "m-1".into(),
+        event_type: EventType::Track,
+        name: Some("Product Added".into()),
+        user_id: Some("42".into()),
+        anonymous_id: None,
+        properties: serde_json::json!({"cart_id": "c-1001", "product_id": "sku-7", "name": "Áo dài lụa", "price": 850000, "currency": "VND"}).to_string(),
+        traits: "{}".into(),
+        context: "{}".into(),
+        timestamp: NOW_MS,
+        received_at: NOW_MS,
+    }
+}
+
+/// A journey step input with `trigger` at `step_id`.
+pub fn step(step_id: &str, trigger: journey::Trigger, context: &str, tier: &str) -> journey::StepInput {
+    journey::StepInput {
+        journey_id: "abandoned-cart".into(),
+        instance_id: "ji-1".into(),
+        step_id: step_id.into(),
+        entry_key: Some("c-1001".into()),
+        profile: profile(tier),
+        journey_context: context.into(),
+        trigger,
+        now: NOW_MS,
+        attempt: 0,
+    }
+}
+
+/// The abandoned cart's entry step.
+pub fn journey_entered() -> Call {
+    Call::JourneyStep(step("start", journey::Trigger::Entered(product_added()), "{}", "gold"))
+}
+
+/// The abandoned cart's reminder step, an hour later.
+pub fn journey_remind(context: &str) -> Call {
+    let mut s = step("remind", journey::Trigger::TimerFired("wait-1".into()), context, "gold");
+    s.now = NOW_MS + 3_600_000;
+    Call::JourneyStep(s)
+}
+
+/// A personalization request for a product page with two candidate offers.
+pub fn decide() -> Call {
+    Call::PersonalizeDecide(personalize::Request {
+        request_id: "r-1".into(),
+        profile: Some(profile("gold")),
+        page: personalize::PageContext {
+            url: Some("https://shop.example.vn/p/ao-dai".into()),
+            path: Some("/p/ao-dai".into()),
+            referrer: None,
+            title: Some("Áo dài lụa".into()),
+            page_type: Some("product".into()),
+            locale: Some("vi-VN".into()),
+            device_type: Some("mobile".into()),
+            campaign: "{}".into(),
+            attributes: serde_json::json!({"sku": "sku-7"}).to_string(),
+        },
+        placements: vec![personalize::Placement {
+            id: "hero".into(),
+            kind: personalize::PlacementKind::Banner,
+            max_items: 2,
+            constraints: "{}".into(),
+        }],
+        candidates: serde_json::json!([
+            {"id": "offer-gold", "score": 0.9, "tier": "gold"},
+            {"id": "offer-all", "score": 0.5},
+            {"id": "offer-silver", "score": 0.7, "tier": "silver"}
+        ])
+        .to_string(),
+        now: NOW_MS,
+    })
+}
+
+/// A Zalo OA text message to user `zalo-user-1`.
+pub fn adapter_send(text: &str) -> Call {
+    Call::AdapterSend(adapter::OutboundMessage {
+        idempotency_key: "intent-1".into(),
+        tracking_id: "trk-1".into(),
+        recipient: adapter::Recipient {
+            profile_id: "p_demo".into(),
+            address: Identity { kind: "zalo:oa-1".into(), value: "zalo-user-1".into() },
+            display_name: Some("Lan".into()),
+            last_inbound_at: Some(NOW_MS - 3_600_000),
+        },
+        category: MessageCategory::Marketing,
+        content: vec![crate::runtime::bindings::types::Content::Text(text.into())],
+        tag: None,
+        metadata: "{}".into(),
+    })
+}
+
+/// A chatbot turn where the customer asks for opening hours.
+pub fn chat_turn(text: &str) -> Call {
+    Call::FlowTurn {
+        session: flow::Session {
+            session_id: "s-1".into(),
+            conversation_id: "c-1".into(),
+            channel: ChannelKind::WebChat,
+            profile: profile("silver"),
+            slots: "{}".into(),
+            started_at: NOW_MS,
+            last_user_at: NOW_MS,
+            turn: 1,
+            locale: Some("vi-VN".into()),
+        },
+        trigger: flow::TurnTrigger::Input(flow::UserInput::Text(text.into())),
+    }
+}
