@@ -1,1 +1,142 @@
+//! Helpers for Weft's integration tests: plugin paths, a test host on a temp data
+//! directory, and an HTTP client that drives the real router with `oneshot`.
 
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+use weft::app::App;
+use weft::clock::{ManualClock, SharedClock};
+use weft::config::Config;
+
+/// Paths of the plugins built from `plugins/`.
+pub mod plugins {
+    include!(concat!(env!("OUT_DIR"), "/gen.rs"));
+}
+
+/// The bytes of a built plugin, e.g. `plugin_bytes(plugins::ABANDONED_CART)`.
+pub fn plugin_bytes(path: &str) -> Vec<u8> {
+    assert!(!plugins::SKIPPED, "plugins were not built (WEFT_SKIP_PLUGIN_BUILD=1)");
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// A host on a temporary data directory, with a manual clock.
+pub struct TestHost {
+    /// The data directory (deleted on drop).
+    pub dir: tempfile::TempDir,
+    /// The app.
+    pub app: App,
+    /// The manual clock.
+    pub clock: Arc<ManualClock>,
+    /// The admin token.
+    pub admin: String,
+}
+
+/// A tenant's id and keys.
+#[derive(Debug, Clone)]
+pub struct TestTenant {
+    /// Id.
+    pub id: String,
+    /// Secret key.
+    pub secret: String,
+    /// Write key.
+    pub write: String,
+}
+
+/// Admin token used by test hosts.
+pub const ADMIN: &str = "wat_00000000000000000000000000000001";
+
+impl TestHost {
+    /// A new host with default limits.
+    pub async fn new() -> TestHost {
+        TestHost::with_config(|_| {}).await
+    }
+
+    /// A new host after `tweak` adjusts the configuration.
+    pub async fn with_config(tweak: impl FnOnce(&mut Config)) -> TestHost {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = App::test_config(dir.path());
+        tweak(&mut config);
+        TestHost::open_at(dir, config).await
+    }
+
+    /// Opens a host on an existing directory (to test restarts).
+    pub async fn open_at(dir: tempfile::TempDir, config: Config) -> TestHost {
+        let clock = ManualClock::new(weft::samples::NOW_MS);
+        let shared: SharedClock = clock.clone();
+        let app = App::open_with_clock(&config, shared).await.unwrap();
+        weft::tenants::ensure_admin_token(&app.state.db, Some(ADMIN)).await.unwrap();
+        TestHost { dir, app, clock, admin: ADMIN.to_string() }
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Sends one request through the router; returns the status and the JSON body
+    /// (`Value::Null` when empty).
+    pub async fn request(&self, method: Method, path: &str, key: Option<&str>, body: impl Into<Body>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let resp = weft::api::router(self.app.state.clone())
+            .oneshot(req.body(body.into()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        (status, v)
+    }
+
+    /// Creates a tenant through the API.
+    pub async fn tenant(&self) -> TestTenant {
+        let (s, v) = self.request(Method::POST, "/v1/tenants", Some(&self.admin), "{\"name\":\"t\"}").await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        TestTenant {
+            id: v["id"].as_str().unwrap().into(),
+            secret: v["secret_key"].as_str().unwrap().into(),
+            write: v["write_key"].as_str().unwrap().into(),
+        }
+    }
+
+    /// Uploads (and activates) a plugin; panics unless it is accepted.
+    pub async fn install(&self, t: &TestTenant, name: &str, kind: &str, wasm_path: &str) -> Value {
+        let (s, v) = self
+            .request(
+                Method::PUT,
+                &format!("/v1/plugins/{name}/versions/1.0.0?kind={kind}&activate=true"),
+                Some(&t.secret),
+                plugin_bytes(wasm_path),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    /// Invokes an installed plugin with a call; returns the response JSON.
+    pub async fn invoke(&self, t: &TestTenant, name: &str, call: &weft::runtime::Call) -> Value {
+        let (s, v) = self
+            .request(Method::POST, &format!("/v1/plugins/{name}/invoke"), Some(&t.secret), serde_json::to_vec(call).unwrap())
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+}
+
+/// Asserts the stable error shape and returns the code.
+pub fn error_code(v: &Value) -> &str {
+    let code = v["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {v}"));
+    assert!(v["error"]["message"].is_string(), "error without message: {v}");
+    code
+}

@@ -1,0 +1,4 @@
+//! Weft's integration tests, one binary with a module per area (link time matters: every
+//! test binary links wasmtime).
+
+mod smoke;
