@@ -25,7 +25,9 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("loaded", &self.loaded).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("loaded", &self.loaded)
+            .finish_non_exhaustive()
     }
 }
 

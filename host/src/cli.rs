@@ -207,7 +207,9 @@ pub async fn announce_admin(app: &crate::app::App, configured: Option<&str>) -> 
         }
         crate::tenants::AdminToken::Configured => println!("admin token: from WEFT_ADMIN_TOKEN"),
         crate::tenants::AdminToken::Existing => {
-            println!("admin token: stored from an earlier start (set WEFT_ADMIN_TOKEN to replace it)")
+            println!(
+                "admin token: stored from an earlier start (set WEFT_ADMIN_TOKEN to replace it)"
+            )
         }
     }
     Ok(())
@@ -275,7 +277,9 @@ pub fn main() -> anyhow::Result<()> {
     // The demo and the runner print their own story; keep their logs to warnings.
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Plugin(_));
     crate::telemetry::init(if quiet { "warn" } else { "info" });
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let code = rt.block_on(async move {
         match cli.command {
             Command::Serve(a) => serve(a).await.map(|_| 0),

@@ -39,9 +39,12 @@ pub async fn upload(
     kind: PluginKind,
     activate: bool,
 ) -> anyhow::Result<()> {
-    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+    let bytes =
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
     let resp = reqwest::Client::new()
-        .put(format!("{url}/v1/plugins/{name}/versions/{version}?kind={kind}&activate={activate}"))
+        .put(format!(
+            "{url}/v1/plugins/{name}/versions/{version}?kind={kind}&activate={activate}"
+        ))
         .bearer_auth(key)
         .body(bytes)
         .send()

@@ -18,7 +18,10 @@ use crate::samples;
 pub fn build_plugins() -> anyhow::Result<PathBuf> {
     let root = crate::cli::repo_root();
     let script = root.join("scripts/build-plugins.sh");
-    println!("building example plugins for wasm32-wasip2 ({})…", script.display());
+    println!(
+        "building example plugins for wasm32-wasip2 ({})…",
+        script.display()
+    );
     let status = std::process::Command::new("bash")
         .arg(&script)
         .current_dir(&root)
@@ -58,8 +61,16 @@ struct Api {
 }
 
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Value> {
-        let mut r = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Value> {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
         if let Some(b) = body {
             r = r.body(b);
         }
@@ -71,8 +82,12 @@ impl Api {
     }
 
     async fn invoke(&self, plugin: &str, call: &crate::runtime::Call) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, &format!("/v1/plugins/{plugin}/invoke"), Some(serde_json::to_vec(call)?))
-            .await
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/plugins/{plugin}/invoke"),
+            Some(serde_json::to_vec(call)?),
+        )
+        .await
     }
 }
 
@@ -101,11 +116,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("binding {} (is another weft running? use --listen): {e}", config.listen))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "binding {} (is another weft running? use --listen): {e}",
+                config.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(crate::api::serve(listener, app.state.clone()));
     let base = format!("http://{addr}");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
 
     let tenant: Value = http
         .post(format!("{base}/v1/tenants"))
@@ -115,8 +137,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let key = tenant["secret_key"].as_str().unwrap_or_default().to_string();
-    let api = Api { base: base.clone(), key: key.clone(), http };
+    let key = tenant["secret_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let api = Api {
+        base: base.clone(),
+        key: key.clone(),
+        http,
+    };
 
     println!("\n== Installing the example plugins ==");
     for (name, kind) in [
@@ -128,7 +157,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let bytes = read_plugin(&plugins, name)?;
         let size = bytes.len();
         let v = api
-            .call(reqwest::Method::PUT, &format!("/v1/plugins/{name}/versions/1.0.0?kind={kind}&activate=true"), Some(bytes))
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/plugins/{name}/versions/1.0.0?kind={kind}&activate=true"),
+                Some(bytes),
+            )
             .await?;
         println!(
             "  {name:<17} {kind:<16} {:>4} KiB, validated + compiled in {:.1} ms",
@@ -150,12 +183,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     api.call(
         reqwest::Method::PUT,
         "/v1/profiles/user_id:42",
-        Some(serde_json::to_vec(&json!({"traits": {"name": "Lan", "tier": "gold", "phone": "+84901234567"}}))?),
+        Some(serde_json::to_vec(
+            &json!({"traits": {"name": "Lan", "tier": "gold", "phone": "+84901234567"}}),
+        )?),
     )
     .await?;
 
     println!("\n== A first journey: abandoned cart for Lan (gold tier) ==");
-    let entered = api.invoke("abandoned-cart", &samples::journey_entered()).await?;
+    let entered = api
+        .invoke("abandoned-cart", &samples::journey_entered())
+        .await?;
     println!("  Product Added  → {}", brief(&entered["output"]["output"]));
     let context = entered["output"]["output"]["Ok"]
         .as_array()
@@ -163,11 +200,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .and_then(Value::as_str)
         .unwrap_or("{}")
         .to_string();
-    let remind = api.invoke("abandoned-cart", &samples::journey_remind(&context)).await?;
+    let remind = api
+        .invoke("abandoned-cart", &samples::journey_remind(&context))
+        .await?;
     println!("  one hour later → {}", brief(&remind["output"]["output"]));
     println!(
         "  cost: {} µs, {} instructions, {} KiB peak memory",
-        remind["report"]["duration_us"], remind["report"]["instructions"],
+        remind["report"]["duration_us"],
+        remind["report"]["instructions"],
         remind["report"]["peak_memory_bytes"].as_u64().unwrap_or(0) / 1024
     );
     let text = remind["output"]["output"]["Ok"]
@@ -179,14 +219,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let sent = api.invoke("zalo-oa", &samples::adapter_send(&text)).await?;
     println!("  zalo-oa send   → {}", brief(&sent["output"]["output"]));
     let decided = api.invoke("tier-personalize", &samples::decide()).await?;
-    println!("\n== Personalization for the product page ==\n  {}", brief(&decided["output"]["output"]));
-    let chat = api.invoke("faq-bot", &samples::chat_turn("Giờ mở cửa?")).await?;
-    println!("\n== FAQ bot: \"Giờ mở cửa?\" ==\n  {}", brief(&chat["output"]["output"]));
+    println!(
+        "\n== Personalization for the product page ==\n  {}",
+        brief(&decided["output"]["output"])
+    );
+    let chat = api
+        .invoke("faq-bot", &samples::chat_turn("Giờ mở cửa?"))
+        .await?;
+    println!(
+        "\n== FAQ bot: \"Giờ mở cửa?\" ==\n  {}",
+        brief(&chat["output"]["output"])
+    );
 
     println!("\n== Your demo tenant ==");
-    println!("  tenant id:   {}", tenant["id"].as_str().unwrap_or_default());
+    println!(
+        "  tenant id:   {}",
+        tenant["id"].as_str().unwrap_or_default()
+    );
     println!("  secret key:  {key}");
-    println!("  write key:   {}", tenant["write_key"].as_str().unwrap_or_default());
+    println!(
+        "  write key:   {}",
+        tenant["write_key"].as_str().unwrap_or_default()
+    );
     println!("  admin token: {admin}");
     println!("\n== Try more ==");
     println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/plugins");
@@ -197,12 +251,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         server.abort();
         return Ok(());
     }
-    println!("\nweft is serving on {base} (data in {}); press Ctrl-C to stop.", args.data_dir.display());
+    println!(
+        "\nweft is serving on {base} (data in {}); press Ctrl-C to stop.",
+        args.data_dir.display()
+    );
     server.await??;
     Ok(())
 }
 
 fn read_plugin(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
     let p = dir.join(format!("{name}.wasm"));
-    std::fs::read(&p).map_err(|e| anyhow::anyhow!("reading {}: {e} (build plugins with scripts/build-plugins.sh)", p.display()))
+    std::fs::read(&p).map_err(|e| {
+        anyhow::anyhow!(
+            "reading {}: {e} (build plugins with scripts/build-plugins.sh)",
+            p.display()
+        )
+    })
 }

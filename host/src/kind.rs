@@ -151,7 +151,9 @@ mod tests {
     #[test]
     fn only_adapters_are_granted_outbound_http() {
         for k in PluginKind::ALL {
-            let has = k.granted_weft_imports().contains(&"weft:plugin/outbound-http");
+            let has = k
+                .granted_weft_imports()
+                .contains(&"weft:plugin/outbound-http");
             assert_eq!(has, k == PluginKind::ChannelAdapter, "{k}");
         }
     }

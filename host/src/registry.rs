@@ -341,7 +341,10 @@ impl Registry {
         {
             return s.clone();
         }
-        let mut w = self.shard(tenant).write().unwrap_or_else(|e| e.into_inner());
+        let mut w = self
+            .shard(tenant)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         w.entry(tenant.to_string())
             .or_insert_with(|| {
                 Arc::new(TenantSlot {
@@ -410,7 +413,9 @@ impl Registry {
                 if bool::from(mac.ct_eq(&self.mac(body))) {
                     match self.runtime.load_artifact(body) {
                         Ok(c) => return Ok(c),
-                        Err(e) => tracing::warn!(%digest, error = %e, "compiled artifact unusable; recompiling"),
+                        Err(e) => {
+                            tracing::warn!(%digest, error = %e, "compiled artifact unusable; recompiling")
+                        }
                     }
                 } else {
                     tracing::warn!(%digest, "compiled artifact failed its HMAC check; recompiling");
@@ -422,7 +427,9 @@ impl Registry {
             .get(digest)?
             .ok_or_else(|| internal(anyhow::anyhow!("component blob {digest} is missing")))?;
         let component = self.runtime.compile(&bytes, kind)?;
-        let serialized = component.serialize().map_err(|e| internal(anyhow::anyhow!("{e:#}")))?;
+        let serialized = component
+            .serialize()
+            .map_err(|e| internal(anyhow::anyhow!("{e:#}")))?;
         self.store_artifact(digest, &serialized)?;
         Ok(component)
     }
@@ -451,7 +458,12 @@ impl Registry {
                 });
             }
         }
-        if self.db.get(&space, &version_key(name, version)).await?.is_some() {
+        if self
+            .db
+            .get(&space, &version_key(name, version))
+            .await?
+            .is_some()
+        {
             return Err(RegistryError::VersionExists {
                 name: name.into(),
                 version: version.into(),
@@ -459,7 +471,11 @@ impl Registry {
         }
         let versions = self
             .db
-            .scan_prefix(&space, format!("version/{name}/").as_bytes(), MAX_VERSIONS_PER_PLUGIN + 1)
+            .scan_prefix(
+                &space,
+                format!("version/{name}/").as_bytes(),
+                MAX_VERSIONS_PER_PLUGIN + 1,
+            )
             .await?;
         if versions.len() >= MAX_VERSIONS_PER_PLUGIN {
             return Err(RegistryError::TooManyVersions(name.into()));
@@ -557,11 +573,19 @@ impl Registry {
     }
 
     /// Lists a plugin's versions.
-    pub async fn versions(&self, tenant: &str, name: &str) -> Result<Vec<VersionRecord>, RegistryError> {
+    pub async fn versions(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Vec<VersionRecord>, RegistryError> {
         self.plugin(tenant, name).await?;
         let rows = self
             .db
-            .scan_prefix(&Space::tenant(tenant), format!("version/{name}/").as_bytes(), usize::MAX)
+            .scan_prefix(
+                &Space::tenant(tenant),
+                format!("version/{name}/").as_bytes(),
+                usize::MAX,
+            )
             .await?;
         Ok(rows
             .into_iter()
@@ -569,7 +593,12 @@ impl Registry {
             .collect())
     }
 
-    async fn version(&self, tenant: &str, name: &str, version: &str) -> Result<VersionRecord, RegistryError> {
+    async fn version(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<VersionRecord, RegistryError> {
         self.db
             .get_json(&Space::tenant(tenant), &version_key(name, version))
             .await?
@@ -592,10 +621,17 @@ impl Registry {
             .get_json(&space, &settings_key(name))
             .await?
             .unwrap_or_default();
-        let last = self.db.scan_prefix_rev(&space, &inv_prefix(name), 1).await?;
+        let last = self
+            .db
+            .scan_prefix_rev(&space, &inv_prefix(name), 1)
+            .await?;
         let next_seq = last
             .first()
-            .and_then(|(k, _)| std::str::from_utf8(&k[inv_prefix(name).len()..]).ok().map(str::to_owned))
+            .and_then(|(k, _)| {
+                std::str::from_utf8(&k[inv_prefix(name).len()..])
+                    .ok()
+                    .map(str::to_owned)
+            })
             .and_then(|h| u64::from_str_radix(&h, 16).ok())
             .map_or(0, |s| s + 1);
         let this = self.clone();
@@ -672,7 +708,10 @@ impl Registry {
         self.plugin(tenant, name).await?;
         let space = Space::tenant(tenant);
         self.set_active(tenant, name, None);
-        let mut ops = vec![BatchOp::delete(plugin_key(name)), BatchOp::delete(settings_key(name))];
+        let mut ops = vec![
+            BatchOp::delete(plugin_key(name)),
+            BatchOp::delete(settings_key(name)),
+        ];
         for prefix in [
             format!("version/{name}/").into_bytes(),
             inv_prefix(name),
@@ -690,7 +729,12 @@ impl Registry {
     }
 
     /// Deletes one version that is not active.
-    pub async fn delete_version(&self, tenant: &str, name: &str, version: &str) -> Result<(), RegistryError> {
+    pub async fn delete_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<(), RegistryError> {
         let mut p = self.plugin(tenant, name).await?;
         self.version(tenant, name, version).await?;
         if p.active.as_deref() == Some(version) {
@@ -705,7 +749,10 @@ impl Registry {
         self.db
             .apply_batch(
                 &space,
-                vec![BatchOp::delete(version_key(name, version)), BatchOp::put(plugin_key(name), pbytes)],
+                vec![
+                    BatchOp::delete(version_key(name, version)),
+                    BatchOp::put(plugin_key(name), pbytes),
+                ],
             )
             .await?;
         self.db.commit().await?;
@@ -808,7 +855,11 @@ impl Registry {
         self.invoke(tenant, active, call).await
     }
 
-    async fn active_or_load(self: &Arc<Self>, tenant: &str, name: &str) -> Result<Arc<Active>, RegistryError> {
+    async fn active_or_load(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Arc<Active>, RegistryError> {
         if let Some(a) = self.active(tenant, name) {
             return Ok(a);
         }
@@ -830,7 +881,12 @@ impl Registry {
         call: Call,
     ) -> Result<Invoked, RegistryError> {
         let slot = self.slot(tenant);
-        let _tenant_permit = slot.permits.clone().acquire_owned().await.map_err(|_| RegistryError::Busy)?;
+        let _tenant_permit = slot
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| RegistryError::Busy)?;
         let _pool_permit = self
             .global_permits
             .clone()
@@ -869,7 +925,14 @@ impl Registry {
 
     /// Writes the invocation record (not fsynced: records are telemetry, flushed by sled's
     /// background flush) and deletes the one that fell out of the retention window.
-    fn record(&self, active: &Active, at: i64, call: &str, error: Option<InvokeError>, report: &Report) {
+    fn record(
+        &self,
+        active: &Active,
+        at: i64,
+        call: &str,
+        error: Option<InvokeError>,
+        report: &Report,
+    ) {
         let seq = active.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut report = report.clone();
         // Keep the record well under the 64 KiB value cap: at most 16 KiB of log lines.
@@ -901,7 +964,10 @@ impl Registry {
             Err(e) => tracing::warn!(error = %e, "encoding invocation record"),
         }
         if seq >= INVOCATION_RECORDS_KEPT {
-            ops.push(BatchOp::delete(inv_key(name, seq - INVOCATION_RECORDS_KEPT)));
+            ops.push(BatchOp::delete(inv_key(
+                name,
+                seq - INVOCATION_RECORDS_KEPT,
+            )));
         }
         if let Err(e) = backend.apply_batch(&space, &ops) {
             tracing::warn!(error = %e, "writing invocation record");

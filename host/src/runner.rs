@@ -102,7 +102,10 @@ pub async fn run(
     if text.len() > max {
         return Err(RunError::Fixture {
             path: input.into(),
-            message: format!("{} bytes exceeds the {max}-byte input limit of {kind} plugins", text.len()),
+            message: format!(
+                "{} bytes exceeds the {max}-byte input limit of {kind} plugins",
+                text.len()
+            ),
         });
     }
     let fixture: Fixture = serde_json::from_slice(&text).map_err(|e| RunError::Fixture {
@@ -119,7 +122,11 @@ pub async fn run(
             ),
         });
     }
-    let dir = std::env::temp_dir().join(format!("weft-run-{}-{}", std::process::id(), rand::random::<u32>()));
+    let dir = std::env::temp_dir().join(format!(
+        "weft-run-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let result = run_in(&dir, &bytes, kind, fixture, runtime_config).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -139,15 +146,27 @@ async fn run_in(
         http: crate::app::http_client().map_err(RunError::Setup)?,
         rt: tokio::runtime::Handle::current(),
     });
-    let runtime = Arc::new(Runtime::new(runtime_config, services.clone()).map_err(RunError::Setup)?);
+    let runtime =
+        Arc::new(Runtime::new(runtime_config, services.clone()).map_err(RunError::Setup)?);
     let tenant = "local";
     for p in &fixture.profiles {
-        profiles::upsert(db.backend().as_ref(), &Space::tenant(tenant), &p.identities, &p.traits, services.clock.now_ms())
-            .map_err(|e| RunError::Setup(e.into()))?;
+        profiles::upsert(
+            db.backend().as_ref(),
+            &Space::tenant(tenant),
+            &p.identities,
+            &p.traits,
+            services.clock.now_ms(),
+        )
+        .map_err(|e| RunError::Setup(e.into()))?;
     }
     let rt = runtime.clone();
     let bytes = bytes.to_vec();
-    let installation = Arc::new(Installation::new(tenant, "local-plugin", "local", fixture.settings.unwrap_or_default()));
+    let installation = Arc::new(Installation::new(
+        tenant,
+        "local-plugin",
+        "local",
+        fixture.settings.unwrap_or_default(),
+    ));
     tokio::task::spawn_blocking(move || {
         let t0 = std::time::Instant::now();
         let component = rt.compile(&bytes, kind)?;

@@ -15,10 +15,17 @@ pub fn profile(tier: &str) -> Profile {
     Profile {
         profile_id: "p_demo".into(),
         identities: vec![
-            Identity { kind: "user_id".into(), value: "42".into() },
-            Identity { kind: "phone".into(), value: "+84901234567".into() },
+            Identity {
+                kind: "user_id".into(),
+                value: "42".into(),
+            },
+            Identity {
+                kind: "phone".into(),
+                value: "+84901234567".into(),
+            },
         ],
-        traits: serde_json::json!({"name": "Lan", "tier": tier, "phone": "+84901234567"}).to_string(),
+        traits: serde_json::json!({"name": "Lan", "tier": tier, "phone": "+84901234567"})
+            .to_string(),
         audiences: vec![],
         timezone: Some("Asia/Ho_Chi_Minh".into()),
         locale: Some("vi-VN".into()),
@@ -43,7 +50,12 @@ pub fn product_added() -> Event {
 }
 
 /// A journey step input with `trigger` at `step_id`.
-pub fn step(step_id: &str, trigger: journey::Trigger, context: &str, tier: &str) -> journey::StepInput {
+pub fn step(
+    step_id: &str,
+    trigger: journey::Trigger,
+    context: &str,
+    tier: &str,
+) -> journey::StepInput {
     journey::StepInput {
         journey_id: "abandoned-cart".into(),
         instance_id: "ji-1".into(),
@@ -59,12 +71,22 @@ pub fn step(step_id: &str, trigger: journey::Trigger, context: &str, tier: &str)
 
 /// The abandoned cart's entry step.
 pub fn journey_entered() -> Call {
-    Call::JourneyStep(step("start", journey::Trigger::Entered(product_added()), "{}", "gold"))
+    Call::JourneyStep(step(
+        "start",
+        journey::Trigger::Entered(product_added()),
+        "{}",
+        "gold",
+    ))
 }
 
 /// The abandoned cart's reminder step, an hour later.
 pub fn journey_remind(context: &str) -> Call {
-    let mut s = step("remind", journey::Trigger::TimerFired("wait-1".into()), context, "gold");
+    let mut s = step(
+        "remind",
+        journey::Trigger::TimerFired("wait-1".into()),
+        context,
+        "gold",
+    );
     s.now = NOW_MS + 3_600_000;
     Call::JourneyStep(s)
 }
@@ -108,7 +130,10 @@ pub fn adapter_send(text: &str) -> Call {
         tracking_id: "trk-1".into(),
         recipient: adapter::Recipient {
             profile_id: "p_demo".into(),
-            address: Identity { kind: "zalo:oa-1".into(), value: "zalo-user-1".into() },
+            address: Identity {
+                kind: "zalo:oa-1".into(),
+                value: "zalo-user-1".into(),
+            },
             display_name: Some("Lan".into()),
             last_inbound_at: Some(NOW_MS - 3_600_000),
         },

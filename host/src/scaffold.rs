@@ -16,7 +16,9 @@ const FLOW: &str = include_str!("../templates/plugin/lib.rs.chatbot-flow.tmpl");
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
     /// Bad crate name.
-    #[error("invalid plugin name `{0}`: use lower-case letters, digits and `-`, starting with a letter")]
+    #[error(
+        "invalid plugin name `{0}`: use lower-case letters, digits and `-`, starting with a letter"
+    )]
     InvalidName(String),
     /// The directory exists.
     #[error("{0} already exists; choose another name or directory")]
@@ -38,10 +40,17 @@ fn render(t: &str, name: &str, crate_name: &str, sdk: &str) -> String {
 }
 
 /// Creates `<dir>/<name>/` with `Cargo.toml`, `README.md` and `src/lib.rs` for `kind`.
-pub fn new_plugin(kind: PluginKind, name: &str, dir: &Path, sdk: &Path) -> Result<PathBuf, ScaffoldError> {
+pub fn new_plugin(
+    kind: PluginKind,
+    name: &str,
+    dir: &Path,
+    sdk: &Path,
+) -> Result<PathBuf, ScaffoldError> {
     let ok = name.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
         && name.len() <= 64
-        && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
     if !ok {
         return Err(ScaffoldError::InvalidName(name.into()));
     }
@@ -63,7 +72,11 @@ pub fn new_plugin(kind: PluginKind, name: &str, dir: &Path, sdk: &Path) -> Resul
         move |source| ScaffoldError::Io { path, source }
     };
     std::fs::create_dir_all(root.join("src")).map_err(io(&root))?;
-    for (rel, t) in [("Cargo.toml", CARGO), ("README.md", README), ("src/lib.rs", lib)] {
+    for (rel, t) in [
+        ("Cargo.toml", CARGO),
+        ("README.md", README),
+        ("src/lib.rs", lib),
+    ] {
         let p = root.join(rel);
         std::fs::write(&p, render(t, name, &crate_name, &sdk)).map_err(io(&p))?;
     }

@@ -57,10 +57,14 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::ValueTooLarge { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "value_too_large", e.to_string())
+            StoreError::ValueTooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "value_too_large",
+                e.to_string(),
+            ),
+            other => {
+                ApiError::internal(format!("{other}: {:?}", std::error::Error::source(&other)))
             }
-            other => ApiError::internal(format!("{other}: {:?}", std::error::Error::source(&other))),
         }
     }
 }

@@ -71,7 +71,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health))
         .route("/v1/tenants", post(tenants::create))
         .route("/v1/plugins", get(plugins::list))
-        .route("/v1/plugins/{name}", get(plugins::show).delete(plugins::delete))
+        .route(
+            "/v1/plugins/{name}",
+            get(plugins::show).delete(plugins::delete),
+        )
         .route(
             "/v1/plugins/{name}/versions/{version}/activate",
             post(plugins::activate),
@@ -85,7 +88,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/plugins/{name}/invocations", get(plugins::invocations))
         .route(
             "/v1/profiles/{id}",
-            get(profiles::get).put(profiles::put).delete(profiles::delete),
+            get(profiles::get)
+                .put(profiles::put)
+                .delete(profiles::delete),
         )
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .merge(uploads)
@@ -96,7 +101,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Logs method, path, status and latency of every request.
-async fn trace(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn trace(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let t0 = std::time::Instant::now();
@@ -105,7 +113,9 @@ async fn trace(req: axum::extract::Request, next: axum::middleware::Next) -> axu
     resp
 }
 
-async fn health(axum::extract::State(s): axum::extract::State<AppState>) -> Json<serde_json::Value> {
+async fn health(
+    axum::extract::State(s): axum::extract::State<AppState>,
+) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "status": "ok",
         "allocator": s.registry.runtime().allocator(),
@@ -132,9 +142,13 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 /// Parses a JSON body into `T`, with errors in the stable shape.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
-        return Err(ApiError::bad_request("invalid_json", "request body is empty; send a JSON document"));
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "request body is empty; send a JSON document",
+        ));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
 }
 
 /// Maps a body-read failure (too large, broken stream) to the stable shape.
@@ -146,7 +160,10 @@ pub(crate) fn body_error(e: axum::extract::rejection::BytesRejection, limit: usi
             format!("request body exceeds the {limit}-byte limit"),
         )
     } else {
-        ApiError::bad_request("invalid_body", format!("could not read the request body: {e}"))
+        ApiError::bad_request(
+            "invalid_body",
+            format!("could not read the request body: {e}"),
+        )
     }
 }
 
@@ -157,8 +174,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
             let ctrl_c = tokio::signal::ctrl_c();
             #[cfg(unix)]
             {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("installing SIGTERM handler");
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("installing SIGTERM handler");
                 tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
             }
             #[cfg(not(unix))]

@@ -51,14 +51,20 @@ pub(super) async fn upload(
     tracing::info!(tenant = %auth.tenant_id, plugin = %name, %version, %kind, ready_us = rec.ready_us, "plugin version uploaded");
     let mut out = json!({ "plugin": name, "version": rec });
     if q.activate.unwrap_or(false) {
-        let p = s.registry.activate(&auth.tenant_id, &name, &version, now).await?;
+        let p = s
+            .registry
+            .activate(&auth.tenant_id, &name, &version, now)
+            .await?;
         out["active"] = json!(p.active);
     }
     Ok((StatusCode::CREATED, Json(out)))
 }
 
 /// `GET /v1/plugins`.
-pub(super) async fn list(auth: TenantAuth, State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list(
+    auth: TenantAuth,
+    State(s): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
     let plugins = s.registry.list(&auth.tenant_id).await?;
     Ok(Json(json!({ "plugins": plugins })))
 }
@@ -90,7 +96,9 @@ pub(super) async fn delete_version(
     State(s): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    s.registry.delete_version(&auth.tenant_id, &name, &version).await?;
+    s.registry
+        .delete_version(&auth.tenant_id, &name, &version)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -113,7 +121,10 @@ pub(super) async fn rollback(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = s.registry.rollback(&auth.tenant_id, &name, s.clock.now_ms()).await?;
+    let p = s
+        .registry
+        .rollback(&auth.tenant_id, &name, s.clock.now_ms())
+        .await?;
     Ok(Json(json!({ "plugin": p })))
 }
 
@@ -166,6 +177,9 @@ pub(super) async fn invocations(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(50).min(200);
-    let r = s.registry.invocations(&auth.tenant_id, &name, limit).await?;
+    let r = s
+        .registry
+        .invocations(&auth.tenant_id, &name, limit)
+        .await?;
     Ok(Json(json!({ "invocations": r })))
 }

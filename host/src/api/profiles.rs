@@ -23,7 +23,9 @@ fn parse_id(id: &str) -> Result<IdentityRecord, ApiError> {
         }
         _ => Err(ApiError::bad_request(
             "invalid_profile_id",
-            format!("invalid profile id `{id}`: expected `<kind>:<value>`, for example `user_id:42`"),
+            format!(
+                "invalid profile id `{id}`: expected `<kind>:<value>`, for example `user_id:42`"
+            ),
         )),
     }
 }
@@ -57,7 +59,13 @@ pub(super) async fn put(
     let now = s.clock.now_ms();
     let tenant = auth.tenant_id.clone();
     let rec = tokio::task::spawn_blocking(move || {
-        profiles::upsert(db.backend().as_ref(), &Space::tenant(&tenant), &[ident], &req.traits, now)
+        profiles::upsert(
+            db.backend().as_ref(),
+            &Space::tenant(&tenant),
+            &[ident],
+            &req.traits,
+            now,
+        )
     })
     .await
     .map_err(ApiError::internal)?
@@ -75,7 +83,12 @@ pub(super) async fn get(
     let ident = parse_id(&id)?;
     let db = s.db.clone();
     let rec = tokio::task::spawn_blocking(move || {
-        profiles::get_by_identity(db.backend().as_ref(), &Space::tenant(&auth.tenant_id), &ident.kind, &ident.value)
+        profiles::get_by_identity(
+            db.backend().as_ref(),
+            &Space::tenant(&auth.tenant_id),
+            &ident.kind,
+            &ident.value,
+        )
     })
     .await
     .map_err(ApiError::internal)?
@@ -99,7 +112,12 @@ pub(super) async fn delete(
     let ident = parse_id(&id)?;
     let db = s.db.clone();
     let found = tokio::task::spawn_blocking(move || {
-        profiles::erase_by_identity(db.backend().as_ref(), &Space::tenant(&auth.tenant_id), &ident.kind, &ident.value)
+        profiles::erase_by_identity(
+            db.backend().as_ref(),
+            &Space::tenant(&auth.tenant_id),
+            &ident.kind,
+            &ident.value,
+        )
     })
     .await
     .map_err(ApiError::internal)?

@@ -30,7 +30,10 @@ pub(super) async fn create(
     };
     let name = req.name.unwrap_or_else(|| "unnamed".into());
     if name.len() > 200 {
-        return Err(ApiError::bad_request("invalid_name", "tenant name must be at most 200 bytes"));
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "tenant name must be at most 200 bytes",
+        ));
     }
     let t = tenants::create(&s.db, &name, s.clock.now_ms()).await?;
     tracing::info!(tenant = %t.id, "tenant created");

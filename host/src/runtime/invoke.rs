@@ -151,7 +151,9 @@ pub enum InvokeError {
         elapsed_us: u64,
     },
     /// The guest grew memory past the kind's cap.
-    #[error("memory limit exceeded: the plugin asked for {requested} bytes; the cap is {cap} bytes")]
+    #[error(
+        "memory limit exceeded: the plugin asked for {requested} bytes; the cap is {cap} bytes"
+    )]
     MemoryLimit {
         /// Bytes requested.
         requested: usize,

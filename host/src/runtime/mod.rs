@@ -213,11 +213,16 @@ impl Runtime {
             let hint = if exports.is_empty() {
                 String::new()
             } else {
-                let other = PluginKind::ALL
-                    .iter()
-                    .find(|k| exports.iter().any(|e| unversioned(e) == k.export_interface()));
+                let other = PluginKind::ALL.iter().find(|k| {
+                    exports
+                        .iter()
+                        .any(|e| unversioned(e) == k.export_interface())
+                });
                 match other {
-                    Some(k) => format!(" (this component exports `{}`: is it a {k} plugin?)", k.export_interface()),
+                    Some(k) => format!(
+                        " (this component exports `{}`: is it a {k} plugin?)",
+                        k.export_interface()
+                    ),
                     None => format!(" (it exports: {})", exports.join(", ")),
                 }
             };
@@ -231,7 +236,11 @@ impl Runtime {
     }
 
     /// Links and type-checks a compiled component for `kind`, giving the cached pre.
-    pub fn prepare(&self, component: &Component, kind: PluginKind) -> Result<KindPre, ValidationError> {
+    pub fn prepare(
+        &self,
+        component: &Component,
+        kind: PluginKind,
+    ) -> Result<KindPre, ValidationError> {
         let mismatch = |e: wasmtime::Error| ValidationError::TypeMismatch {
             kind,
             detail: format!("{e:#}"),
@@ -240,18 +249,18 @@ impl Runtime {
             .instantiate_pre(component)
             .map_err(mismatch)?;
         Ok(match kind {
-            PluginKind::JourneyRule => {
-                KindPre::JourneyRule(bindings::journey_rule::JourneyRulePre::new(pre).map_err(mismatch)?)
-            }
+            PluginKind::JourneyRule => KindPre::JourneyRule(
+                bindings::journey_rule::JourneyRulePre::new(pre).map_err(mismatch)?,
+            ),
             PluginKind::Personalization => KindPre::Personalization(
                 bindings::personalization::PersonalizationPre::new(pre).map_err(mismatch)?,
             ),
             PluginKind::ChannelAdapter => KindPre::ChannelAdapter(
                 bindings::channel_adapter::ChannelAdapterPre::new(pre).map_err(mismatch)?,
             ),
-            PluginKind::ChatbotFlow => {
-                KindPre::ChatbotFlow(bindings::chatbot_flow::ChatbotFlowPre::new(pre).map_err(mismatch)?)
-            }
+            PluginKind::ChatbotFlow => KindPre::ChatbotFlow(
+                bindings::chatbot_flow::ChatbotFlowPre::new(pre).map_err(mismatch)?,
+            ),
         })
     }
 
@@ -270,9 +279,21 @@ impl Runtime {
     }
 
     /// Runs one call on a fresh instance of `pre`. Blocking; run it on a blocking thread.
-    pub fn invoke(&self, pre: &KindPre, installation: &Arc<Installation>, call: Call) -> Invocation {
+    pub fn invoke(
+        &self,
+        pre: &KindPre,
+        installation: &Arc<Installation>,
+        call: Call,
+    ) -> Invocation {
         let limits = self.config.limits(pre.kind());
-        invoke::invoke(&self.services, pre, installation, limits, self.epoch_tick, call)
+        invoke::invoke(
+            &self.services,
+            pre,
+            installation,
+            limits,
+            self.epoch_tick,
+            call,
+        )
     }
 
     /// Parses a JSON call (`{"call": ..., "input": ...}`), enforcing the kind's input cap

@@ -89,9 +89,15 @@ mod tests {
     fn converts_to_ho_chi_minh_local_time() {
         // 2026-11-22T02:00:00Z is 09:00 in Asia/Ho_Chi_Minh (UTC+7), a Sunday.
         let l = to_local(1_795_312_800_000, "Asia/Ho_Chi_Minh").unwrap();
-        assert_eq!((l.year, l.month, l.day, l.hour, l.minute), (2026, 11, 22, 9, 0));
+        assert_eq!(
+            (l.year, l.month, l.day, l.hour, l.minute),
+            (2026, 11, 22, 9, 0)
+        );
         assert_eq!(l.weekday, 0);
-        assert_eq!(from_local(&l, "Asia/Ho_Chi_Minh").unwrap(), 1_795_312_800_000);
+        assert_eq!(
+            from_local(&l, "Asia/Ho_Chi_Minh").unwrap(),
+            1_795_312_800_000
+        );
     }
 
     #[test]

@@ -32,20 +32,23 @@ impl weft::config::Host for HostState {
         let skey = settings_key(&self.installation.plugin);
         let mut swapped = false;
         let mut new_settings: Option<Settings> = None;
-        let r = self.services.backend.update(&self.space, &skey, &mut |old| {
-            swapped = false;
-            let mut s: Settings = old
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or_default();
-            if s.secrets.get(&key) != Some(&expected) {
-                return old.map(|o| o.to_vec());
-            }
-            s.secrets.insert(key.clone(), replacement.clone());
-            let bytes = serde_json::to_vec(&s).ok();
-            swapped = bytes.is_some();
-            new_settings = Some(s);
-            bytes.or_else(|| old.map(|o| o.to_vec()))
-        });
+        let r = self
+            .services
+            .backend
+            .update(&self.space, &skey, &mut |old| {
+                swapped = false;
+                let mut s: Settings = old
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or_default();
+                if s.secrets.get(&key) != Some(&expected) {
+                    return old.map(|o| o.to_vec());
+                }
+                s.secrets.insert(key.clone(), replacement.clone());
+                let bytes = serde_json::to_vec(&s).ok();
+                swapped = bytes.is_some();
+                new_settings = Some(s);
+                bytes.or_else(|| old.map(|o| o.to_vec()))
+            });
         if let Err(e) = r {
             return Ok(Err(unavailable(e)));
         }

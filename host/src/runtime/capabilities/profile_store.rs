@@ -20,9 +20,11 @@ impl weft::profile_store::Host for HostState {
             return Ok(Err(invalid("identity kind or value too long")));
         }
         let b = self.services.backend.as_ref();
-        Ok(profiles::get_by_identity(b, &self.space, &id.kind, &id.value)
-            .map(|p| p.as_ref().map(profiles::to_wit))
-            .map_err(unavailable))
+        Ok(
+            profiles::get_by_identity(b, &self.space, &id.kind, &id.value)
+                .map(|p| p.as_ref().map(profiles::to_wit))
+                .map_err(unavailable),
+        )
     }
 
     fn in_audience(&mut self, profile_id: String, audience: String) -> R<bool> {

@@ -54,12 +54,19 @@ impl weft::state::Host for HostState {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self.services.backend.get(&self.space, &k).map_err(unavailable))
+        Ok(self
+            .services
+            .backend
+            .get(&self.space, &k)
+            .map_err(unavailable))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> R<()> {
         self.enter()?;
-        let k = match self.state_key(&key).and_then(|k| check_value(&value).map(|_| k)) {
+        let k = match self
+            .state_key(&key)
+            .and_then(|k| check_value(&value).map(|_| k))
+        {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
@@ -114,7 +121,10 @@ impl weft::state::Host for HostState {
 
     fn compare_and_swap(&mut self, key: String, old: Option<Vec<u8>>, new: Vec<u8>) -> R<bool> {
         self.enter()?;
-        let k = match self.state_key(&key).and_then(|k| check_value(&new).map(|_| k)) {
+        let k = match self
+            .state_key(&key)
+            .and_then(|k| check_value(&new).map(|_| k))
+        {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
