@@ -34,6 +34,9 @@ use crate::store::{write_file_durably, BatchOp, BlobStore, Db, Space, StoreError
 pub const INVOCATION_RECORDS_KEPT: u64 = 1000;
 /// Largest settings document, in bytes of JSON: well under the 64 KiB value cap.
 pub const MAX_SETTINGS_BYTES: usize = 32 * 1024;
+/// Longest an invocation waits for a tenant or pool slot before it is refused with `busy`
+/// (429): past this, callers are better served by backing off than by queueing.
+pub const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Versions one plugin may have: enough for years of weekly releases.
 pub const MAX_VERSIONS_PER_PLUGIN: usize = 500;
 
@@ -144,7 +147,7 @@ pub enum RegistryError {
     #[error("{0}")]
     InvalidCall(String),
     /// Too many concurrent invocations.
-    #[error("too many concurrent invocations for this tenant")]
+    #[error("too many concurrent invocations for this tenant; retry shortly")]
     Busy,
     /// Storage failed.
     #[error("storage failed")]
@@ -881,18 +884,17 @@ impl Registry {
         call: Call,
     ) -> Result<Invoked, RegistryError> {
         let slot = self.slot(tenant);
-        let _tenant_permit = slot
-            .permits
-            .clone()
-            .acquire_owned()
+        let acquire = async {
+            let t = slot.permits.clone().acquire_owned().await;
+            let g = self.global_permits.clone().acquire_owned().await;
+            (t, g)
+        };
+        let (Ok(_tenant_permit), Ok(_pool_permit)) = tokio::time::timeout(ADMISSION_WAIT, acquire)
             .await
-            .map_err(|_| RegistryError::Busy)?;
-        let _pool_permit = self
-            .global_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| RegistryError::Busy)?;
+            .map_err(|_| RegistryError::Busy)?
+        else {
+            return Err(RegistryError::Busy);
+        };
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let at = this.runtime.services().clock.now_ms();

@@ -31,8 +31,9 @@ impl std::fmt::Debug for Services {
     }
 }
 
-/// Settings of one installation (tenant + plugin name). `secrets` are never serialized.
-#[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
+/// Settings of one installation (tenant + plugin name). `Debug` redacts secret values, so a
+/// stray `{:?}` cannot log them; the API shows secret names only.
+#[derive(Clone, Default, serde::Deserialize, Serialize)]
 pub struct Settings {
     /// Plain settings.
     #[serde(default)]
@@ -43,6 +44,23 @@ pub struct Settings {
     /// Hosts (`host` or `host:port`, `*.domain` wildcards) reachable through `outbound-http`.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("config", &self.config)
+            .field(
+                "secrets",
+                &self
+                    .secrets
+                    .keys()
+                    .map(|k| (k, "<redacted>"))
+                    .collect::<Vec<_>>(),
+            )
+            .field("allowed_hosts", &self.allowed_hosts)
+            .finish()
+    }
 }
 
 /// Who is calling: the installation a plugin instance runs for.
@@ -202,5 +220,20 @@ impl wasmtime_wasi::HostWallClock for HostWallClock {
 
     fn now(&self) -> std::time::Duration {
         std::time::Duration::from_millis(u64::try_from(self.0.now_ms()).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_debug_never_shows_secret_values() {
+        let mut s = Settings::default();
+        s.secrets
+            .insert("access_token".into(), "sk-very-secret".into());
+        let shown = format!("{s:?}");
+        assert!(shown.contains("access_token"), "{shown}");
+        assert!(!shown.contains("sk-very-secret"), "{shown}");
     }
 }
