@@ -293,6 +293,57 @@ pub fn invoke(
     } else {
         limits.aux_deadline_ms
     });
+    let budget = limits.fuel.unwrap_or(UNMETERED_FUEL);
+    let mut store = new_store(
+        services,
+        pre,
+        installation,
+        limits,
+        epoch_tick,
+        start,
+        deadline,
+    );
+
+    let raw = call_plugin(&mut store, pre, call);
+    let elapsed = start.elapsed();
+    let fuel_left = store.get_fuel().unwrap_or(0);
+    let data = store.data_mut();
+    let mut report = Report {
+        duration_us: elapsed.as_micros() as u64,
+        instructions: budget.saturating_sub(fuel_left),
+        peak_memory_bytes: data.limiter.peak_memory,
+        hostcalls: data.hostcalls,
+        logs: std::mem::take(&mut data.logs),
+        logs_dropped: data.logs_dropped,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    report.stdout = String::from_utf8_lossy(&data.stdout.contents()).into_owned();
+    report.stderr = String::from_utf8_lossy(&data.stderr.contents()).into_owned();
+    if !report.stdout.is_empty() || !report.stderr.is_empty() {
+        let (tenant, plugin) = (&installation.tenant, &installation.plugin);
+        tracing::info!(target: "weft::plugin", %tenant, %plugin, stdout = %report.stdout.trim_end(), stderr = %report.stderr.trim_end(), "plugin output");
+    }
+    let result = match raw {
+        Ok(out) => check_output(out, limits.max_output_bytes),
+        Err(e) => Err(classify(e, &report, deadline, elapsed, budget, limits)),
+    };
+    Invocation { result, report }
+}
+
+/// The `Store` of one invocation, built exactly as [`invoke`] builds it: a fresh WASI
+/// context with captured stdio, the kind's memory, table and resource limits, the fuel
+/// budget, an epoch deadline of `deadline` from `start`, and the host-call byte budget.
+/// Public so that benchmarks can time instantiation and calls without the rest of `invoke`.
+pub fn new_store(
+    services: &Arc<Services>,
+    pre: &KindPre,
+    installation: &Arc<Installation>,
+    limits: &KindLimits,
+    epoch_tick: Duration,
+    start: Instant,
+    deadline: Duration,
+) -> Store<HostState> {
     let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
     let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
     let wasi = WasiCtxBuilder::new()
@@ -330,35 +381,13 @@ pub fn invoke(
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    let budget = limits.fuel.unwrap_or(UNMETERED_FUEL);
-    let _ = store.set_fuel(budget);
+    let _ = store.set_fuel(limits.fuel.unwrap_or(UNMETERED_FUEL));
     // Round up, plus one tick: the epoch may advance just after we read it.
     let ticks = deadline.as_micros().div_ceil(epoch_tick.as_micros().max(1)) as u64 + 1;
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
     store.set_hostcall_fuel(limits.hostcall_bytes);
-
-    let raw = call_plugin(&mut store, pre, call);
-    let elapsed = start.elapsed();
-    let fuel_left = store.get_fuel().unwrap_or(0);
-    let data = store.data_mut();
-    let mut report = Report {
-        duration_us: elapsed.as_micros() as u64,
-        instructions: budget.saturating_sub(fuel_left),
-        peak_memory_bytes: data.limiter.peak_memory,
-        hostcalls: data.hostcalls,
-        logs: std::mem::take(&mut data.logs),
-        logs_dropped: data.logs_dropped,
-        stdout: String::new(),
-        stderr: String::new(),
-    };
-    report.stdout = String::from_utf8_lossy(&data.stdout.contents()).into_owned();
-    report.stderr = String::from_utf8_lossy(&data.stderr.contents()).into_owned();
-    let result = match raw {
-        Ok(out) => check_output(out, limits.max_output_bytes),
-        Err(e) => Err(classify(e, &report, deadline, elapsed, budget, limits)),
-    };
-    Invocation { result, report }
+    store
 }
 
 fn call_plugin(
