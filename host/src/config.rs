@@ -151,34 +151,28 @@ impl KindLimits {
         let resources = 256;
         // 20,000 elements: Rust/C function tables of large plugins stay under 10,000.
         let tables = 20_000;
+        // Journey rules set the baseline; the other kinds differ where noted.
+        let journey = KindLimits {
+            // 100 ms per journey step: a decision over a 32 KB event, not a batch job.
+            deadline_ms: 100,
+            aux_deadline_ms: 100,
+            // 64 MiB: 2,000x a 32 KB input; rules do not need more.
+            memory_bytes: 64 * 1024 * 1024,
+            fuel: None,
+            max_input_bytes: input,
+            // 64 KiB of commands is hundreds of sends; more is a bug.
+            max_output_bytes: 64 * 1024,
+            hostcall_bytes: hostcall,
+            max_resources: resources,
+            max_table_elements: tables,
+        };
         match kind {
-            PluginKind::JourneyRule => KindLimits {
-                // 100 ms per journey step: a decision over a 32 KB event, not a batch job.
-                deadline_ms: 100,
-                aux_deadline_ms: 100,
-                // 64 MiB: 2,000x a 32 KB input; rules do not need more.
-                memory_bytes: 64 * 1024 * 1024,
-                fuel: None,
-                max_input_bytes: input,
-                // 64 KiB of commands is hundreds of sends; more is a bug.
-                max_output_bytes: 64 * 1024,
-                hostcall_bytes: hostcall,
-                max_resources: resources,
-                max_table_elements: tables,
-            },
+            PluginKind::JourneyRule => journey,
             PluginKind::Personalization => KindLimits {
-                // 20 ms: the page waits on it; p99 target is 10 ms.
+                // 20 ms: the page waits on it; p99 target is 10 ms. Memory 64 MiB as in
+                // runtime.md: catalog slices are small.
                 deadline_ms: 20,
-                aux_deadline_ms: 100,
-                // 64 MiB as in runtime.md: catalog slices are small.
-                memory_bytes: 64 * 1024 * 1024,
-                fuel: None,
-                max_input_bytes: input,
-                // 64 KiB of decisions: a page has a few placements.
-                max_output_bytes: 64 * 1024,
-                hostcall_bytes: hostcall,
-                max_resources: resources,
-                max_table_elements: tables,
+                ..journey
             },
             PluginKind::ChannelAdapter => KindLimits {
                 // 5 s per send: provider APIs answer in 100-2000 ms; beyond 5 s we retry.
@@ -187,30 +181,17 @@ impl KindLimits {
                 aux_deadline_ms: 200,
                 // 128 MiB: buffers provider responses of up to 1 MiB plus JSON trees.
                 memory_bytes: 128 * 1024 * 1024,
-                fuel: None,
                 // 512 KiB + overhead: webhook bodies of up to 512 KiB (runtime.md).
                 max_input_bytes: 640 * 1024,
                 // 1 MiB: a webhook can report a batch of statuses.
                 max_output_bytes: 1024 * 1024,
                 // 8 MiB: a few 1 MiB HTTP bodies per send.
                 hostcall_bytes: 8 * 1024 * 1024,
-                max_resources: resources,
-                max_table_elements: tables,
+                ..journey
             },
-            PluginKind::ChatbotFlow => KindLimits {
-                // 100 ms per turn: the customer is waiting in a chat window.
-                deadline_ms: 100,
-                aux_deadline_ms: 100,
-                // 64 MiB, as for journey rules.
-                memory_bytes: 64 * 1024 * 1024,
-                fuel: None,
-                max_input_bytes: input,
-                // 64 KiB: a handful of replies and slots.
-                max_output_bytes: 64 * 1024,
-                hostcall_bytes: hostcall,
-                max_resources: resources,
-                max_table_elements: tables,
-            },
+            // 100 ms per turn (the customer is waiting in a chat window), 64 MiB, 64 KiB of
+            // replies and slots: the journey baseline fits.
+            PluginKind::ChatbotFlow => journey,
         }
     }
 

@@ -674,11 +674,21 @@ impl Registry {
             p.active = Some(version.into());
         }
         p.updated_at = now_ms;
+        self.commit_active(tenant, p, active).await
+    }
+
+    /// Durably records `p` (whose `active` changed), then serves `active` for it.
+    async fn commit_active(
+        &self,
+        tenant: &str,
+        p: PluginRecord,
+        active: Arc<Active>,
+    ) -> Result<PluginRecord, RegistryError> {
         self.db
-            .put_json(&Space::tenant(tenant), &plugin_key(name), &p)
+            .put_json(&Space::tenant(tenant), &plugin_key(&p.name), &p)
             .await?;
         self.db.commit().await?;
-        self.set_active(tenant, name, Some(active));
+        self.set_active(tenant, &p.name, Some(active));
         Ok(p)
     }
 
@@ -698,12 +708,7 @@ impl Registry {
         let active = self.load_active(tenant, name, &v).await?;
         p.active = Some(prev);
         p.updated_at = now_ms;
-        self.db
-            .put_json(&Space::tenant(tenant), &plugin_key(name), &p)
-            .await?;
-        self.db.commit().await?;
-        self.set_active(tenant, name, Some(active));
-        Ok(p)
+        self.commit_active(tenant, p, active).await
     }
 
     /// Deletes a plugin with its versions, settings, state and invocation records.

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::{body_error, parse_json, ApiError, AppState, TenantAuth};
 use crate::profiles::{self, IdentityRecord};
-use crate::store::Space;
+use crate::store::{Backend, Space};
 
 fn parse_id(id: &str) -> Result<IdentityRecord, ApiError> {
     match id.split_once(':') {
@@ -28,6 +28,26 @@ fn parse_id(id: &str) -> Result<IdentityRecord, ApiError> {
             ),
         )),
     }
+}
+
+/// Runs a blocking profile operation off the async runtime.
+async fn blocking<T: Send + 'static>(
+    s: &AppState,
+    f: impl FnOnce(&dyn Backend) -> Result<T, profiles::ProfileError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let db = s.db.clone();
+    tokio::task::spawn_blocking(move || f(db.backend().as_ref()))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "profile_not_found",
+        format!("no profile with identity `{id}`"),
+    )
 }
 
 /// Body of `PUT /v1/profiles/{id}`.
@@ -55,21 +75,12 @@ pub(super) async fn put(
             "traits exceed the 32 KB limit",
         ));
     }
-    let db = s.db.clone();
     let now = s.clock.now_ms();
-    let tenant = auth.tenant_id.clone();
-    let rec = tokio::task::spawn_blocking(move || {
-        profiles::upsert(
-            db.backend().as_ref(),
-            &Space::tenant(&tenant),
-            &[ident],
-            &req.traits,
-            now,
-        )
+    let sp = Space::tenant(&auth.tenant_id);
+    let rec = blocking(&s, move |b| {
+        profiles::upsert(b, &sp, &[ident], &req.traits, now)
     })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
+    .await?;
     s.db.commit().await?;
     Ok(Json(json!({ "profile": rec })))
 }
@@ -81,26 +92,13 @@ pub(super) async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let ident = parse_id(&id)?;
-    let db = s.db.clone();
-    let rec = tokio::task::spawn_blocking(move || {
-        profiles::get_by_identity(
-            db.backend().as_ref(),
-            &Space::tenant(&auth.tenant_id),
-            &ident.kind,
-            &ident.value,
-        )
+    let sp = Space::tenant(&auth.tenant_id);
+    let rec = blocking(&s, move |b| {
+        profiles::get_by_identity(b, &sp, &ident.kind, &ident.value)
     })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
-    match rec {
-        Some(r) => Ok(Json(json!({ "profile": r }))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "profile_not_found",
-            format!("no profile with identity `{id}`"),
-        )),
-    }
+    .await?;
+    rec.map(|r| Json(json!({ "profile": r })))
+        .ok_or_else(|| not_found(&id))
 }
 
 /// Erases a profile and its identity links.
@@ -110,24 +108,13 @@ pub(super) async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let ident = parse_id(&id)?;
-    let db = s.db.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        profiles::erase_by_identity(
-            db.backend().as_ref(),
-            &Space::tenant(&auth.tenant_id),
-            &ident.kind,
-            &ident.value,
-        )
+    let sp = Space::tenant(&auth.tenant_id);
+    let found = blocking(&s, move |b| {
+        profiles::erase_by_identity(b, &sp, &ident.kind, &ident.value)
     })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
+    .await?;
     if !found {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "profile_not_found",
-            format!("no profile with identity `{id}`"),
-        ));
+        return Err(not_found(&id));
     }
     s.db.commit().await?;
     Ok(StatusCode::NO_CONTENT)

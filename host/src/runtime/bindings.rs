@@ -17,83 +17,45 @@ pub mod caps {
 /// Shared types (`weft:plugin/types`).
 pub use caps::weft::plugin::types;
 
-/// The `journey-rule` world.
-#[allow(missing_docs)] // generated: the docs live on the WIT items
-pub mod journey_rule {
-    wasmtime::component::bindgen!({
-        world: "journey-rule",
-        path: "../wit",
-        imports: { default: trappable },
-        with: {
-            "weft:plugin/types": super::caps::weft::plugin::types,
-            "weft:plugin/profile-store": super::caps::weft::plugin::profile_store,
-            "weft:plugin/state": super::caps::weft::plugin::state,
-            "weft:plugin/config": super::caps::weft::plugin::config,
-            "weft:plugin/clock": super::caps::weft::plugin::clock,
-            "weft:plugin/log": super::caps::weft::plugin::log,
-        },
-        additional_derives: [serde::Serialize, serde::Deserialize],
-    });
+/// Generates the bindings of one plugin world, reusing the capability modules of [`caps`]
+/// so every type exists once.
+macro_rules! kind_world {
+    ($(#[$doc:meta])* $module:ident, $world:literal) => {
+        $(#[$doc])*
+        #[allow(missing_docs)] // generated: the docs live on the WIT items
+        pub mod $module {
+            wasmtime::component::bindgen!({
+                world: $world,
+                path: "../wit",
+                imports: { default: trappable },
+                // The whole package maps to `caps`: every import type is generated once.
+                with: { "weft:plugin": super::caps::weft::plugin },
+                additional_derives: [serde::Serialize, serde::Deserialize],
+            });
+        }
+    };
 }
 
-/// The `personalization` world.
-#[allow(missing_docs)] // generated: the docs live on the WIT items
-pub mod personalization {
-    wasmtime::component::bindgen!({
-        world: "personalization",
-        path: "../wit",
-        imports: { default: trappable },
-        with: {
-            "weft:plugin/types": super::caps::weft::plugin::types,
-            "weft:plugin/profile-store": super::caps::weft::plugin::profile_store,
-            "weft:plugin/state": super::caps::weft::plugin::state,
-            "weft:plugin/config": super::caps::weft::plugin::config,
-            "weft:plugin/clock": super::caps::weft::plugin::clock,
-            "weft:plugin/log": super::caps::weft::plugin::log,
-        },
-        additional_derives: [serde::Serialize, serde::Deserialize],
-    });
-}
-
-/// The `channel-adapter` world.
-#[allow(missing_docs)] // generated: the docs live on the WIT items
-pub mod channel_adapter {
-    wasmtime::component::bindgen!({
-        world: "channel-adapter",
-        path: "../wit",
-        imports: { default: trappable },
-        with: {
-            "weft:plugin/types": super::caps::weft::plugin::types,
-            "weft:plugin/profile-store": super::caps::weft::plugin::profile_store,
-            "weft:plugin/state": super::caps::weft::plugin::state,
-            "weft:plugin/config": super::caps::weft::plugin::config,
-            "weft:plugin/clock": super::caps::weft::plugin::clock,
-            "weft:plugin/log": super::caps::weft::plugin::log,
-            "weft:plugin/crypto": super::caps::weft::plugin::crypto,
-            "weft:plugin/outbound-http": super::caps::weft::plugin::outbound_http,
-        },
-        additional_derives: [serde::Serialize, serde::Deserialize],
-    });
-}
-
-/// The `chatbot-flow` world.
-#[allow(missing_docs)] // generated: the docs live on the WIT items
-pub mod chatbot_flow {
-    wasmtime::component::bindgen!({
-        world: "chatbot-flow",
-        path: "../wit",
-        imports: { default: trappable },
-        with: {
-            "weft:plugin/types": super::caps::weft::plugin::types,
-            "weft:plugin/profile-store": super::caps::weft::plugin::profile_store,
-            "weft:plugin/state": super::caps::weft::plugin::state,
-            "weft:plugin/config": super::caps::weft::plugin::config,
-            "weft:plugin/clock": super::caps::weft::plugin::clock,
-            "weft:plugin/log": super::caps::weft::plugin::log,
-        },
-        additional_derives: [serde::Serialize, serde::Deserialize],
-    });
-}
+kind_world!(
+    /// The `journey-rule` world.
+    journey_rule,
+    "journey-rule"
+);
+kind_world!(
+    /// The `personalization` world.
+    personalization,
+    "personalization"
+);
+kind_world!(
+    /// The `channel-adapter` world.
+    channel_adapter,
+    "channel-adapter"
+);
+kind_world!(
+    /// The `chatbot-flow` world.
+    chatbot_flow,
+    "chatbot-flow"
+);
 
 /// Export-side types of each kind, re-exported under short names.
 pub mod exports {

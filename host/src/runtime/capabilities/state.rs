@@ -47,91 +47,100 @@ fn check_value(v: &[u8]) -> Result<(), CapabilityError> {
     Ok(())
 }
 
+impl HostState {
+    fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, CapabilityError> {
+        let k = self.state_key(key)?;
+        self.services
+            .backend
+            .get(&self.space, &k)
+            .map_err(unavailable)
+    }
+
+    fn state_set(&self, key: &str, value: &[u8]) -> Result<(), CapabilityError> {
+        let k = self.state_key(key)?;
+        check_value(value)?;
+        self.services
+            .backend
+            .put(&self.space, &k, value)
+            .map_err(unavailable)
+    }
+
+    fn state_delete(&self, key: &str) -> Result<(), CapabilityError> {
+        let k = self.state_key(key)?;
+        self.services
+            .backend
+            .delete(&self.space, &k)
+            .map_err(unavailable)
+    }
+
+    fn state_increment(&self, key: &str, delta: i64) -> Result<i64, CapabilityError> {
+        let k = self.state_key(key)?;
+        let mut not_a_counter = false;
+        let mut result = 0i64;
+        self.services
+            .backend
+            .update(&self.space, &k, &mut |old| {
+                let cur = match old {
+                    None => 0,
+                    Some(b) => match <[u8; 8]>::try_from(b) {
+                        Ok(arr) => i64::from_le_bytes(arr),
+                        Err(_) => {
+                            not_a_counter = true;
+                            return Some(b.to_vec());
+                        }
+                    },
+                };
+                not_a_counter = false;
+                result = cur.wrapping_add(delta);
+                Some(result.to_le_bytes().to_vec())
+            })
+            .map_err(unavailable)?;
+        if not_a_counter {
+            return Err(invalid(format!(
+                "state key `{key}` does not hold a counter (8-byte little-endian i64)"
+            )));
+        }
+        Ok(result)
+    }
+
+    fn state_cas(
+        &self,
+        key: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, CapabilityError> {
+        let k = self.state_key(key)?;
+        check_value(new)?;
+        self.services
+            .backend
+            .compare_and_swap(&self.space, &k, old, Some(new))
+            .map_err(unavailable)
+    }
+}
+
 impl weft::state::Host for HostState {
     fn get(&mut self, key: String) -> R<Option<Vec<u8>>> {
         self.enter()?;
-        let k = match self.state_key(&key) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(self
-            .services
-            .backend
-            .get(&self.space, &k)
-            .map_err(unavailable))
+        Ok(self.state_get(&key))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> R<()> {
         self.enter()?;
-        let k = match self
-            .state_key(&key)
-            .and_then(|k| check_value(&value).map(|_| k))
-        {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(self
-            .services
-            .backend
-            .put(&self.space, &k, &value)
-            .map_err(unavailable))
+        Ok(self.state_set(&key, &value))
     }
 
     fn delete(&mut self, key: String) -> R<()> {
         self.enter()?;
-        let k = match self.state_key(&key) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(self
-            .services
-            .backend
-            .delete(&self.space, &k)
-            .map_err(unavailable))
+        Ok(self.state_delete(&key))
     }
 
     fn increment(&mut self, key: String, delta: i64) -> R<i64> {
         self.enter()?;
-        let k = match self.state_key(&key) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut bad = false;
-        let mut result = 0i64;
-        let r = self.services.backend.update(&self.space, &k, &mut |old| {
-            let cur = match old {
-                None => 0,
-                Some(b) if b.len() == 8 => i64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
-                Some(_) => {
-                    bad = true;
-                    return old.map(|o| o.to_vec());
-                }
-            };
-            result = cur.wrapping_add(delta);
-            Some(result.to_le_bytes().to_vec())
-        });
-        Ok(match r {
-            Err(e) => Err(unavailable(e)),
-            Ok(_) if bad => Err(invalid(format!(
-                "state key `{key}` does not hold a counter (8-byte little-endian i64)"
-            ))),
-            Ok(_) => Ok(result),
-        })
+        Ok(self.state_increment(&key, delta))
     }
 
     fn compare_and_swap(&mut self, key: String, old: Option<Vec<u8>>, new: Vec<u8>) -> R<bool> {
         self.enter()?;
-        let k = match self
-            .state_key(&key)
-            .and_then(|k| check_value(&new).map(|_| k))
-        {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(self
-            .services
-            .backend
-            .compare_and_swap(&self.space, &k, old.as_deref(), Some(&new))
-            .map_err(unavailable))
+        Ok(self.state_cas(&key, old.as_deref(), &new))
     }
 }
