@@ -1,4 +1,7 @@
 //! Weft's integration tests, one binary with a module per area (link time matters: every
 //! test binary links wasmtime).
 
+mod api;
+mod durability;
+mod lifecycle;
 mod smoke;
