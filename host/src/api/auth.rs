@@ -29,8 +29,13 @@ fn bearer(parts: &Parts, what: &str) -> Result<String, ApiError> {
         ));
     };
     let h = h.to_str().unwrap_or("");
-    match h.strip_prefix("Bearer ") {
-        Some(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+    // The auth scheme is case-insensitive (RFC 9110 §11.1).
+    let token = h
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    match token {
+        Some(t) if !t.is_empty() => Ok(t.to_string()),
         _ => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "malformed_credentials",
