@@ -4,4 +4,7 @@
 mod api;
 mod durability;
 mod lifecycle;
+mod limits;
+mod runner;
+mod sandbox;
 mod smoke;

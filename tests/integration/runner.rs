@@ -1,0 +1,447 @@
+//! The local runner (`weft plugin run`): in process through `weft::runner::run`, and as the
+//! real `weft` binary for exit codes and the JSON report. Also keeps the fixture files under
+//! `plugins/*/fixtures/` in sync with `weft::samples` and proves each one runs.
+//!
+//! To regenerate the fixtures after changing the samples:
+//! `WEFT_BLESS_FIXTURES=1 cargo test -p weft-tests fixtures_match`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output as ProcessOutput};
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+use weft::config::RuntimeConfig;
+use weft::kind::PluginKind;
+use weft::runner::{RunError, RunOutcome};
+use weft::runtime::bindings::exports::journey;
+use weft::runtime::bindings::types::ChannelKind;
+use weft::runtime::{Call, InvokeError, Output};
+use weft::samples;
+use weft_tests::plugins;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The journey context abandoned-cart's entry step writes for the sample event.
+fn cart_context() -> String {
+    json!({"cart_id": "c-1001", "product": {"name": "Áo dài lụa", "product_id": "sku-7"}})
+        .to_string()
+}
+
+/// One fixture file: where it lives, the plugin it is for, and the call it holds.
+struct FixtureFile {
+    path: &'static str,
+    kind: PluginKind,
+    wasm: &'static str,
+    call: Call,
+}
+
+fn fixture_files() -> Vec<FixtureFile> {
+    vec![
+        FixtureFile {
+            path: "plugins/abandoned-cart/fixtures/entered.json",
+            kind: PluginKind::JourneyRule,
+            wasm: plugins::ABANDONED_CART,
+            call: samples::journey_entered(),
+        },
+        FixtureFile {
+            path: "plugins/abandoned-cart/fixtures/remind.json",
+            kind: PluginKind::JourneyRule,
+            wasm: plugins::ABANDONED_CART,
+            call: samples::journey_remind(&cart_context()),
+        },
+        FixtureFile {
+            path: "plugins/tier-personalize/fixtures/decide.json",
+            kind: PluginKind::Personalization,
+            wasm: plugins::TIER_PERSONALIZE,
+            call: samples::decide(),
+        },
+        FixtureFile {
+            path: "plugins/zalo-oa/fixtures/capabilities.json",
+            kind: PluginKind::ChannelAdapter,
+            wasm: plugins::ZALO_OA,
+            call: Call::AdapterCapabilities,
+        },
+        FixtureFile {
+            path: "plugins/faq-bot/fixtures/hours.json",
+            kind: PluginKind::ChatbotFlow,
+            wasm: plugins::FAQ_BOT,
+            call: samples::chat_turn("Cho hỏi giờ mở cửa?"),
+        },
+    ]
+}
+
+fn fixture_text(call: &Call) -> String {
+    serde_json::to_string_pretty(call).unwrap() + "\n"
+}
+
+/// Limits as in production, with a small instance pool: many tests build engines at once.
+fn runtime_config() -> RuntimeConfig {
+    RuntimeConfig {
+        pool_instances: 16,
+        ..RuntimeConfig::default()
+    }
+}
+
+async fn run(wasm: &str, kind: PluginKind, input: &Path) -> RunOutcome {
+    weft::runner::run(Path::new(wasm), kind, input, runtime_config())
+        .await
+        .unwrap_or_else(|e| panic!("running {wasm} on {}: {e}", input.display()))
+}
+
+#[test]
+fn fixtures_match_the_shared_samples() {
+    let bless = std::env::var("WEFT_BLESS_FIXTURES").is_ok_and(|v| v == "1");
+    for f in fixture_files() {
+        let path = repo_root().join(f.path);
+        let expected = fixture_text(&f.call);
+        if bless {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &expected).unwrap();
+            continue;
+        }
+        let actual = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; regenerate with WEFT_BLESS_FIXTURES=1",
+                path.display()
+            )
+        });
+        assert_eq!(
+            actual, expected,
+            "{} is out of date; regenerate with WEFT_BLESS_FIXTURES=1",
+            f.path
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixtures_parse_and_run() {
+    let mut entered_context = None;
+    for f in fixture_files() {
+        let o = run(f.wasm, f.kind, &repo_root().join(f.path)).await;
+        assert!(o.ok && o.error.is_none(), "{}: {:?}", f.path, o.error);
+        assert!(
+            o.compile_us > 0 && o.report.duration_us > 0,
+            "{}: {:?}",
+            f.path,
+            o.report
+        );
+        let out = o.output.unwrap_or_else(|| panic!("{}: no output", f.path));
+        let text = serde_json::to_string(&out).unwrap();
+        match (f.path.rsplit('/').next().unwrap(), out) {
+            ("entered.json", Output::JourneyStep(Ok(cmds))) => {
+                let [journey::Command::PatchContext(ctx), journey::Command::Wait(_), journey::Command::Goto(to)] =
+                    cmds.as_slice()
+                else {
+                    panic!("entered: {cmds:?}");
+                };
+                assert_eq!(to, "remind");
+                entered_context = Some(ctx.clone());
+            }
+            ("remind.json", Output::JourneyStep(Ok(_))) => {
+                assert!(
+                    text.contains("GOLD10") && text.contains("Áo dài lụa"),
+                    "remind: {text}"
+                );
+            }
+            ("decide.json", Output::PersonalizeDecide(Ok(d))) => {
+                assert_eq!(d.len(), 1, "{text}");
+                assert_eq!(d[0].variant_id, "tier-gold");
+            }
+            ("capabilities.json", Output::AdapterCapabilities(c)) => {
+                assert!(matches!(c.channel, ChannelKind::ZaloOa), "{text}");
+                assert_eq!(c.max_text_len, 2000);
+            }
+            ("hours.json", Output::FlowTurn(Ok(_))) => {
+                assert!(
+                    text.contains("FAQ Answered") && text.contains("hours"),
+                    "hours: {text}"
+                );
+            }
+            (name, out) => panic!("{name}: unexpected output {out:?}"),
+        }
+    }
+    // The remind fixture continues from what the entered fixture's step wrote.
+    let written: Value = serde_json::from_str(&entered_context.unwrap()).unwrap();
+    assert_eq!(
+        written,
+        serde_json::from_str::<Value>(&cart_context()).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_seeds_fixture_profiles_and_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("snoop.json");
+    let ctx = json!({"probe": [{"kind": "user_id", "value": "77"}]}).to_string();
+    let call = Call::JourneyStep(samples::step(
+        "start",
+        journey::Trigger::TimerFired("t".into()),
+        &ctx,
+        "gold",
+    ));
+    let mut fixture = serde_json::to_value(&call).unwrap();
+    fixture["profiles"] =
+        json!([{"identities": [{"kind": "user_id", "value": "77"}], "traits": {"name": "Minh"}}]);
+    fixture["settings"] = json!({"config": {"greeting": "xin chào"}});
+    std::fs::write(&input, fixture.to_string()).unwrap();
+    let o = run(plugins::TEST_TENANT_SNOOP, PluginKind::JourneyRule, &input).await;
+    let Some(Output::JourneyStep(Ok(cmds))) = &o.output else {
+        panic!("{:?} {:?}", o.output, o.error);
+    };
+    let journey::Command::SetTraits(report) = &cmds[0] else {
+        panic!("{cmds:?}");
+    };
+    let report: Value = serde_json::from_str(report).unwrap();
+    assert_eq!(report["found"][0]["traits"]["name"], "Minh", "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_refuses_a_fixture_for_another_kind() {
+    let input = repo_root().join("plugins/tier-personalize/fixtures/decide.json");
+    let err = weft::runner::run(
+        Path::new(plugins::ABANDONED_CART),
+        PluginKind::JourneyRule,
+        &input,
+        runtime_config(),
+    )
+    .await
+    .expect_err("a decide call cannot run on a journey rule");
+    let RunError::Fixture { message, .. } = &err else {
+        panic!("{err}");
+    };
+    assert!(
+        message.contains("personalization") && message.contains("journey-rule"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_applies_the_limits_it_is_given() {
+    let input = repo_root().join("plugins/abandoned-cart/fixtures/entered.json");
+    // Obeyed: production limits.
+    let o = run(plugins::TEST_WELL_BEHAVED, PluginKind::JourneyRule, &input).await;
+    assert!(o.ok, "{:?}", o.error);
+    // Violated: the same plugin under a 1,000-instruction budget.
+    let mut c = runtime_config();
+    c.journey_rule.fuel = Some(1_000);
+    let o = weft::runner::run(
+        Path::new(plugins::TEST_WELL_BEHAVED),
+        PluginKind::JourneyRule,
+        &input,
+        c,
+    )
+    .await
+    .unwrap();
+    assert!(!o.ok);
+    assert_eq!(o.error, Some(InvokeError::FuelExhausted { budget: 1_000 }));
+}
+
+// ---------------------------------------------------------------------------------------
+// The `weft` binary
+// ---------------------------------------------------------------------------------------
+
+/// The `weft` binary of this build profile, built once per test run.
+fn weft_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // This test binary lives in <target>/<profile>/deps/.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps");
+        let target_dir = profile_dir.parent().unwrap();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "weft",
+            "--bin",
+            "weft",
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .current_dir(repo_root());
+        // `cargo test` runs this process with the package's OUT_DIR, CARGO_MANIFEST_DIR,
+        // CARGO_PKG_*… set. Build scripts watch some of them (ring's `rerun-if-env-changed`),
+        // so passing them on would rebuild ring, rustls, reqwest and weft here, and again on
+        // the next `cargo test`. Without them this build sees what a shell's `cargo` sees.
+        for (k, _) in std::env::vars_os() {
+            let Some(k) = k.to_str() else { continue };
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    k,
+                    "OUT_DIR"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                )
+            {
+                cmd.env_remove(k);
+            }
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build");
+        assert!(status.success(), "cargo build -p weft --bin weft failed");
+        let bin = profile_dir.join(format!("weft{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+}
+
+fn plugin_run(wasm: &str, fixture: &str, extra: &[&str]) -> ProcessOutput {
+    let out = Command::new(weft_bin())
+        .args(["plugin", "run", wasm, "--kind", "journey-rule", "--input"])
+        .arg(repo_root().join(fixture))
+        .args(extra)
+        .output()
+        .expect("running weft plugin run");
+    eprintln!(
+        "weft plugin run {} -> {:?}\nstderr: {}",
+        Path::new(wasm).file_name().unwrap().to_string_lossy(),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    );
+    out
+}
+
+const ENTERED: &str = "plugins/abandoned-cart/fixtures/entered.json";
+
+#[test]
+fn weft_plugin_run_prints_the_outcome_and_report_as_json() {
+    let out = plugin_run(plugins::ABANDONED_CART, ENTERED, &["--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["output"]["call"], "journey-step", "{v}");
+    assert!(
+        v["output"]["output"]["Ok"][0]["PatchContext"].is_string(),
+        "{v}"
+    );
+    assert!(v["compile_us"].as_u64().unwrap() > 0, "{v}");
+    let r = &v["report"];
+    for field in ["duration_us", "instructions", "peak_memory_bytes"] {
+        assert!(
+            r[field].as_u64().is_some_and(|n| n > 0),
+            "report.{field} missing or zero: {v}"
+        );
+    }
+    assert!(
+        r["peak_memory_bytes"].as_u64().unwrap() <= 64 * 1024 * 1024,
+        "{v}"
+    );
+}
+
+fn stderr(out: &ProcessOutput) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn weft_plugin_run_exits_3_when_the_deadline_passes() {
+    let out = plugin_run(plugins::TEST_SPIN_LOOP, ENTERED, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("deadline exceeded: the 100 ms deadline"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn weft_plugin_run_exits_4_at_the_memory_limit() {
+    // A 16 MiB cap and a 5 s deadline: filling memory a byte at a time can take longer
+    // than the 100 ms deadline on a loaded box, and then the deadline (exit 3) would win.
+    let dir = tempfile::tempdir().unwrap();
+    let config = journey_config(dir.path(), 5_000, 16 * 1024 * 1024, None);
+    // --json: the error is in the JSON and the exit code still says which limit.
+    let out = plugin_run(plugins::TEST_OOM, ENTERED, &["--json", "--config", &config]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("memory limit exceeded"),
+        "{}",
+        stderr(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error"]["error"], "memory-limit", "{v}");
+    assert_eq!(v["error"]["cap"], 16 * 1024 * 1024, "{v}");
+}
+
+#[test]
+fn weft_plugin_run_exits_6_when_the_plugin_panics() {
+    let out = plugin_run(plugins::TEST_PANIC, ENTERED, &[]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("plugin panicked") && stderr(&out).contains("deliberate panic"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Writes a `weft.toml` with the default journey-rule limits except the deadline, memory
+/// and fuel; returns its path.
+fn journey_config(dir: &Path, deadline_ms: u64, memory_bytes: usize, fuel: Option<u64>) -> String {
+    let mut limits = weft::config::KindLimits::for_kind(PluginKind::JourneyRule);
+    limits.deadline_ms = deadline_ms;
+    limits.memory_bytes = memory_bytes;
+    limits.fuel = fuel;
+    // Every field of the table is required; numbers are TOML as they are JSON.
+    let mut text = String::from("[runtime]\npool_instances = 4\n\n[runtime.journey_rule]\n");
+    for (k, v) in serde_json::to_value(&limits).unwrap().as_object().unwrap() {
+        if !v.is_null() {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+    }
+    let path = dir.join("weft.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn weft_plugin_run_takes_limits_from_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = journey_config(dir.path(), 100, 64 * 1024 * 1024, Some(100_000));
+    // Obeyed: the well-behaved step fits in 100,000 instructions.
+    let out = plugin_run(plugins::TEST_WELL_BEHAVED, ENTERED, &["--config", &config]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Violated: the spin loop runs out of fuel (exit 5), not into the deadline (exit 3).
+    let out = plugin_run(plugins::TEST_SPIN_LOOP, ENTERED, &["--config", &config]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("100000 instructions"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn weft_plugin_run_exits_2_on_a_bad_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.json");
+    std::fs::write(&input, r#"{"call": "journey-step", "input": {"nope": 1}}"#).unwrap();
+    let out = Command::new(weft_bin())
+        .args([
+            "plugin",
+            "run",
+            plugins::ABANDONED_CART,
+            "--kind",
+            "journey-rule",
+            "--input",
+        ])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("invalid fixture"), "{}", stderr(&out));
+}
