@@ -174,7 +174,7 @@ async fn fixtures_parse_and_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runner_seeds_fixture_profiles_and_settings() {
+async fn runner_seeds_fixture_profiles_for_the_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("snoop.json");
     let ctx = json!({"probe": [{"kind": "user_id", "value": "77"}]}).to_string();
@@ -187,6 +187,7 @@ async fn runner_seeds_fixture_profiles_and_settings() {
     let mut fixture = serde_json::to_value(&call).unwrap();
     fixture["profiles"] =
         json!([{"identities": [{"kind": "user_id", "value": "77"}], "traits": {"name": "Minh"}}]);
+    // Settings parse alongside (the snoop reads none of them).
     fixture["settings"] = json!({"config": {"greeting": "xin chào"}});
     std::fs::write(&input, fixture.to_string()).unwrap();
     let o = run(plugins::TEST_TENANT_SNOOP, PluginKind::JourneyRule, &input).await;
