@@ -12,7 +12,14 @@ fn main() {
         .parent()
         .unwrap()
         .to_path_buf();
-    for p in ["plugins", "guest-sdk/src", "guest-sdk/Cargo.toml", "wit", "scripts/build-plugins.sh"] {
+    // Watch sources, not `plugins/target` (the build writes there and would rerun us).
+    for p in [
+        "plugins/Cargo.toml",
+        "guest-sdk/src",
+        "guest-sdk/Cargo.toml",
+        "wit",
+        "scripts/build-plugins.sh",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     println!("cargo:rerun-if-env-changed=WEFT_SKIP_PLUGIN_BUILD");
@@ -24,6 +31,14 @@ fn main() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
+    for n in &names {
+        for p in ["src", "Cargo.toml"] {
+            println!(
+                "cargo:rerun-if-changed={}",
+                root.join("plugins").join(n).join(p).display()
+            );
+        }
+    }
     if !skip {
         let status = std::process::Command::new("bash")
             .arg(root.join("scripts/build-plugins.sh"))
@@ -40,7 +55,9 @@ fn main() {
         );
     }
     let mut out = String::new();
-    out.push_str(&format!("/// Whether build.rs skipped the plugin build.\npub const SKIPPED: bool = {skip};\n"));
+    out.push_str(&format!(
+        "/// Whether build.rs skipped the plugin build.\npub const SKIPPED: bool = {skip};\n"
+    ));
     for n in &names {
         let ident = n.to_uppercase().replace('-', "_");
         let path = root.join("target/plugins").join(format!("{n}.wasm"));

@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
@@ -209,36 +208,6 @@ async fn tampered_artifact_is_caught_by_its_hmac_recompiled_and_the_plugin_still
 
 /// Builds the `weft` binary once (with the same cargo and profile as this test) and
 /// returns its path.
-fn weft_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "weft",
-                "--bin",
-                "weft",
-                "--message-format=json-render-diagnostics",
-            ])
-            .current_dir(workspace)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build -p weft --bin weft failed"
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "weft")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported no executable for the weft binary")
-    })
-}
-
 /// A running `weft serve`; killed (SIGKILL) when dropped.
 struct Server {
     child: Child,
@@ -255,7 +224,7 @@ impl Drop for Server {
 impl Server {
     /// Starts `weft serve` on `data` with an OS-chosen port and waits for `/healthz`.
     async fn start(data: &Path, log: &Path) -> Server {
-        let bin = weft_binary().to_path_buf();
+        let bin = weft_tests::weft_bin().to_path_buf();
         let config = data.with_extension("toml");
         // A small pool: the test needs two slots, not the default thousand.
         std::fs::write(&config, "[runtime]\npool_instances = 8\n").unwrap();

@@ -621,12 +621,12 @@ async fn every_limit_failure_lands_on_the_invocation_record() {
     .await;
     let t = h.tenant().await;
     let cases = [
-        ("spin", plugins::TEST_SPIN_LOOP, &["deadline"][..]),
-        ("oom", plugins::TEST_OOM, &["memory-limit"]),
+        ("spin", plugins::TEST_SPIN_LOOP, &["deadline_exceeded"][..]),
+        ("oom", plugins::TEST_OOM, &["memory_limit_exceeded"]),
         ("panic", plugins::TEST_PANIC, &["panic"]),
-        ("big", plugins::TEST_BIG_OUTPUT, &["output-too-large"]),
+        ("big", plugins::TEST_BIG_OUTPUT, &["output_too_large"]),
         // See unbounded_recursion_traps_and_the_host_keeps_serving.
-        ("rec", plugins::TEST_RECURSION, &["stack-overflow", "trap"]),
+        ("rec", plugins::TEST_RECURSION, &["stack_overflow", "trap"]),
         ("wb", plugins::TEST_WELL_BEHAVED, &[]),
     ];
     for (name, wasm, _) in cases {
@@ -655,7 +655,7 @@ async fn every_limit_failure_lands_on_the_invocation_record() {
             assert!(r.get("error").is_none(), "{r}");
         } else {
             assert_eq!(r["ok"], false, "{r}");
-            let tag = r["error"]["error"].as_str().unwrap_or_default();
+            let tag = r["error"]["code"].as_str().unwrap_or_default();
             assert!(
                 tags.contains(&tag),
                 "{name}: error {tag:?}, expected {tags:?}: {r}"

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output as ProcessOutput};
-use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 use weft::config::RuntimeConfig;
@@ -246,63 +245,8 @@ async fn runner_applies_the_limits_it_is_given() {
 // The `weft` binary
 // ---------------------------------------------------------------------------------------
 
-/// The `weft` binary of this build profile, built once per test run.
-fn weft_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // This test binary lives in <target>/<profile>/deps/.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps");
-        let target_dir = profile_dir.parent().unwrap();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "weft",
-            "--bin",
-            "weft",
-            "--target-dir",
-        ])
-        .arg(target_dir)
-        .current_dir(repo_root());
-        // `cargo test` runs this process with the package's OUT_DIR, CARGO_MANIFEST_DIR,
-        // CARGO_PKG_*… set. Build scripts watch some of them (ring's `rerun-if-env-changed`),
-        // so passing them on would rebuild ring, rustls, reqwest and weft here, and again on
-        // the next `cargo test`. Without them this build sees what a shell's `cargo` sees.
-        for (k, _) in std::env::vars_os() {
-            let Some(k) = k.to_str() else { continue };
-            if k.starts_with("CARGO_PKG_")
-                || k.starts_with("CARGO_MANIFEST_")
-                || matches!(
-                    k,
-                    "OUT_DIR"
-                        | "CARGO_CRATE_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "CARGO_BIN_NAME"
-                        | "CARGO_RUSTC_CURRENT_DIR"
-                )
-            {
-                cmd.env_remove(k);
-            }
-        }
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo build");
-        assert!(status.success(), "cargo build -p weft --bin weft failed");
-        let bin = profile_dir.join(format!("weft{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-}
-
 fn plugin_run(wasm: &str, fixture: &str, extra: &[&str]) -> ProcessOutput {
-    let out = Command::new(weft_bin())
+    let out = Command::new(weft_tests::weft_bin())
         .args(["plugin", "run", wasm, "--kind", "journey-rule", "--input"])
         .arg(repo_root().join(fixture))
         .args(extra)
@@ -375,7 +319,7 @@ fn weft_plugin_run_exits_4_at_the_memory_limit() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], false);
-    assert_eq!(v["error"]["error"], "memory-limit", "{v}");
+    assert_eq!(v["error"]["code"], "memory_limit_exceeded", "{v}");
     assert_eq!(v["error"]["cap"], 16 * 1024 * 1024, "{v}");
 }
 
@@ -431,7 +375,7 @@ fn weft_plugin_run_exits_2_on_a_bad_fixture() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bad.json");
     std::fs::write(&input, r#"{"call": "journey-step", "input": {"nope": 1}}"#).unwrap();
-    let out = Command::new(weft_bin())
+    let out = Command::new(weft_tests::weft_bin())
         .args([
             "plugin",
             "run",

@@ -1,8 +1,10 @@
 //! Helpers for Weft's integration tests: plugin paths, a test host on a temp data
 //! directory, and an HTTP client that drives the real router with `oneshot`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
+use std::sync::OnceLock;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -71,8 +73,15 @@ impl TestHost {
         let clock = ManualClock::new(weft::samples::NOW_MS);
         let shared: SharedClock = clock.clone();
         let app = App::open_with_clock(&config, shared).await.unwrap();
-        weft::tenants::ensure_admin_token(&app.state.db, Some(ADMIN)).await.unwrap();
-        TestHost { dir, app, clock, admin: ADMIN.to_string() }
+        weft::tenants::ensure_admin_token(&app.state.db, Some(ADMIN))
+            .await
+            .unwrap();
+        TestHost {
+            dir,
+            app,
+            clock,
+            admin: ADMIN.to_string(),
+        }
     }
 
     /// The data directory.
@@ -82,7 +91,13 @@ impl TestHost {
 
     /// Sends one request through the router; returns the status and the JSON body
     /// (`Value::Null` when empty).
-    pub async fn request(&self, method: Method, path: &str, key: Option<&str>, body: impl Into<Body>) -> (StatusCode, Value) {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: impl Into<Body>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(k) = key {
             req = req.header("authorization", format!("Bearer {k}"));
@@ -96,14 +111,22 @@ impl TestHost {
         let v = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, v)
     }
 
     /// Creates a tenant through the API.
     pub async fn tenant(&self) -> TestTenant {
-        let (s, v) = self.request(Method::POST, "/v1/tenants", Some(&self.admin), "{\"name\":\"t\"}").await;
+        let (s, v) = self
+            .request(
+                Method::POST,
+                "/v1/tenants",
+                Some(&self.admin),
+                "{\"name\":\"t\"}",
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         TestTenant {
             id: v["id"].as_str().unwrap().into(),
@@ -129,7 +152,12 @@ impl TestHost {
     /// Invokes an installed plugin with a call; returns the response JSON.
     pub async fn invoke(&self, t: &TestTenant, name: &str, call: &weft::runtime::Call) -> Value {
         let (s, v) = self
-            .request(Method::POST, &format!("/v1/plugins/{name}/invoke"), Some(&t.secret), serde_json::to_vec(call).unwrap())
+            .request(
+                Method::POST,
+                &format!("/v1/plugins/{name}/invoke"),
+                Some(&t.secret),
+                serde_json::to_vec(call).unwrap(),
+            )
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v
@@ -138,7 +166,67 @@ impl TestHost {
 
 /// Asserts the stable error shape and returns the code.
 pub fn error_code(v: &Value) -> &str {
-    let code = v["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {v}"));
-    assert!(v["error"]["message"].is_string(), "error without message: {v}");
+    let code = v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {v}"));
+    assert!(
+        v["error"]["message"].is_string(),
+        "error without message: {v}"
+    );
     code
+}
+
+/// The `weft` binary of this build profile, built once per test run.
+pub fn weft_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // This test binary lives in <target>/<profile>/deps/.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps");
+        let target_dir = profile_dir.parent().unwrap();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "weft",
+            "--bin",
+            "weft",
+            "--target-dir",
+        ])
+        .arg(target_dir)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap());
+        // `cargo test` runs this process with the package's OUT_DIR, CARGO_MANIFEST_DIR,
+        // CARGO_PKG_*… set. Build scripts watch some of them (ring's `rerun-if-env-changed`),
+        // so passing them on would rebuild ring, rustls, reqwest and weft here, and again on
+        // the next `cargo test`. Without them this build sees what a shell's `cargo` sees.
+        for (k, _) in std::env::vars_os() {
+            let Some(k) = k.to_str() else { continue };
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    k,
+                    "OUT_DIR"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                )
+            {
+                cmd.env_remove(k);
+            }
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build");
+        assert!(status.success(), "cargo build -p weft --bin weft failed");
+        let bin = profile_dir.join(format!("weft{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
 }

@@ -140,9 +140,11 @@ pub enum Output {
 
 /// Why an invocation failed. Each case names the limit or fault.
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "error", rename_all = "kebab-case")]
+/// As JSON the `code` field carries [`InvokeError::code`], e.g. `{"code": "deadline_exceeded", ...}`.
+#[serde(tag = "code", rename_all = "snake_case")]
 pub enum InvokeError {
     /// The wall-clock deadline passed.
+    #[serde(rename = "deadline_exceeded")]
     #[error("deadline exceeded: the {deadline_ms} ms deadline passed after {elapsed_us} µs")]
     Deadline {
         /// The deadline.
@@ -151,6 +153,7 @@ pub enum InvokeError {
         elapsed_us: u64,
     },
     /// The guest grew memory past the kind's cap.
+    #[serde(rename = "memory_limit_exceeded")]
     #[error(
         "memory limit exceeded: the plugin asked for {requested} bytes; the cap is {cap} bytes"
     )]
@@ -529,4 +532,38 @@ fn panic_message(stderr: &str) -> String {
     let s = s.split_once("panicked at ").map_or(s, |(_, rest)| rest);
     let one_line: String = s.lines().take(3).collect::<Vec<_>>().join(" ");
     super::capabilities::truncate_for_record(one_line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InvokeError;
+
+    #[test]
+    fn error_json_code_matches_code() {
+        let all = [
+            InvokeError::Deadline {
+                deadline_ms: 1,
+                elapsed_us: 2,
+            },
+            InvokeError::MemoryLimit {
+                requested: 1,
+                cap: 2,
+            },
+            InvokeError::FuelExhausted { budget: 1 },
+            InvokeError::StackOverflow,
+            InvokeError::Panic {
+                message: "m".into(),
+            },
+            InvokeError::Trap {
+                message: "m".into(),
+            },
+            InvokeError::OutputTooLarge { size: 1, max: 2 },
+            InvokeError::InputTooLarge { size: 1, max: 2 },
+            InvokeError::PoolExhausted,
+        ];
+        for e in all {
+            let v = serde_json::to_value(&e).unwrap();
+            assert_eq!(v["code"], e.code(), "{v}");
+        }
+    }
 }
