@@ -14,17 +14,23 @@ type R<T> = wasmtime::Result<Result<T, CapabilityError>>;
 impl HostState {
     /// The storage key of `key` in this installation's namespace: `state/<plugin>\0<key>`.
     fn state_key(&self, key: &str) -> Result<Vec<u8>, CapabilityError> {
-        if key.is_empty() {
-            return Err(invalid("state key must not be empty"));
-        }
-        if key.len() > MAX_KEY_BYTES {
-            return Err(limit(format!(
-                "state key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
-                key.len()
-            )));
-        }
+        check_key(key)?;
         Ok(installation_state_key(&self.installation.plugin, key))
     }
+}
+
+/// Refuses empty keys and keys over [`MAX_KEY_BYTES`].
+fn check_key(key: &str) -> Result<(), CapabilityError> {
+    if key.is_empty() {
+        return Err(invalid("state key must not be empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(limit(format!(
+            "state key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
+            key.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The storage key of a state entry: `state/<plugin>\0<key>`, inside the tenant's space.
@@ -142,5 +148,35 @@ impl weft::state::Host for HostState {
     fn compare_and_swap(&mut self, key: String, old: Option<Vec<u8>>, new: Vec<u8>) -> R<bool> {
         self.enter()?;
         Ok(self.state_cas(&key, old.as_deref(), &new))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_key_at_the_limit_is_accepted_and_over_it_is_limit_exceeded() {
+        assert!(check_key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
+        let e = check_key(&"k".repeat(MAX_KEY_BYTES + 1)).unwrap_err();
+        assert!(matches!(e, CapabilityError::LimitExceeded(m) if m.contains("257 bytes")));
+        assert!(matches!(check_key(""), Err(CapabilityError::Invalid(_))));
+    }
+
+    #[test]
+    fn state_value_at_the_limit_is_accepted_and_over_it_is_limit_exceeded() {
+        assert!(check_value(&vec![0; MAX_VALUE_BYTES]).is_ok());
+        let e = check_value(&vec![0; MAX_VALUE_BYTES + 1]).unwrap_err();
+        assert!(matches!(e, CapabilityError::LimitExceeded(m) if m.contains("65537 bytes")));
+    }
+
+    #[test]
+    fn state_keys_of_two_installations_never_collide() {
+        // "a" + "\0b/x" vs "a\0b" + "/x" cannot be produced: plugin names have no NUL.
+        assert_ne!(
+            installation_state_key("a", "b"),
+            installation_state_key("ab", "")
+        );
+        assert!(!installation_state_key("x", "k").starts_with(&installation_state_key("xy", "")));
     }
 }
