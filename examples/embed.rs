@@ -22,10 +22,19 @@ async fn main() -> anyhow::Result<()> {
     let now = app.state.clock.now_ms();
     let tenant = weft::tenants::create(&app.state.db, "embedded", now).await?;
     let version = registry
-        .upload(&tenant.id, "abandoned-cart", "1.0.0", PluginKind::JourneyRule, wasm.into(), now)
+        .upload(
+            &tenant.id,
+            "abandoned-cart",
+            "1.0.0",
+            PluginKind::JourneyRule,
+            wasm.into(),
+            now,
+        )
         .await?;
     println!("uploaded: ready in {} µs", version.ready_us);
-    registry.activate(&tenant.id, "abandoned-cart", "1.0.0", now).await?;
+    registry
+        .activate(&tenant.id, "abandoned-cart", "1.0.0", now)
+        .await?;
     let active = registry
         .active(&tenant.id, "abandoned-cart")
         .expect("just activated");
