@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Runs every Weft benchmark and prints a summary (see BENCHMARKS.md):
+#   1. invoke   - fresh-instance invocation and its parts     (cargo bench --bench invoke)
+#   2. upload   - upload-to-ready per example plugin          (cargo bench --bench upload)
+#   3. restart  - App::open with 100 active plugins, peak RSS (examples/restart.rs)
+#   4. http     - wrk against `weft serve` on loopback        (scripts/wrk-invoke.lua)
+#
+#   bash scripts/bench.sh                 # everything (about 6-8 minutes on 2 cores)
+#   bash scripts/bench.sh invoke http     # a subset
+#
+# Knobs: WEFT_BENCH_PORT (18080), WEFT_BENCH_SECONDS (10), WEFT_BENCH_CONNECTIONS (16),
+# WEFT_BENCH_THREADS (2), WEFT_BENCH_PLUGINS (100), WEFT_BENCH_RUNS (7), WEFT_BENCH_COLD_RUNS (2).
+# Needs the plugins built first: bash scripts/build-plugins.sh
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+sections=("$@")
+[ ${#sections[@]} -eq 0 ] && sections=(invoke upload restart http)
+port="${WEFT_BENCH_PORT:-18080}"
+seconds="${WEFT_BENCH_SECONDS:-10}"
+conns="${WEFT_BENCH_CONNECTIONS:-16}"
+threads="${WEFT_BENCH_THREADS:-2}"
+results="$root/target/bench-results"
+mkdir -p "$results"
+
+for p in abandoned-cart tier-personalize zalo-oa faq-bot test-well-behaved; do
+    if [ ! -f "target/plugins/$p.wasm" ]; then
+        echo "error: target/plugins/$p.wasm is missing; run \`bash scripts/build-plugins.sh\` first" >&2
+        exit 1
+    fi
+done
+
+echo "== machine"
+echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "cpus:    $(nproc) x $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
+echo "memory:  $(free -h | awk '/^Mem:/ {print $2}')"
+echo "load:    $(uptime | sed 's/.*load average: //') (1, 5, 15 min)"
+echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+
+# Median (ns) of criterion benchmark "group/function", from its estimates.json (criterion
+# stores function ids with `/` replaced by `_`).
+median_ns() {
+    local group="${1%%/*}" func="${1#*/}"
+    local f="target/criterion/$group/${func//\//_}/new/estimates.json"
+    [ -f "$f" ] || { echo "nan"; return; }
+    sed -E 's/.*"median":\{"confidence_interval":\{[^}]*\},"point_estimate":([0-9.eE+-]+).*/\1/' "$f"
+}
+# "name | median | target | ratio" row; target in ns ("-" for none).
+row() {
+    local id="$1" target="$2" ns
+    ns="$(median_ns "$id")"
+    awk -v id="$id" -v ns="$ns" -v t="$target" 'BEGIN {
+        if (ns >= 1e6) m = sprintf("%.1f ms", ns / 1e6); else if (ns >= 1e3) m = sprintf("%.2f us", ns / 1e3); else m = sprintf("%.0f ns", ns);
+        if (t == "-") { r = "-"; tt = "-" } else { r = sprintf("%.2fx", ns / t); tt = (t >= 1e6 ? sprintf("%g ms", t / 1e6) : sprintf("%g us", t / 1e3)) }
+        printf "| %-55s | %10s | %8s | %6s |\n", id, m, tt, r }'
+}
+
+summary=()
+for s in "${sections[@]}"; do
+    case "$s" in
+    invoke)
+        echo "== invoke: cargo bench -p weft --bench invoke"
+        cargo bench -p weft --bench invoke
+        summary+=("| Benchmark | Median | Target | Ratio |" "|---|---|---|---|")
+        summary+=("$(row invoke/abandoned-cart/fresh-instance 10000)")
+        summary+=("$(row invoke/abandoned-cart/instantiate-only -)")
+        summary+=("$(row invoke/abandoned-cart/call-on-warm-instance 1000)")
+        summary+=("$(row invoke/abandoned-cart/describe-on-warm-instance 1000)")
+        summary+=("$(row invoke/test-well-behaved/fresh-instance-with-host-calls -)")
+        summary+=("$(row invoke/test-well-behaved/call-on-warm-instance -)")
+        summary+=("$(row invoke/test-well-behaved/describe-on-warm-instance -)")
+        for p in wasi-ctx-build store-new-and-drop output-json-size-check call-clone call-parse-json; do
+            summary+=("$(row "invoke-parts/$p" -)")
+        done
+        for v in keep-resident-2MiB/pagemap-off keep-resident-2MiB/pagemap-auto keep-resident-0/pagemap-off keep-resident-2MiB/pagemap-auto/no-fuel; do
+            summary+=("$(row "pooling-variants/fresh-instance/$v" 10000)")
+        done
+        summary+=("$(row invoke-on-demand-allocator/abandoned-cart/fresh-instance -)")
+        ;;
+    upload)
+        echo "== upload: cargo bench -p weft --bench upload"
+        cargo bench -p weft --bench upload
+        summary+=("" "| Benchmark | Median | Target | Ratio |" "|---|---|---|---|")
+        for p in abandoned-cart tier-personalize zalo-oa faq-bot; do
+            summary+=("$(row "upload-to-ready/$p" -)")
+        done
+        for p in abandoned-cart tier-personalize zalo-oa faq-bot; do
+            summary+=("$(row "load-from-artifact/$p" -)")
+        done
+        ;;
+    restart)
+        echo "== restart: cargo run --release -p weft --example restart"
+        cargo run --release -p weft --example restart -- \
+            --plugins "${WEFT_BENCH_PLUGINS:-100}" --runs "${WEFT_BENCH_RUNS:-7}" \
+            --cold-runs "${WEFT_BENCH_COLD_RUNS:-2}" | tee "$results/restart.md"
+        summary+=("" "$(cat "$results/restart.md")")
+        ;;
+    http)
+        echo "== http: weft serve on 127.0.0.1:$port, ${threads} threads, ${conns} connections, ${seconds} s"
+        cargo build --release -p weft --bin weft --example loadgen
+        data="$(mktemp -d)"
+        token="wat_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+        RUST_LOG="${RUST_LOG:-info}" WEFT_ADMIN_TOKEN="$token" \
+            target/release/weft serve --listen "127.0.0.1:$port" --data-dir "$data/data" \
+            >"$results/serve.log" 2>&1 &
+        server=$!
+        # Stop only the server this script started.
+        trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
+        for _ in $(seq 1 100); do
+            curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+            kill -0 "$server" 2>/dev/null || { echo "error: weft serve exited; see $results/serve.log" >&2; exit 1; }
+            sleep 0.1
+        done
+        target/release/examples/loadgen setup --url "http://127.0.0.1:$port" --admin-token "$token" --out "$data/load"
+        key="$(cat "$data/load/key")"
+        summary+=("" "| HTTP (${threads} threads, ${conns} connections, ${seconds} s, loopback) | Requests/s | p50 | p90 | p99 | Errors / non-2xx |" "|---|---|---|---|---|---|")
+        for route in healthz invoke; do
+            if [ "$route" = healthz ]; then
+                url="http://127.0.0.1:$port/healthz"; body=""
+            else
+                url="http://127.0.0.1:$port/v1/plugins/abandoned-cart/invoke"; body="$data/load/entered.json"
+            fi
+            if command -v wrk >/dev/null 2>&1; then
+                tool=wrk
+                WEFT_KEY="$key" WEFT_BODY_FILE="$body" wrk -t"$threads" -c"$conns" -d"${seconds}s" \
+                    --latency -s scripts/wrk-invoke.lua "$url" | tee "$results/http-$route.txt"
+            else
+                tool=loadgen
+                echo "(wrk not installed: using examples/loadgen.rs)"
+                args=(run --url "$url" --connections "$conns" --seconds "$seconds")
+                [ -n "$body" ] && args+=(--key "$key" --body "$body")
+                target/release/examples/loadgen "${args[@]}" | tee "$results/http-$route.txt"
+            fi
+            line="$(grep '^RESULT' "$results/http-$route.txt")"
+            get() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<" $line"; }
+            summary+=("$(printf '| %s %s | %s | %.2f ms | %.2f ms | %.2f ms | %s / %s |' "$tool" \
+                "$([ "$route" = healthz ] && echo 'GET /healthz' || echo 'POST /v1/plugins/abandoned-cart/invoke')" \
+                "$(get rps)" "$(awk -v v="$(get p50_us)" 'BEGIN{print v/1000}')" \
+                "$(awk -v v="$(get p90_us)" 'BEGIN{print v/1000}')" \
+                "$(awk -v v="$(get p99_us)" 'BEGIN{print v/1000}')" "$(get errors)" "$(get non2xx)")")
+        done
+        kill "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+        rm -rf "$data"
+        trap - EXIT
+        ;;
+    *)
+        echo "error: unknown section \`$s\` (invoke, upload, restart, http)" >&2
+        exit 1
+        ;;
+    esac
+done
+
+echo
+echo "== summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), load $(uptime | sed 's/.*load average: //'))"
+printf '%s\n' "${summary[@]}"
