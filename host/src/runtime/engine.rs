@@ -67,6 +67,9 @@ fn base_config(cfg: &RuntimeConfig, pooling: bool) -> Config {
         // Keep hot pages resident across reuse: fewer page faults (Spin's values).
         p.linear_memory_keep_resident(2 * 1024 * 1024);
         p.table_keep_resident(512 * 1024);
+        // Reset only the pages a guest dirtied (Linux PAGEMAP_SCAN, 6.7+; ignored where
+        // absent): halves fresh-instance cost for Rust guests (BENCHMARKS.md, pooling-variants).
+        p.pagemap_scan(wasmtime::Enabled::Auto);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
     c
