@@ -89,7 +89,6 @@ fn benches(c: &mut Criterion) {
                 &cart,
                 &cart_inst,
                 &limits,
-                tick,
                 Instant::now(),
                 deadline,
             );
@@ -105,7 +104,6 @@ fn benches(c: &mut Criterion) {
             &cart,
             &cart_inst,
             &limits,
-            tick,
             Instant::now(),
             warm_deadline,
         );
@@ -154,7 +152,6 @@ fn benches(c: &mut Criterion) {
             &well,
             &well_inst,
             &limits,
-            tick,
             Instant::now(),
             warm_deadline,
         );
@@ -205,7 +202,6 @@ fn benches(c: &mut Criterion) {
                 &cart,
                 &cart_inst,
                 &limits,
-                tick,
                 Instant::now(),
                 deadline,
             );
@@ -254,14 +250,7 @@ fn benches(c: &mut Criterion) {
             .and_then(JourneyRulePre::new)
             .expect("pre");
         let pre = KindPre::JourneyRule(pre);
-        let inv = invoke::invoke(
-            rt.services(),
-            &pre,
-            &cart_inst,
-            &limits,
-            tick,
-            entered.clone(),
-        );
+        let inv = invoke::invoke(rt.services(), &pre, &cart_inst, &limits, entered.clone());
         assert!(
             matches!(inv.result, Ok(Output::JourneyStep(Ok(_)))),
             "{id}: {:?}",
@@ -270,7 +259,7 @@ fn benches(c: &mut Criterion) {
         g.bench_function(format!("fresh-instance/{id}"), |b| {
             b.iter_batched(
                 || entered.clone(),
-                |call| invoke::invoke(rt.services(), &pre, &cart_inst, &limits, tick, call),
+                |call| invoke::invoke(rt.services(), &pre, &cart_inst, &limits, call),
                 BatchSize::SmallInput,
             )
         });

@@ -58,12 +58,7 @@ impl App {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || store::open(&dir)).await??
         };
-        let services = Arc::new(Services {
-            backend: db.backend().clone(),
-            clock: clock.clone(),
-            http: http_client()?,
-            rt: tokio::runtime::Handle::current(),
-        });
+        let services = Services::new(db.backend().clone(), clock.clone())?;
         let runtime = Arc::new(Runtime::new(config.runtime.clone(), services)?);
         let registry = Arc::new(Registry::open(&dir, db.clone(), blobs, runtime)?);
         let loaded = registry.load_all().await?;

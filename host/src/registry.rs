@@ -485,6 +485,7 @@ impl Registry {
         }
 
         // Validate + compile + type-check + persist blobs on a blocking thread.
+        let size_bytes = bytes.len();
         let this = self.clone();
         let (digest, imports, ready_us) = tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
@@ -510,18 +511,11 @@ impl Registry {
             version: version.into(),
             kind,
             digest,
-            size_bytes: 0,
+            size_bytes,
             created_at: now_ms,
             ready_us,
             imports,
         };
-        let mut record = record;
-        record.size_bytes = self
-            .blobs
-            .path(&record.digest)
-            .ok()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map_or(0, |m| m.len() as usize);
         let vbytes = serde_json::to_vec(&record).map_err(internal)?;
         // Insert-if-absent: two concurrent uploads of one version cannot both win.
         let inserted = self

@@ -140,12 +140,8 @@ async fn run_in(
     runtime_config: RuntimeConfig,
 ) -> Result<RunOutcome, RunError> {
     let (db, _blobs) = store::open(dir).map_err(|e| RunError::Setup(e.into()))?;
-    let services = Arc::new(Services {
-        backend: db.backend().clone(),
-        clock: Arc::new(SystemClock),
-        http: crate::app::http_client().map_err(RunError::Setup)?,
-        rt: tokio::runtime::Handle::current(),
-    });
+    let services =
+        Services::new(db.backend().clone(), Arc::new(SystemClock)).map_err(RunError::Setup)?;
     let runtime =
         Arc::new(Runtime::new(runtime_config, services.clone()).map_err(RunError::Setup)?);
     let tenant = "local";

@@ -57,12 +57,10 @@ impl Host {
             .expect("tokio runtime");
         let dir = tempfile::tempdir().expect("temp dir");
         let (db, _blobs) = weft::store::open(dir.path()).expect("opening the store");
-        let services = Arc::new(Services {
-            backend: db.backend().clone(),
-            clock: Arc::new(SystemClock),
-            http: weft::app::http_client().expect("http client"),
-            rt: tokio.handle().clone(),
-        });
+        let services = {
+            let _guard = tokio.enter();
+            Services::new(db.backend().clone(), Arc::new(SystemClock)).expect("services")
+        };
         let runtime = Arc::new(Runtime::new(config, services).expect("runtime"));
         Host {
             _tokio: tokio,

@@ -25,6 +25,19 @@ pub struct Services {
     pub rt: tokio::runtime::Handle,
 }
 
+impl Services {
+    /// Services over `backend` and `clock`, with the outbound HTTP client and the current
+    /// tokio runtime. Call from inside a tokio runtime.
+    pub fn new(backend: Arc<dyn Backend>, clock: SharedClock) -> anyhow::Result<Arc<Services>> {
+        Ok(Arc::new(Services {
+            backend,
+            clock,
+            http: crate::app::http_client()?,
+            rt: tokio::runtime::Handle::current(),
+        }))
+    }
+}
+
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Services").finish_non_exhaustive()

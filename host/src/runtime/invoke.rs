@@ -278,7 +278,6 @@ pub fn invoke(
     pre: &KindPre,
     installation: &Arc<Installation>,
     limits: &KindLimits,
-    epoch_tick: Duration,
     call: Call,
 ) -> Invocation {
     let start = Instant::now();
@@ -297,15 +296,7 @@ pub fn invoke(
         limits.aux_deadline_ms
     });
     let budget = limits.fuel.unwrap_or(UNMETERED_FUEL);
-    let mut store = new_store(
-        services,
-        pre,
-        installation,
-        limits,
-        epoch_tick,
-        start,
-        deadline,
-    );
+    let mut store = new_store(services, pre, installation, limits, start, deadline);
 
     let raw = call_plugin(&mut store, pre, call);
     let elapsed = start.elapsed();
@@ -329,7 +320,7 @@ pub fn invoke(
     }
     let result = match raw {
         Ok(out) => check_output(out, limits.max_output_bytes),
-        Err(e) => Err(classify(e, &report, deadline, elapsed, budget, limits)),
+        Err(e) => Err(classify(e, &report, deadline, elapsed, budget)),
     };
     Invocation { result, report }
 }
@@ -343,7 +334,6 @@ pub fn new_store(
     pre: &KindPre,
     installation: &Arc<Installation>,
     limits: &KindLimits,
-    epoch_tick: Duration,
     start: Instant,
     deadline: Duration,
 ) -> Store<HostState> {
@@ -388,7 +378,6 @@ pub fn new_store(
     // Compare the real deadline at every epoch tick instead of counting ticks: each tick
     // of the ticker thread oversleeps, and a deadline counted in ticks overshot by ~7% idle
     // and 10-20% on a loaded box. A guest now stops at the first tick past its deadline.
-    let _ = epoch_tick;
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|s| {
         Ok(if Instant::now() >= s.data().deadline {
@@ -492,7 +481,6 @@ fn classify(
     deadline: Duration,
     elapsed: Duration,
     budget: u64,
-    _limits: &KindLimits,
 ) -> InvokeError {
     if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() {
         return InvokeError::MemoryLimit {

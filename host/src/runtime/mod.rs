@@ -89,7 +89,6 @@ pub struct Runtime {
     linkers: [Linker<HostState>; 4],
     services: Arc<Services>,
     config: RuntimeConfig,
-    epoch_tick: Duration,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -127,7 +126,6 @@ impl Runtime {
             linkers,
             services,
             config,
-            epoch_tick,
         })
     }
 
@@ -286,40 +284,6 @@ impl Runtime {
         call: Call,
     ) -> Invocation {
         let limits = self.config.limits(pre.kind());
-        invoke::invoke(
-            &self.services,
-            pre,
-            installation,
-            limits,
-            self.epoch_tick,
-            call,
-        )
-    }
-
-    /// Parses a JSON call (`{"call": ..., "input": ...}`), enforcing the kind's input cap
-    /// on the raw text, then invokes it.
-    pub fn invoke_json(
-        &self,
-        pre: &KindPre,
-        installation: &Arc<Installation>,
-        json: &[u8],
-    ) -> Result<Invocation, CallParseError> {
-        let max = self.config.limits(pre.kind()).max_input_bytes;
-        if json.len() > max {
-            return Ok(Invocation {
-                result: Err(InvokeError::InputTooLarge {
-                    size: json.len(),
-                    max,
-                }),
-                report: Report::default(),
-            });
-        }
-        let call: Call = serde_json::from_slice(json).map_err(|e| CallParseError(e.to_string()))?;
-        Ok(self.invoke(pre, installation, call))
+        invoke::invoke(&self.services, pre, installation, limits, call)
     }
 }
-
-/// A JSON call that does not parse.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid call JSON: {0}")]
-pub struct CallParseError(pub String);
