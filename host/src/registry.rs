@@ -997,6 +997,10 @@ impl Registry {
     /// loaded; failures are logged and retried lazily on first use.
     pub async fn load_all(self: &Arc<Self>) -> Result<usize, RegistryError> {
         let tenants = crate::tenants::list(&self.db).await?;
+        // One load per core at a time: an artifact load is CPU-bound, and a cold start that
+        // recompiles every plugin at once would hold every compilation in memory together.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let gate = Arc::new(Semaphore::new(cores));
         let mut jobs = tokio::task::JoinSet::new();
         for t in tenants {
             for p in self.list(&t.id).await? {
@@ -1005,7 +1009,9 @@ impl Registry {
                 };
                 let this = self.clone();
                 let tenant = t.id.clone();
+                let gate = gate.clone();
                 jobs.spawn(async move {
+                    let _permit = gate.acquire_owned().await;
                     let r = async {
                         let v = this.version(&tenant, &p.name, &version).await?;
                         let a = this.load_active(&tenant, &p.name, &v).await?;
