@@ -7,6 +7,7 @@ use crate::kind::PluginKind;
 
 const CARGO: &str = include_str!("../templates/plugin/Cargo.toml.tmpl");
 const README: &str = include_str!("../templates/plugin/README.md.tmpl");
+const CARGO_CONFIG: &str = include_str!("../templates/plugin/cargo-config.toml.tmpl");
 const JOURNEY: &str = include_str!("../templates/plugin/lib.rs.journey-rule.tmpl");
 const PERSONALIZE: &str = include_str!("../templates/plugin/lib.rs.personalization.tmpl");
 const ADAPTER: &str = include_str!("../templates/plugin/lib.rs.channel-adapter.tmpl");
@@ -39,7 +40,8 @@ fn render(t: &str, name: &str, crate_name: &str, sdk: &str) -> String {
         .replace("{{sdk_path}}", sdk)
 }
 
-/// Creates `<dir>/<name>/` with `Cargo.toml`, `README.md` and `src/lib.rs` for `kind`.
+/// Creates `<dir>/<name>/` with `Cargo.toml`, `README.md`, `.cargo/config.toml` (link
+/// settings) and `src/lib.rs` for `kind`.
 pub fn new_plugin(
     kind: PluginKind,
     name: &str,
@@ -72,9 +74,11 @@ pub fn new_plugin(
         move |source| ScaffoldError::Io { path, source }
     };
     std::fs::create_dir_all(root.join("src")).map_err(io(&root))?;
+    std::fs::create_dir_all(root.join(".cargo")).map_err(io(&root))?;
     for (rel, t) in [
         ("Cargo.toml", CARGO),
         ("README.md", README),
+        (".cargo/config.toml", CARGO_CONFIG),
         ("src/lib.rs", lib),
     ] {
         let p = root.join(rel);

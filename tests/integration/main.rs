@@ -7,4 +7,5 @@ mod lifecycle;
 mod limits;
 mod runner;
 mod sandbox;
+mod scaffold;
 mod smoke;
