@@ -73,6 +73,8 @@ impl App {
         Ok(App {
             state: AppState {
                 registry,
+                ingest: crate::ingest::Ingest::start(db.clone(), clock.clone()),
+                keys: Arc::new(crate::tenants::KeyCache::default()),
                 db,
                 clock,
             },

@@ -3,11 +3,14 @@
 
 pub mod api;
 pub mod app;
+pub mod audience;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod identity;
+pub mod ingest;
 pub mod kind;
 pub mod profiles;
 pub mod registry;

@@ -3,10 +3,13 @@
 //! Keys inside a tenant's space:
 //! - `profile/<id>`: the [`ProfileRecord`] as JSON;
 //! - `ident/<kind>\0<value>`: the id of the profile owning that identity;
-//! - `event/<id>/<timestamp:020>/<message-id>`: one stored event, for history.
+//! - `event/<id>/<timestamp:020>/<seq:016x>`: one stored event, for history;
+//! - `stats/<id>/<event name>`: [`EventStats`] of one event name (computed traits);
+//! - `mergelog/<id>/<at:020>/<seq:016x>`: profiles merged into this one;
+//! - `merged/<old id>`: the id a merged-away profile now lives under.
 //!
-//! The journeys issue extends this with full identity resolution and merges; this module
-//! already gives capabilities and the API a tenant-scoped read path.
+//! Identity resolution and merges are in [`crate::ingest::processor`]; this module holds
+//! the records and their keys, and gives capabilities and the API a tenant-scoped read path.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,13 +44,152 @@ pub struct ProfileRecord {
     pub created_at: i64,
     /// Last update, Unix ms.
     pub updated_at: i64,
+    /// Computed traits kept as events arrive.
+    #[serde(default)]
+    pub computed: Computed,
 }
 
-fn profile_key(id: &str) -> Vec<u8> {
+impl ProfileRecord {
+    /// An empty profile.
+    pub fn new(id: String, now_ms: i64) -> ProfileRecord {
+        ProfileRecord {
+            id,
+            identities: Vec::new(),
+            traits: serde_json::Map::new(),
+            timezone: None,
+            locale: None,
+            created_at: now_ms,
+            updated_at: now_ms,
+            computed: Computed::default(),
+        }
+    }
+}
+
+/// Largest stored profile record: well under the store's value limit.
+pub const MAX_PROFILE_BYTES: usize = 48 * 1024;
+
+/// Profile-wide computed traits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Computed {
+    /// Time of the earliest event, Unix ms.
+    pub first_seen: Option<i64>,
+    /// Time of the latest event, Unix ms.
+    pub last_seen: Option<i64>,
+    /// Sum of `Order Completed` revenue (or total).
+    pub lifetime_revenue: f64,
+    /// Number of `Order Completed` events.
+    pub orders: u64,
+}
+
+impl Computed {
+    /// Notes an event at `ts`.
+    pub fn seen(&mut self, ts: i64) {
+        self.first_seen = Some(self.first_seen.map_or(ts, |f| f.min(ts)));
+        self.last_seen = Some(self.last_seen.map_or(ts, |l| l.max(ts)));
+    }
+
+    /// Adds another profile's figures (a merge).
+    pub fn merge(&mut self, other: &Computed) {
+        if let Some(f) = other.first_seen {
+            self.seen(f);
+        }
+        if let Some(l) = other.last_seen {
+            self.seen(l);
+        }
+        self.lifetime_revenue += other.lifetime_revenue;
+        self.orders += other.orders;
+    }
+}
+
+/// One day in milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
+/// Days of per-day counts kept per event name: windows up to a year, plus slack.
+pub const STATS_DAYS: i64 = 400;
+
+/// Counts of one event name on one profile: all time, first and last, and per UTC day for
+/// the last [`STATS_DAYS`] days (windowed counts are in whole days).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventStats {
+    /// Events ever.
+    pub total: u64,
+    /// Earliest, Unix ms.
+    pub first: Option<i64>,
+    /// Latest, Unix ms.
+    pub last: Option<i64>,
+    /// Day number (Unix ms / day) → count.
+    pub days: std::collections::BTreeMap<i64, u32>,
+}
+
+impl EventStats {
+    /// Notes one event at `ts`.
+    pub fn record(&mut self, ts: i64) {
+        self.total += 1;
+        self.first = Some(self.first.map_or(ts, |f| f.min(ts)));
+        self.last = Some(self.last.map_or(ts, |l| l.max(ts)));
+        *self.days.entry(ts.div_euclid(DAY_MS)).or_default() += 1;
+        self.prune();
+    }
+
+    /// Adds another profile's counts (a merge).
+    pub fn merge(&mut self, other: &EventStats) {
+        self.total += other.total;
+        for t in [other.first, other.last].into_iter().flatten() {
+            self.first = Some(self.first.map_or(t, |f| f.min(t)));
+            self.last = Some(self.last.map_or(t, |l| l.max(t)));
+        }
+        for (d, n) in &other.days {
+            *self.days.entry(*d).or_default() += n;
+        }
+        self.prune();
+    }
+
+    fn prune(&mut self) {
+        if let Some(newest) = self.days.keys().next_back().copied() {
+            self.days = self.days.split_off(&(newest - STATS_DAYS));
+        }
+    }
+
+    /// Events on days from `since_ms`'s day onwards.
+    pub fn count_since(&self, since_ms: i64) -> u64 {
+        if since_ms == i64::MIN {
+            return self.total;
+        }
+        self.days
+            .range(since_ms.div_euclid(DAY_MS)..)
+            .map(|(_, n)| u64::from(*n))
+            .sum()
+    }
+}
+
+/// Key of a profile record.
+pub fn profile_key(id: &str) -> Vec<u8> {
     format!("profile/{id}").into_bytes()
 }
 
-fn ident_key(kind: &str, value: &str) -> Vec<u8> {
+/// Key prefix of a profile's event stats.
+pub fn stats_prefix(id: &str) -> Vec<u8> {
+    format!("stats/{id}/").into_bytes()
+}
+
+/// Key of a profile's stats for one event name.
+pub fn stats_key(id: &str, name: &str) -> Vec<u8> {
+    let mut k = stats_prefix(id);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Key of one event in a profile's history (sorted by event time, then arrival).
+pub fn event_key(id: &str, timestamp: i64, seq: u64) -> Vec<u8> {
+    format!("event/{id}/{:020}/{seq:016x}", timestamp.max(0)).into_bytes()
+}
+
+/// Key prefix of a profile's history.
+pub fn event_prefix(id: &str) -> Vec<u8> {
+    format!("event/{id}/").into_bytes()
+}
+
+/// Key of an identity's owner link.
+pub fn ident_key(kind: &str, value: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(7 + kind.len() + value.len());
     k.extend_from_slice(b"ident/");
     k.extend_from_slice(kind.as_bytes());
@@ -75,6 +217,44 @@ pub fn get(b: &dyn Backend, sp: &Space, id: &str) -> Result<Option<ProfileRecord
         )),
         None => Ok(None),
     }
+}
+
+/// The id of the profile owning an identity.
+pub fn owner(
+    b: &dyn Backend,
+    sp: &Space,
+    kind: &str,
+    value: &str,
+) -> Result<Option<String>, ProfileError> {
+    Ok(b.get(sp, &ident_key(kind, value))?
+        .map(|id| String::from_utf8_lossy(&id).into_owned()))
+}
+
+/// Writes that move a merged-away profile's history and merge log to `winner`, delete its
+/// record and leave a redirect. Its stats are merged by the caller.
+pub fn move_data_ops(
+    b: &dyn Backend,
+    sp: &Space,
+    loser: &str,
+    winner: &str,
+) -> Result<Vec<crate::store::BatchOp>, ProfileError> {
+    use crate::store::BatchOp;
+    let mut ops = Vec::new();
+    for family in ["event", "mergelog"] {
+        let from = format!("{family}/{loser}/");
+        for (k, v) in b.scan_prefix(sp, from.as_bytes(), usize::MAX)? {
+            let mut to = format!("{family}/{winner}/").into_bytes();
+            to.extend_from_slice(&k[from.len()..]);
+            ops.push(BatchOp::put(to, v));
+            ops.push(BatchOp::delete(k));
+        }
+    }
+    ops.push(BatchOp::delete(profile_key(loser)));
+    ops.push(BatchOp::put(
+        format!("merged/{loser}").into_bytes(),
+        winner.as_bytes().to_vec(),
+    ));
+    Ok(ops)
 }
 
 /// Loads the profile that owns an identity.
@@ -106,15 +286,7 @@ pub fn upsert(
             break;
         }
     }
-    let mut rec = existing.unwrap_or_else(|| ProfileRecord {
-        id: new_id(),
-        identities: Vec::new(),
-        traits: serde_json::Map::new(),
-        timezone: None,
-        locale: None,
-        created_at: now_ms,
-        updated_at: now_ms,
-    });
+    let mut rec = existing.unwrap_or_else(|| ProfileRecord::new(new_id(), now_ms));
     for i in identities {
         if !rec.identities.contains(i) {
             rec.identities.push(i.clone());
@@ -143,7 +315,8 @@ pub fn upsert(
     Ok(rec)
 }
 
-fn new_id() -> String {
+/// A new random profile id.
+pub fn new_id() -> String {
     use rand::Rng;
     let n: u128 = rand::thread_rng().gen();
     format!("p_{n:032x}")
@@ -184,9 +357,130 @@ pub fn erase_by_identity(
     for i in &rec.identities {
         ops.push(crate::store::BatchOp::delete(ident_key(&i.kind, &i.value)));
     }
-    for (k, _) in b.scan_prefix(sp, format!("event/{}/", rec.id).as_bytes(), usize::MAX)? {
-        ops.push(crate::store::BatchOp::delete(k));
+    for family in ["event", "stats", "mergelog"] {
+        let prefix = format!("{family}/{}/", rec.id);
+        for (k, _) in b.scan_prefix(sp, prefix.as_bytes(), usize::MAX)? {
+            ops.push(crate::store::BatchOp::delete(k));
+        }
     }
     b.apply_batch(sp, &ops)?;
     Ok(true)
+}
+
+/// Events shown in a profile's 360 view.
+pub const RECENT_EVENTS: usize = 20;
+/// Largest page of `/events`.
+pub const MAX_EVENTS_PAGE: usize = 200;
+
+/// One page of a profile's history, newest first.
+#[derive(Debug, Serialize)]
+pub struct EventsPage {
+    /// The events (as ingested, normalised).
+    pub events: Vec<serde_json::Value>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A page of `id`'s history, newest first, strictly older than the `before` cursor.
+pub fn events_page(
+    b: &dyn Backend,
+    sp: &Space,
+    id: &str,
+    before: Option<&str>,
+    limit: usize,
+) -> Result<EventsPage, ProfileError> {
+    let prefix = event_prefix(id);
+    let limit = limit.clamp(1, MAX_EVENTS_PAGE);
+    // One extra row tells whether another page follows.
+    let rows = match before {
+        Some(c) => {
+            let mut end = prefix.clone();
+            end.extend_from_slice(c.as_bytes());
+            b.scan_prefix_rev_before(sp, &prefix, &end, limit + 1)?
+        }
+        None => b.scan_prefix_rev(sp, &prefix, limit + 1)?,
+    };
+    let more = rows.len() > limit;
+    let mut events = Vec::with_capacity(limit);
+    let mut next = None;
+    for (k, v) in rows.into_iter().take(limit) {
+        next = Some(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        events.push(serde_json::from_slice(&v).map_err(ProfileError::Corrupt)?);
+    }
+    Ok(EventsPage {
+        events,
+        next: if more { next } else { None },
+    })
+}
+
+/// Windowed counts of one event name, as shown in the 360 view.
+#[derive(Debug, Serialize)]
+pub struct EventSummary {
+    /// Events ever.
+    pub total: u64,
+    /// In the last 7 days (whole days).
+    pub last_7_days: u64,
+    /// In the last 30 days (whole days).
+    pub last_30_days: u64,
+    /// Earliest, Unix ms.
+    pub first: Option<i64>,
+    /// Latest, Unix ms.
+    pub last: Option<i64>,
+}
+
+/// Every event name's stats of a profile.
+pub fn event_stats(
+    b: &dyn Backend,
+    sp: &Space,
+    id: &str,
+) -> Result<std::collections::BTreeMap<String, EventStats>, ProfileError> {
+    let prefix = stats_prefix(id);
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in b.scan_prefix(sp, &prefix, usize::MAX)? {
+        let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        out.insert(
+            name,
+            serde_json::from_slice(&v).map_err(ProfileError::Corrupt)?,
+        );
+    }
+    Ok(out)
+}
+
+/// The 360 view of a profile at `now_ms`: record, computed traits and event counts, recent
+/// events and merges. Audiences, journeys and deliveries are filled in by their modules.
+pub fn view(
+    b: &dyn Backend,
+    sp: &Space,
+    rec: &ProfileRecord,
+    now_ms: i64,
+) -> Result<serde_json::Value, ProfileError> {
+    let events: std::collections::BTreeMap<String, EventSummary> = event_stats(b, sp, &rec.id)?
+        .into_iter()
+        .map(|(name, st)| {
+            let summary = EventSummary {
+                total: st.total,
+                last_7_days: st.count_since(now_ms - 6 * DAY_MS),
+                last_30_days: st.count_since(now_ms - 29 * DAY_MS),
+                first: st.first,
+                last: st.last,
+            };
+            (name, summary)
+        })
+        .collect();
+    let recent = events_page(b, sp, &rec.id, None, RECENT_EVENTS)?;
+    let mut merges = Vec::new();
+    for (_, v) in b.scan_prefix_rev(sp, format!("mergelog/{}/", rec.id).as_bytes(), 50)? {
+        merges
+            .push(serde_json::from_slice::<serde_json::Value>(&v).map_err(ProfileError::Corrupt)?);
+    }
+    Ok(serde_json::json!({
+        "profile": rec,
+        "events": events,
+        "recent_events": recent.events,
+        "merges": merges,
+        "audiences": [],
+        "journeys": [],
+        "deliveries": [],
+    }))
 }

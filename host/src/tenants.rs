@@ -110,6 +110,37 @@ pub async fn lookup_key(db: &Db, key: &str) -> Result<Option<KeyRecord>, StoreEr
     db.get_json(&Space::KEYS, hash_key(key).as_bytes()).await
 }
 
+/// An in-memory cache of key lookups for hot paths (ingestion, edge calls). Keys are
+/// never changed once issued, so entries never go stale; unknown keys are not cached, so
+/// guessing cannot grow it.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    known: std::sync::RwLock<std::collections::HashMap<String, KeyRecord>>,
+}
+
+impl KeyCache {
+    /// [`lookup_key`], from memory after the first hit.
+    pub async fn lookup(&self, db: &Db, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let hash = hash_key(key);
+        if let Some(rec) = self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&hash)
+        {
+            return Ok(Some(rec.clone()));
+        }
+        let rec: Option<KeyRecord> = db.get_json(&Space::KEYS, hash.as_bytes()).await?;
+        if let Some(r) = &rec {
+            self.known
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(hash, r.clone());
+        }
+        Ok(rec)
+    }
+}
+
 /// Lists every tenant.
 pub async fn list(db: &Db) -> Result<Vec<Tenant>, StoreError> {
     let rows = db.scan_prefix(&Space::TENANTS, b"", usize::MAX).await?;

@@ -426,3 +426,87 @@ async fn acknowledged_writes_survive_kill_9_of_the_server() {
     assert_eq!(s, reqwest::StatusCode::FORBIDDEN);
     drop(server);
 }
+
+/// Every event answered `{"success": true}` is there after `kill -9`, even when the kill
+/// lands while other requests are still in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_kill_9_mid_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("server.log");
+    let http = client();
+
+    let server = Server::start(&data, &log).await;
+    let (s, v) = send(
+        http.post(server.url("/v1/tenants"))
+            .bearer_auth(ADMIN)
+            .body("{\"name\":\"acme\"}"),
+    )
+    .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
+    let secret = v["secret_key"].as_str().unwrap().to_string();
+    let write = v["write_key"].as_str().unwrap().to_string();
+
+    // Four senders post events as fast as they can; each remembers what was acknowledged.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for w in 0..4u32 {
+        let (http, url, write) = (http.clone(), server.url("/v1/track"), write.clone());
+        let (acked, stop) = (acked.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = w * 1_000_000 + i;
+                i += 1;
+                let body = json!({"userId": format!("k{n}"), "event": "Product Added",
+                    "messageId": format!("m{n}")});
+                let r = http
+                    .post(&url)
+                    .basic_auth(&write, Some(""))
+                    .json(&body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == reqwest::StatusCode::OK => acked.lock().unwrap().push(n),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    // Let some events through, then kill with requests in flight.
+    let t0 = Instant::now();
+    while acked.lock().unwrap().len() < 200 && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill_9();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in senders {
+        let _ = s.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 200,
+        "only {} events acknowledged",
+        acked.len()
+    );
+
+    let server = Server::start(&data, &log).await;
+    // The processor resumes the queue after the restart; every acknowledged event arrives.
+    for n in &acked {
+        let url = server.url(&format!("/v1/profiles/user_id:k{n}/events"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (s, v) = send(http.get(&url).bearer_auth(&secret)).await;
+            if s == reqwest::StatusCode::OK {
+                assert_eq!(v["events"][0]["message_id"], format!("m{n}"), "{v}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "acknowledged event m{n} lost after kill -9 ({s}: {v})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

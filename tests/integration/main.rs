@@ -3,6 +3,7 @@
 
 mod api;
 mod durability;
+mod ingest;
 mod lifecycle;
 mod limits;
 mod runner;

@@ -98,23 +98,11 @@ impl TestHost {
         key: Option<&str>,
         body: impl Into<Body>,
     ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(k) = key {
-            req = req.header("authorization", format!("Bearer {k}"));
-        }
-        let resp = weft::api::router(self.app.state.clone())
-            .oneshot(req.body(body.into()).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        (status, v)
+        let headers: Vec<(&str, String)> = key
+            .map(|k| ("authorization", format!("Bearer {k}")))
+            .into_iter()
+            .collect();
+        self.request_with(method, path, &headers, body).await
     }
 
     /// Creates a tenant through the API.
@@ -147,6 +135,67 @@ impl TestHost {
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v
+    }
+
+    /// Sends a Segment call (`track`, `batch`, …) with the write key as HTTP Basic user name,
+    /// as Segment's libraries do; returns the status and JSON body.
+    pub async fn segment(&self, t: &TestTenant, call: &str, body: &Value) -> (StatusCode, Value) {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:", t.write));
+        self.request_with(
+            Method::POST,
+            &format!("/v1/{call}"),
+            &[("authorization", format!("Basic {auth}"))],
+            body.to_string(),
+        )
+        .await
+    }
+
+    /// Waits until every event the tenant sent has been processed.
+    pub async fn drain(&self, t: &TestTenant) {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            self.app.state.ingest.processor().drain(&t.id),
+        )
+        .await
+        .expect("events were not processed within 30 s")
+        .unwrap();
+    }
+
+    /// GET with the tenant's secret key; panics unless 200.
+    pub async fn get_ok(&self, t: &TestTenant, path: &str) -> Value {
+        let (s, v) = self
+            .request(Method::GET, path, Some(&t.secret), Body::empty())
+            .await;
+        assert_eq!(s, StatusCode::OK, "GET {path}: {v}");
+        v
+    }
+
+    /// Sends one request with arbitrary headers.
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: impl Into<Body>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = weft::api::router(self.app.state.clone())
+            .oneshot(req.body(body.into()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        (status, v)
     }
 
     /// Invokes an installed plugin with a call; returns the response JSON.

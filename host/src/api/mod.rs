@@ -15,10 +15,15 @@
 //! | `GET/PUT /v1/plugins/{name}/config` | secret key | settings, secrets (write-only), allowlist |
 //! | `POST /v1/plugins/{name}/invoke` | secret key | run the active version on a JSON call |
 //! | `GET /v1/plugins/{name}/invocations` | secret key | recent invocation records |
-//! | `PUT/GET/DELETE /v1/profiles/{kind}:{value}` | secret key | minimal profile upsert/read/erase |
+//! | `POST /v1/track`, `identify`, `page`, `screen`, `group`, `alias` | write key | Segment-compatible ingestion of one event |
+//! | `POST /v1/batch`, `/v1/import` | write key | a batch of events |
+//! | `GET/DELETE /v1/profiles/{kind}:{value}` | secret key | the profile's 360 view / erase it and all its data |
+//! | `GET /v1/profiles/{kind}:{value}/events?limit=&before=` | secret key | event history, newest first |
+//! | `PUT /v1/profiles/{kind}:{value}` | secret key | set traits directly |
 
 mod auth;
 pub mod error;
+mod ingest;
 mod plugins;
 mod profiles;
 mod tenants;
@@ -35,8 +40,10 @@ pub use auth::{AdminAuth, TenantAuth};
 pub use error::ApiError;
 
 use crate::clock::SharedClock;
+use crate::ingest::Ingest;
 use crate::registry::Registry;
 use crate::store::Db;
+use crate::tenants::KeyCache;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -47,6 +54,10 @@ pub struct AppState {
     pub db: Db,
     /// The host clock.
     pub clock: SharedClock,
+    /// Event ingestion and processing.
+    pub ingest: Arc<Ingest>,
+    /// Cached API key lookups.
+    pub keys: Arc<KeyCache>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -67,6 +78,17 @@ pub fn router(state: AppState) -> Router {
             put(plugins::upload).delete(plugins::delete_version),
         )
         .layer(DefaultBodyLimit::max(upload_limit));
+    // Ingestion reads its own bodies with Segment's limits (32 KB per event, 500 KB per batch).
+    let ingestion = Router::new()
+        .route("/v1/track", post(ingest::track))
+        .route("/v1/identify", post(ingest::identify))
+        .route("/v1/page", post(ingest::page))
+        .route("/v1/screen", post(ingest::screen))
+        .route("/v1/group", post(ingest::group))
+        .route("/v1/alias", post(ingest::alias))
+        .route("/v1/batch", post(ingest::batch))
+        .route("/v1/import", post(ingest::batch))
+        .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(health))
         .route("/v1/tenants", post(tenants::create))
@@ -92,8 +114,10 @@ pub fn router(state: AppState) -> Router {
                 .put(profiles::put)
                 .delete(profiles::delete),
         )
+        .route("/v1/profiles/{id}/events", get(profiles::events))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .merge(uploads)
+        .merge(ingestion)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(trace))

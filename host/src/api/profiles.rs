@@ -16,9 +16,12 @@ use crate::store::{Backend, Space};
 fn parse_id(id: &str) -> Result<IdentityRecord, ApiError> {
     match id.split_once(':') {
         Some((k, v)) if !k.is_empty() && !v.is_empty() && k.len() <= 128 && v.len() <= 1024 => {
-            Ok(IdentityRecord {
-                kind: k.to_string(),
-                value: v.to_string(),
+            // The same normalisation as ingestion: `phone:0901234567` finds +84901234567.
+            crate::identity::normalize(k, v).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_profile_id",
+                    format!("`{v}` is not a usable `{k}` (a placeholder, or malformed)"),
+                )
             })
         }
         _ => Err(ApiError::bad_request(
@@ -77,7 +80,11 @@ pub(super) async fn put(
     }
     let now = s.clock.now_ms();
     let sp = Space::tenant(&auth.tenant_id);
+    let lock = s.ingest.processor().tenant_lock(&auth.tenant_id);
     let rec = blocking(&s, move |b| {
+        let _held = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         profiles::upsert(b, &sp, &[ident], &req.traits, now)
     })
     .await?;
@@ -85,7 +92,7 @@ pub(super) async fn put(
     Ok(Json(json!({ "profile": rec })))
 }
 
-/// Reads a profile by one of its identities.
+/// The 360 view of a profile, found by one of its identities.
 pub(super) async fn get(
     auth: TenantAuth,
     State(s): State<AppState>,
@@ -93,12 +100,55 @@ pub(super) async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let ident = parse_id(&id)?;
     let sp = Space::tenant(&auth.tenant_id);
-    let rec = blocking(&s, move |b| {
-        profiles::get_by_identity(b, &sp, &ident.kind, &ident.value)
+    let now = s.clock.now_ms();
+    let view = blocking(&s, move |b| {
+        match profiles::get_by_identity(b, &sp, &ident.kind, &ident.value)? {
+            Some(rec) => profiles::view(b, &sp, &rec, now).map(Some),
+            None => Ok(None),
+        }
     })
     .await?;
-    rec.map(|r| Json(json!({ "profile": r })))
-        .ok_or_else(|| not_found(&id))
+    view.map(Json).ok_or_else(|| not_found(&id))
+}
+
+/// Query of `GET /v1/profiles/{id}/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventsQuery {
+    /// Page size (1 to 200, default 50).
+    #[serde(default)]
+    limit: Option<usize>,
+    /// The `next` cursor of the previous page.
+    #[serde(default)]
+    before: Option<String>,
+}
+
+/// A page of a profile's event history, newest first.
+pub(super) async fn events(
+    auth: TenantAuth,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let ident = parse_id(&id)?;
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > profiles::MAX_EVENTS_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`limit` must be 1 to {}", profiles::MAX_EVENTS_PAGE),
+        ));
+    }
+    let sp = Space::tenant(&auth.tenant_id);
+    let page = blocking(&s, move |b| {
+        match profiles::owner(b, &sp, &ident.kind, &ident.value)? {
+            Some(pid) => profiles::events_page(b, &sp, &pid, q.before.as_deref(), limit).map(Some),
+            None => Ok(None),
+        }
+    })
+    .await?;
+    page.map(|p| Json(json!(p))).ok_or_else(|| not_found(&id))
 }
 
 /// Erases a profile and its identity links.
@@ -109,7 +159,13 @@ pub(super) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let ident = parse_id(&id)?;
     let sp = Space::tenant(&auth.tenant_id);
+    // Under the tenant's profile lock, so the event processor cannot write back what is
+    // being erased.
+    let lock = s.ingest.processor().tenant_lock(&auth.tenant_id);
     let found = blocking(&s, move |b| {
+        let _held = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         profiles::erase_by_identity(b, &sp, &ident.kind, &ident.value)
     })
     .await?;

@@ -163,6 +163,18 @@ impl Space {
     }
 }
 
+/// One item of [`Backend::insert_unique`]: its ops are written only if `guard` is absent,
+/// and then `guard` is set to `guard_value` in the same transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UniqueInsert {
+    /// The key whose absence admits the item (for example a message id).
+    pub guard: Vec<u8>,
+    /// What the guard key holds afterwards.
+    pub guard_value: Vec<u8>,
+    /// The item's writes.
+    pub ops: Vec<BatchOp>,
+}
+
 /// One write in an atomic [`Backend::apply_batch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BatchOp {
@@ -258,6 +270,17 @@ pub trait Backend: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
 
+    /// Up to `limit` entries whose keys start with `prefix` and sort strictly before
+    /// `before`, in descending key order: the next page after `before` when paging
+    /// newest first.
+    fn scan_prefix_rev_before(
+        &self,
+        space: &Space,
+        prefix: &[u8],
+        before: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
+
     /// Atomically set `key` to `new` (`None` removes it) if its current value
     /// is `old` (`None` meaning absent). Returns whether it swapped.
     fn compare_and_swap(
@@ -284,6 +307,15 @@ pub trait Backend: Send + Sync + 'static {
     /// recovery see all or none of them. Sizes are checked before anything
     /// is written.
     fn apply_batch(&self, space: &Space, ops: &[BatchOp]) -> Result<(), StoreError>;
+
+    /// In one atomic transaction, for each item in order: if its guard key is absent, write
+    /// the guard and the item's ops; otherwise skip the item. Returns, per item, whether it
+    /// was written. A guard repeated within `items` admits only its first item.
+    fn insert_unique(&self, space: &Space, items: &[UniqueInsert])
+        -> Result<Vec<bool>, StoreError>;
+
+    /// A number greater than every one returned before, across restarts too.
+    fn next_id(&self) -> Result<u64, StoreError>;
 
     /// Delete a whole keyspace (tenant erasure). Writing to it afterwards
     /// starts an empty one. Note that with sled the old bytes stay in the
@@ -369,7 +401,7 @@ impl Db {
         &self.backend
     }
 
-    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(&dyn Backend) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
@@ -455,6 +487,16 @@ impl Db {
     pub async fn apply_batch(&self, space: &Space, ops: Vec<BatchOp>) -> Result<(), StoreError> {
         let space = space.clone();
         self.run(move |b| b.apply_batch(&space, &ops)).await
+    }
+
+    /// Async [`Backend::insert_unique`].
+    pub async fn insert_unique(
+        &self,
+        space: &Space,
+        items: Vec<UniqueInsert>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let space = space.clone();
+        self.run(move |b| b.insert_unique(&space, &items)).await
     }
 
     /// Async [`Backend::drop_space`].

@@ -26,7 +26,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use super::durability::{create_dir_all_durably, sync_dir, CommitFuture, GroupCommit, Syncer};
 use super::{
-    check_key, check_value, Backend, BatchOp, Entry as KvEntry, Space, StoreError, UpdateFn,
+    check_key, check_value, Backend, BatchOp, Entry as KvEntry, Space, StoreError, UniqueInsert,
+    UpdateFn,
 };
 
 /// A [`Backend`] on an embedded sled database, one sled `Tree` per [`Space`].
@@ -219,6 +220,26 @@ impl Backend for SledBackend {
         self.read(space, |t| collect(t.scan_prefix(prefix).rev(), limit))
     }
 
+    fn scan_prefix_rev_before(
+        &self,
+        space: &Space,
+        prefix: &[u8],
+        before: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, StoreError> {
+        if before <= prefix {
+            return Ok(Vec::new());
+        }
+        self.read(space, |t| {
+            collect(
+                t.range(prefix..before)
+                    .rev()
+                    .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix))),
+                limit,
+            )
+        })
+    }
+
     fn compare_and_swap(
         &self,
         space: &Space,
@@ -281,6 +302,60 @@ impl Backend for SledBackend {
             }
         }
         self.write(space, |t| t.apply_batch(batch).map_err(sled_err))
+    }
+
+    fn insert_unique(
+        &self,
+        space: &Space,
+        items: &[UniqueInsert],
+    ) -> Result<Vec<bool>, StoreError> {
+        for item in items {
+            check_key(&item.guard)?;
+            check_value(&item.guard_value)?;
+            for op in &item.ops {
+                match op {
+                    BatchOp::Put { key, value } => {
+                        check_key(key)?;
+                        check_value(value)?;
+                    }
+                    BatchOp::Delete { key } => check_key(key)?,
+                }
+            }
+        }
+        self.write(space, |t| {
+            t.transaction(|tx| {
+                let mut written = Vec::with_capacity(items.len());
+                for item in items {
+                    if tx.get(&item.guard)?.is_some() {
+                        written.push(false);
+                        continue;
+                    }
+                    tx.insert(item.guard.as_slice(), item.guard_value.as_slice())?;
+                    for op in &item.ops {
+                        match op {
+                            BatchOp::Put { key, value } => {
+                                tx.insert(key.as_slice(), value.as_slice())?;
+                            }
+                            BatchOp::Delete { key } => {
+                                tx.remove(key.as_slice())?;
+                            }
+                        }
+                    }
+                    written.push(true);
+                }
+                Ok(written)
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => sled_err(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    StoreError::Backend("transaction aborted".into())
+                }
+            })
+        })
+    }
+
+    fn next_id(&self) -> Result<u64, StoreError> {
+        self.db.generate_id().map_err(sled_err)
     }
 
     fn drop_space(&self, space: &Space) -> Result<(), StoreError> {

@@ -1,0 +1,9 @@
+//! Audiences: per-tenant segments of profiles defined by a JSON predicate.
+//!
+//! This module holds the pure predicate language ([`predicate`]): parsing with path-aware
+//! errors, evaluation against a profile's [`Facts`], and the metadata the engine needs to
+//! decide when to re-evaluate an audience. Storage and membership tracking live elsewhere.
+
+pub mod predicate;
+
+pub use predicate::{Facts, Predicate, PredicateError};

@@ -1,0 +1,121 @@
+//! Event ingestion: **every tracked event enters here.** The Segment-compatible HTTP
+//! routes (`api::ingest`) parse messages with [`segment`], then [`Ingest::accept`] stores
+//! them durably and hands them to the [`processor`], which resolves identities, updates
+//! profiles and routes events to audiences and journeys.
+//!
+//! Keys in the tenant's space:
+//! - `msg/<messageId>` → the sequence number it was stored under: `messageId` dedup;
+//! - `q/<seq:016x>` → a [`Message`] waiting to be processed (deleted once processed).
+//!
+//! Acknowledged means durable: `accept` returns only after the group commit that covers
+//! its writes, so an event answered with `{"success": true}` survives `kill -9`.
+
+pub mod processor;
+pub mod segment;
+
+use std::sync::Arc;
+
+use crate::clock::SharedClock;
+use crate::store::{BatchOp, Db, Space, StoreError, UniqueInsert};
+pub use segment::{Message, MessageType, Rejection};
+
+/// Prefix of queued messages.
+pub const QUEUE_PREFIX: &[u8] = b"q/";
+/// Prefix of `messageId` dedup markers.
+pub const DEDUP_PREFIX: &[u8] = b"msg/";
+
+/// The queue key of sequence number `seq` (hex keeps keys sorted by number).
+pub fn queue_key(seq: u64) -> Vec<u8> {
+    format!("q/{seq:016x}").into_bytes()
+}
+
+fn dedup_key(message_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(DEDUP_PREFIX.len() + message_id.len());
+    k.extend_from_slice(DEDUP_PREFIX);
+    k.extend_from_slice(message_id.as_bytes());
+    k
+}
+
+/// What became of a set of accepted messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stored {
+    /// New messages, now durable and queued.
+    pub stored: usize,
+    /// Messages whose `messageId` this tenant had already sent (accepted and ignored).
+    pub duplicates: usize,
+}
+
+/// The ingestion service: durable accept plus the background processor.
+pub struct Ingest {
+    db: Db,
+    clock: SharedClock,
+    processor: Arc<processor::Processor>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest").finish_non_exhaustive()
+    }
+}
+
+impl Ingest {
+    /// Starts the service; the processor picks up whatever was queued before a restart.
+    pub fn start(db: Db, clock: SharedClock) -> Arc<Ingest> {
+        let processor = processor::Processor::start(db.clone(), clock.clone());
+        Arc::new(Ingest {
+            db,
+            clock,
+            processor,
+        })
+    }
+
+    /// The host clock (for `receivedAt`).
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// The processor (tests wait on it).
+    pub fn processor(&self) -> &Arc<processor::Processor> {
+        &self.processor
+    }
+
+    /// Stores `messages` for `tenant` durably, skipping `messageId`s already seen, and
+    /// wakes the processor. Returns after the commit covering the writes.
+    pub async fn accept(&self, tenant: &str, messages: Vec<Message>) -> Result<Stored, StoreError> {
+        if messages.is_empty() {
+            return Ok(Stored::default());
+        }
+        let space = Space::tenant(tenant);
+        let written = self
+            .db
+            .run(move |b| {
+                let mut items = Vec::with_capacity(messages.len());
+                for m in &messages {
+                    let seq = b.next_id()?;
+                    let value = serde_json::to_vec(m).map_err(StoreError::Codec)?;
+                    items.push(UniqueInsert {
+                        guard: dedup_key(&m.message_id),
+                        guard_value: seq.to_be_bytes().to_vec(),
+                        ops: vec![BatchOp::Put {
+                            key: queue_key(seq),
+                            value,
+                        }],
+                    });
+                }
+                b.insert_unique(&space, &items)
+            })
+            .await?;
+        let stored = written.iter().filter(|w| **w).count();
+        let out = Stored {
+            stored,
+            duplicates: written.len() - stored,
+        };
+        // Commit even when every message was a duplicate: the first copy may still be in
+        // flight in another request, and a duplicate must not be acknowledged before it.
+        self.db.commit().await?;
+        if stored > 0 {
+            self.processor.wake(tenant);
+        }
+        Ok(out)
+    }
+}

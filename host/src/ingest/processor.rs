@@ -1,0 +1,476 @@
+//! The event processor: takes queued messages of a tenant in order and, for each one, in a
+//! single atomic batch, resolves its identities to one profile (creating or merging
+//! profiles under the [`crate::identity`] rules, with a merge log), applies identify's
+//! traits, updates computed traits, appends the event to the profile's history and
+//! removes the message from the queue.
+//!
+//! One tenant's messages are processed by one task at a time (identity merges need a
+//! single writer); tenants run in parallel. A crash mid-way loses nothing: a message
+//! leaves the queue in the same batch that records its effects.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::segment::{Message, MessageType};
+use super::QUEUE_PREFIX;
+use crate::clock::SharedClock;
+use crate::identity;
+use crate::profiles::{self, EventStats, IdentityRecord, ProfileRecord};
+use crate::store::{Backend, BatchOp, Db, Space, StoreError};
+
+/// Messages taken from the queue per pass: bounds the time a pass holds the tenant lock.
+const CHUNK: usize = 256;
+/// Longest wait before retrying after a storage error.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// First wait before retrying after a storage error.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+
+/// One merge, kept in the winner's merge log (`mergelog/<winner>/<at:020>/<seq:016x>`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MergeRecord {
+    /// When, Unix ms.
+    pub at: i64,
+    /// The profile that remains.
+    pub into: String,
+    /// The profiles merged into it (now gone; their ids redirect).
+    pub merged: Vec<String>,
+    /// The identities that moved.
+    pub identities: Vec<IdentityRecord>,
+    /// The message that caused it.
+    pub message_id: String,
+}
+
+/// A message that could not be processed, kept at `dead/<seq:016x>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DeadLetter {
+    error: String,
+    message: Value,
+}
+
+#[derive(Default)]
+struct TenantRun {
+    again: bool,
+}
+
+/// The background processor.
+pub struct Processor {
+    db: Db,
+    clock: SharedClock,
+    runs: Mutex<HashMap<String, TenantRun>>,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Processor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processor").finish_non_exhaustive()
+    }
+}
+
+impl Processor {
+    /// Starts the processor, and a scan that resumes every tenant's leftover queue.
+    pub fn start(db: Db, clock: SharedClock) -> Arc<Processor> {
+        let p = Arc::new(Processor {
+            db,
+            clock,
+            runs: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+        });
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let me = p.clone();
+            handle.spawn(async move {
+                match crate::tenants::list(&me.db).await {
+                    Ok(tenants) => {
+                        for t in tenants {
+                            me.wake(&t.id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "listing tenants to resume queued events")
+                    }
+                }
+            });
+        }
+        p
+    }
+
+    /// The lock that serialises writes to `tenant`'s profiles (the processor holds it per
+    /// pass; erasure takes it too).
+    pub fn tenant_lock(&self, tenant: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        locks
+            .entry(tenant.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone()
+    }
+
+    /// Makes sure a task is processing `tenant`'s queue.
+    pub fn wake(self: &Arc<Self>, tenant: &str) {
+        {
+            let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(r) = runs.get_mut(tenant) {
+                r.again = true;
+                return;
+            }
+            runs.insert(tenant.to_string(), TenantRun::default());
+        }
+        let me = self.clone();
+        let tenant = tenant.to_string();
+        tokio::spawn(async move { me.run(tenant).await });
+    }
+
+    async fn run(self: Arc<Self>, tenant: String) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if let Some(r) = self
+                .runs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(&tenant)
+            {
+                r.again = false;
+            }
+            let me = self.clone();
+            let t = tenant.clone();
+            let pass = tokio::task::spawn_blocking(move || me.process_pass(&t)).await;
+            match pass {
+                Ok(Ok(n)) if n > 0 => backoff = FIRST_BACKOFF,
+                Ok(Ok(_)) => {
+                    let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+                    if runs.get(&tenant).is_some_and(|r| r.again) {
+                        continue;
+                    }
+                    runs.remove(&tenant);
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(tenant = %tenant, error = %e, "processing events failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %tenant, error = %e, "event processor task failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Waits until `tenant`'s queue is empty and no pass is running (tests and tools).
+    pub async fn drain(&self, tenant: &str) -> Result<(), StoreError> {
+        let sp = Space::tenant(tenant);
+        loop {
+            let running = self
+                .runs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(tenant);
+            if !running && self.db.scan_prefix(&sp, QUEUE_PREFIX, 1).await?.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Processes up to [`CHUNK`] queued messages; returns how many it took.
+    fn process_pass(&self, tenant: &str) -> Result<usize, StoreError> {
+        let lock = self.tenant_lock(tenant);
+        let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let b = self.db.backend().as_ref();
+        let sp = Space::tenant(tenant);
+        let entries = b.scan_prefix(&sp, QUEUE_PREFIX, CHUNK)?;
+        for (key, value) in &entries {
+            let seq = std::str::from_utf8(&key[QUEUE_PREFIX.len()..])
+                .ok()
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .unwrap_or(0);
+            let result = serde_json::from_slice::<Message>(value)
+                .map_err(|e| ApplyError::Invalid(format!("undecodable queued message: {e}")))
+                .and_then(|m| apply(b, &sp, &m, seq, self.clock.now_ms()));
+            let mut ops = match result {
+                Ok(ops) => ops,
+                Err(ApplyError::Store(e)) => return Err(e),
+                Err(ApplyError::Invalid(error)) => {
+                    tracing::warn!(tenant, seq, %error, "event moved to the dead-letter list");
+                    let dead = DeadLetter {
+                        error,
+                        message: serde_json::from_slice(value).unwrap_or(Value::Null),
+                    };
+                    let bytes = serde_json::to_vec(&dead).map_err(StoreError::Codec)?;
+                    vec![BatchOp::put(format!("dead/{seq:016x}"), bytes)]
+                }
+            };
+            ops.push(BatchOp::delete(key.clone()));
+            b.apply_batch(&sp, &ops)?;
+        }
+        Ok(entries.len())
+    }
+}
+
+/// Why a message could not be applied.
+#[derive(Debug)]
+enum ApplyError {
+    /// Storage failed: retry later.
+    Store(StoreError),
+    /// The message cannot be applied: dead-letter it.
+    Invalid(String),
+}
+
+impl From<StoreError> for ApplyError {
+    fn from(e: StoreError) -> Self {
+        ApplyError::Store(e)
+    }
+}
+
+impl From<profiles::ProfileError> for ApplyError {
+    fn from(e: profiles::ProfileError) -> Self {
+        match e {
+            profiles::ProfileError::Store(e) => ApplyError::Store(e),
+            other => ApplyError::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// The profile ids owning `ids`, first-seen order, deduplicated.
+fn owners(b: &dyn Backend, sp: &Space, ids: &[IdentityRecord]) -> Result<Vec<String>, ApplyError> {
+    let mut out: Vec<String> = Vec::new();
+    for i in ids {
+        if let Some(pid) = profiles::owner(b, sp, &i.kind, &i.value)? {
+            if !out.contains(&pid) {
+                out.push(pid);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The winner's stats for `name` in `overlay`, loaded from the store on first use.
+fn stats_for<'a>(
+    b: &dyn Backend,
+    sp: &Space,
+    pid: &str,
+    name: &str,
+    overlay: &'a mut HashMap<String, EventStats>,
+) -> Result<&'a mut EventStats, ApplyError> {
+    if !overlay.contains_key(name) {
+        let st = match b.get(sp, &profiles::stats_key(pid, name))? {
+            Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+            None => EventStats::default(),
+        };
+        overlay.insert(name.to_string(), st);
+    }
+    Ok(overlay.entry(name.to_string()).or_default())
+}
+
+/// The event name a message counts under in computed traits, if any.
+fn stats_name(m: &Message) -> Option<String> {
+    match m.kind {
+        MessageType::Track => m.event.clone(),
+        MessageType::Page => Some("Page Viewed".into()),
+        MessageType::Screen => Some("Screen Viewed".into()),
+        _ => None,
+    }
+}
+
+/// Revenue of an `Order Completed` event: `revenue`, else `total` (numbers or numeric
+/// strings; VND has no minor unit, so whole numbers are common).
+fn revenue(m: &Message) -> Option<f64> {
+    if m.event.as_deref() != Some("Order Completed") {
+        return None;
+    }
+    ["revenue", "total"]
+        .iter()
+        .find_map(|k| match m.properties.get(*k) {
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        })
+}
+
+/// Resolves, merges and updates; returns the batch that records the message's effects.
+fn apply(
+    b: &dyn Backend,
+    sp: &Space,
+    m: &Message,
+    seq: u64,
+    now: i64,
+) -> Result<Vec<BatchOp>, ApplyError> {
+    let mut ids = identity::from_message(m);
+    // Alias links `previousId` (an old user id or an anonymous id) to `userId`: it joins
+    // the event's identities last, so it is the first given up if a merge would break a limit.
+    if m.kind == MessageType::Alias {
+        if let Some(prev) = &m.previous_id {
+            let linked = [identity::USER_ID, identity::ANONYMOUS_ID]
+                .iter()
+                .filter_map(|k| identity::normalize(k, prev))
+                .find(|i| matches!(profiles::owner(b, sp, &i.kind, &i.value), Ok(Some(_))))
+                .or_else(|| identity::normalize(identity::ANONYMOUS_ID, prev));
+            if let Some(l) = linked {
+                if !ids.contains(&l) {
+                    ids.push(l);
+                }
+            }
+        }
+    }
+    if ids.is_empty() {
+        return Err(ApplyError::Invalid(
+            "the event carries no usable identity (every id is a placeholder)".into(),
+        ));
+    }
+
+    // Match, then give up the weakest incoming identity while the merge would exceed a
+    // per-kind limit (Segment Unify's rule); with one identity left, attach without merging.
+    let mut matched;
+    loop {
+        matched = Vec::new();
+        for pid in owners(b, sp, &ids)? {
+            if let Some(p) = profiles::get(b, sp, &pid)? {
+                matched.push(p);
+            }
+        }
+        let mut union: Vec<IdentityRecord> = Vec::new();
+        for i in matched
+            .iter()
+            .flat_map(|p| p.identities.iter())
+            .chain(ids.iter())
+        {
+            if !union.contains(i) {
+                union.push(i.clone());
+            }
+        }
+        if identity::over_limit(&union).is_none() {
+            break;
+        }
+        if ids.len() == 1 {
+            // The one identity owns a profile; keep just that profile, add nothing.
+            matched.truncate(1);
+            ids.clear();
+            break;
+        }
+        ids.pop();
+    }
+
+    let mut ops = Vec::new();
+    // Event stats changed by this message, by name (merges and the event itself).
+    let mut stats: HashMap<String, EventStats> = HashMap::new();
+    // The winner: the profile holding a user id, else the oldest.
+    matched.sort_by_key(|p| {
+        let has_user = p.identities.iter().any(|i| i.kind == identity::USER_ID);
+        (!has_user, p.created_at, p.id.clone())
+    });
+    let mut rec = if matched.is_empty() {
+        ProfileRecord::new(profiles::new_id(), m.timestamp.min(now))
+    } else {
+        matched.remove(0)
+    };
+    let winner = rec.id.clone();
+
+    // Merge the others into the winner.
+    if !matched.is_empty() {
+        let mut moved = Vec::new();
+        for loser in &matched {
+            for i in &loser.identities {
+                if !rec.identities.contains(i) {
+                    rec.identities.push(i.clone());
+                    moved.push(i.clone());
+                }
+            }
+            for (k, v) in &loser.traits {
+                rec.traits.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            rec.timezone = rec.timezone.take().or_else(|| loser.timezone.clone());
+            rec.locale = rec.locale.take().or_else(|| loser.locale.clone());
+            rec.created_at = rec.created_at.min(loser.created_at);
+            rec.computed.merge(&loser.computed);
+            ops.extend(profiles::move_data_ops(b, sp, &loser.id, &winner)?);
+            for (key, value) in b.scan_prefix(sp, &profiles::stats_prefix(&loser.id), usize::MAX)? {
+                let name = String::from_utf8_lossy(&key[profiles::stats_prefix(&loser.id).len()..])
+                    .into_owned();
+                let theirs: EventStats = serde_json::from_slice(&value).unwrap_or_default();
+                stats_for(b, sp, &winner, &name, &mut stats)?.merge(&theirs);
+                ops.push(BatchOp::delete(key));
+            }
+        }
+        let record = MergeRecord {
+            at: now,
+            into: winner.clone(),
+            merged: matched.iter().map(|p| p.id.clone()).collect(),
+            identities: moved,
+            message_id: m.message_id.clone(),
+        };
+        ops.push(BatchOp::put(
+            format!("mergelog/{winner}/{now:020}/{seq:016x}"),
+            serde_json::to_vec(&record).map_err(StoreError::Codec)?,
+        ));
+    }
+
+    // New identities.
+    for i in &ids {
+        if !rec.identities.contains(i) {
+            rec.identities.push(i.clone());
+        }
+    }
+    identity::sort_by_priority(&mut rec.identities);
+    for i in &rec.identities {
+        ops.push(BatchOp::put(
+            profiles::ident_key(&i.kind, &i.value),
+            winner.as_bytes().to_vec(),
+        ));
+    }
+
+    // Identify merges traits (a `null` removes one); only identify does.
+    if m.kind == MessageType::Identify {
+        for (k, v) in &m.traits {
+            if v.is_null() {
+                rec.traits.remove(k);
+            } else {
+                rec.traits.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if let Some(tz) = m.context.get("timezone").and_then(Value::as_str) {
+        if tz.parse::<chrono_tz::Tz>().is_ok() {
+            rec.timezone = Some(tz.to_string());
+        }
+    }
+    if let Some(l) = m.context.get("locale").and_then(Value::as_str) {
+        rec.locale = Some(l.to_string());
+    }
+
+    // Computed traits.
+    rec.computed.seen(m.timestamp);
+    if let Some(r) = revenue(m) {
+        rec.computed.lifetime_revenue += r;
+        rec.computed.orders += 1;
+    }
+    if let Some(name) = stats_name(m) {
+        stats_for(b, sp, &winner, &name, &mut stats)?.record(m.timestamp);
+    }
+    for (name, st) in &stats {
+        ops.push(BatchOp::put(
+            profiles::stats_key(&winner, name),
+            serde_json::to_vec(st).map_err(StoreError::Codec)?,
+        ));
+    }
+    rec.updated_at = now;
+
+    // History.
+    ops.push(BatchOp::put(
+        profiles::event_key(&winner, m.timestamp, seq),
+        serde_json::to_vec(m).map_err(StoreError::Codec)?,
+    ));
+    let bytes = serde_json::to_vec(&rec).map_err(StoreError::Codec)?;
+    if bytes.len() > profiles::MAX_PROFILE_BYTES {
+        return Err(ApplyError::Invalid(format!(
+            "the profile would be {} bytes; the limit is {} (too many or too large traits)",
+            bytes.len(),
+            profiles::MAX_PROFILE_BYTES
+        )));
+    }
+    ops.push(BatchOp::put(profiles::profile_key(&winner), bytes));
+    Ok(ops)
+}
