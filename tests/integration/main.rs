@@ -4,6 +4,7 @@
 mod api;
 mod durability;
 mod ingest;
+mod journey_plugins;
 mod lifecycle;
 mod limits;
 mod runner;
