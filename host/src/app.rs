@@ -70,10 +70,18 @@ impl App {
             ready_ms = ready_in.as_millis() as u64,
             "weft ready"
         );
+        let ingest = crate::ingest::Ingest::start(db.clone(), clock.clone());
+        let journeys = crate::journeys::Journeys::start(
+            db.clone(),
+            clock.clone(),
+            registry.clone(),
+            ingest.clone(),
+        );
         Ok(App {
             state: AppState {
                 registry,
-                ingest: crate::ingest::Ingest::start(db.clone(), clock.clone()),
+                ingest,
+                journeys,
                 keys: Arc::new(crate::tenants::KeyCache::default()),
                 db,
                 clock,

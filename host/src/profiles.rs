@@ -47,6 +47,37 @@ pub struct ProfileRecord {
     /// Computed traits kept as events arrive.
     #[serde(default)]
     pub computed: Computed,
+    /// Consent decisions per channel and purpose (the consent ledger's current state).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consents: Vec<ConsentRecord>,
+}
+
+/// One consent decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    /// Channel, for example `email`, `sms`, `zalo-oa`, or `*` for every channel.
+    pub channel: String,
+    /// Purpose, for example `marketing` or `transactional`.
+    pub purpose: String,
+    /// Granted (true) or withdrawn (false).
+    pub granted: bool,
+    /// Where it came from (`identify`, `api`, `sms-stop`, …).
+    pub source: String,
+    /// When, Unix ms.
+    pub at: i64,
+}
+
+impl ProfileRecord {
+    /// The consent state for (channel, purpose): an exact channel entry wins over `*`.
+    pub fn consent(&self, channel: &str, purpose: &str) -> Option<bool> {
+        let find = |ch: &str| {
+            self.consents
+                .iter()
+                .find(|c| c.channel == ch && c.purpose == purpose)
+                .map(|c| c.granted)
+        };
+        find(channel).or_else(|| find("*"))
+    }
 }
 
 impl ProfileRecord {
@@ -61,6 +92,7 @@ impl ProfileRecord {
             created_at: now_ms,
             updated_at: now_ms,
             computed: Computed::default(),
+            consents: Vec::new(),
         }
     }
 }
@@ -338,8 +370,54 @@ pub fn to_wit(rec: &ProfileRecord) -> types::Profile {
         audiences: Vec::new(),
         timezone: rec.timezone.clone(),
         locale: rec.locale.clone(),
-        consents: Vec::new(),
+        consents: wit_consents(rec),
     }
+}
+
+/// The consent ledger as the WIT contract shows it: one entry per channel, `*` expanded.
+fn wit_consents(rec: &ProfileRecord) -> Vec<types::Consent> {
+    use types::ChannelKind as C;
+    const ALL: [C; 9] = [
+        C::ZaloOa,
+        C::ZaloZns,
+        C::Messenger,
+        C::Whatsapp,
+        C::Sms,
+        C::Email,
+        C::Push,
+        C::WebChat,
+        C::Webhook,
+    ];
+    let mut out = Vec::new();
+    for kind in ALL {
+        let name = crate::messaging::policy::channel_name(kind);
+        let mut purposes: Vec<&str> = rec.consents.iter().map(|c| c.purpose.as_str()).collect();
+        purposes.sort_unstable();
+        purposes.dedup();
+        for purpose in purposes {
+            let exact = rec
+                .consents
+                .iter()
+                .find(|c| c.channel == name && c.purpose == purpose);
+            let any = rec
+                .consents
+                .iter()
+                .find(|c| c.channel == "*" && c.purpose == purpose);
+            if let Some(c) = exact.or(any) {
+                out.push(types::Consent {
+                    channel: kind,
+                    purpose: purpose.to_string(),
+                    state: if c.granted {
+                        types::ConsentState::OptedIn
+                    } else {
+                        types::ConsentState::OptedOut
+                    },
+                    updated_at: c.at,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Erases the profile owning an identity: the record, its identity links and its events.

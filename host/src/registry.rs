@@ -368,6 +368,19 @@ impl Registry {
         plugins.get(plugin).cloned()
     }
 
+    /// Every active installation of `tenant`, by plugin name.
+    pub fn actives(&self, tenant: &str) -> Vec<(String, Arc<Active>)> {
+        let shard = self.shard(tenant).read().unwrap_or_else(|e| e.into_inner());
+        let Some(slot) = shard.get(tenant) else {
+            return Vec::new();
+        };
+        let plugins = slot.plugins.read().unwrap_or_else(|e| e.into_inner());
+        plugins
+            .iter()
+            .map(|(name, a)| (name.clone(), a.clone()))
+            .collect()
+    }
+
     fn set_active(&self, tenant: &str, plugin: &str, active: Option<Arc<Active>>) {
         let slot = self.slot(tenant);
         let mut w = slot.plugins.write().unwrap_or_else(|e| e.into_inner());
@@ -895,33 +908,38 @@ impl Registry {
             return Err(RegistryError::Busy);
         };
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let at = this.runtime.services().clock.now_ms();
-            let call_name = call.name().to_string();
-            let inv = this.runtime.invoke(&active.pre, &active.installation, call);
-            let (output, error) = match inv.result {
-                Ok(o) => (Some(o), None),
-                Err(e) => (None, Some(e)),
-            };
-            if let Some(e) = &error {
-                tracing::warn!(
-                    tenant = %active.installation.tenant,
-                    plugin = %active.installation.plugin,
-                    version = %active.version,
-                    code = e.code(),
-                    "invocation failed: {e}"
-                );
-            }
-            this.record(&active, at, &call_name, error.clone(), &inv.report);
-            Invoked {
-                version: active.version.clone(),
-                output,
-                error,
-                report: inv.report,
-            }
-        })
-        .await
-        .map_err(internal)
+        tokio::task::spawn_blocking(move || this.invoke_blocking(&active, call))
+            .await
+            .map_err(internal)
+    }
+
+    /// Invokes a typed call on a blocking thread and writes the invocation record, without
+    /// admission control: for background workers that already bound their own concurrency
+    /// (one journey runner per tenant).
+    pub fn invoke_blocking(&self, active: &Arc<Active>, call: Call) -> Invoked {
+        let at = self.runtime.services().clock.now_ms();
+        let call_name = call.name().to_string();
+        let inv = self.runtime.invoke(&active.pre, &active.installation, call);
+        let (output, error) = match inv.result {
+            Ok(o) => (Some(o), None),
+            Err(e) => (None, Some(e)),
+        };
+        if let Some(e) = &error {
+            tracing::warn!(
+                tenant = %active.installation.tenant,
+                plugin = %active.installation.plugin,
+                version = %active.version,
+                code = e.code(),
+                "invocation failed: {e}"
+            );
+        }
+        self.record(active, at, &call_name, error.clone(), &inv.report);
+        Invoked {
+            version: active.version.clone(),
+            output,
+            error,
+            report: inv.report,
+        }
     }
 
     /// Writes the invocation record (not fsynced: records are telemetry, flushed by sled's

@@ -5,6 +5,7 @@ mod api;
 mod durability;
 mod ingest;
 mod journey_plugins;
+mod journeys;
 mod lifecycle;
 mod limits;
 mod runner;

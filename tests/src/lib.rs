@@ -162,6 +162,42 @@ impl TestHost {
         .unwrap();
     }
 
+    /// Runs everything due now to completion: event processing, due timers, journey steps,
+    /// and the events those steps emit, until nothing is left.
+    pub async fn settle(&self, t: &TestTenant) {
+        let journeys = &self.app.state.journeys;
+        for _ in 0..1_000 {
+            self.drain(t).await;
+            let fired = journeys.fire_due().await.unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while journeys.busy(&t.id).await.unwrap() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "journey work never finished"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            let queued = !self
+                .app
+                .state
+                .db
+                .scan_prefix(&weft::store::Space::tenant(&t.id), b"q/", 1)
+                .await
+                .unwrap()
+                .is_empty();
+            if fired == 0 && !queued {
+                return;
+            }
+        }
+        panic!("work kept coming for 1,000 rounds");
+    }
+
+    /// Moves the manual clock forward by `ms` and settles everything that became due.
+    pub async fn advance(&self, t: &TestTenant, ms: i64) {
+        self.clock.advance(ms);
+        self.settle(t).await;
+    }
+
     /// GET with the tenant's secret key; panics unless 200.
     pub async fn get_ok(&self, t: &TestTenant, path: &str) -> Value {
         let (s, v) = self

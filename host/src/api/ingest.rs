@@ -287,3 +287,17 @@ pub(super) async fn batch(
         Ok(Json(json!({"success": true, "rejected": rejected})))
     }
 }
+
+/// `GET /v1/ingest/status` (secret key): this tenant's ingestion counters since the server
+/// started, and whether its processor is behind.
+pub(super) async fn status(auth: super::TenantAuth, State(s): State<AppState>) -> Json<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = s.ingest.processor().counters(&auth.tenant_id);
+    let (accepted, processed) = (c.accepted.load(Relaxed), c.processed.load(Relaxed));
+    Json(json!({
+        "accepted": accepted,
+        "processed": processed,
+        "dead_lettered": c.dead_lettered.load(Relaxed),
+        "backlog": accepted.saturating_sub(processed),
+    }))
+}

@@ -17,10 +17,15 @@
 //! | `GET /v1/plugins/{name}/invocations` | secret key | recent invocation records |
 //! | `POST /v1/track`, `identify`, `page`, `screen`, `group`, `alias` | write key | Segment-compatible ingestion of one event |
 //! | `POST /v1/batch`, `/v1/import` | write key | a batch of events |
+//! | `GET /v1/ingest/status` | secret key | events accepted, processed, dead-lettered since start |
 //! | `GET/DELETE /v1/profiles/{kind}:{value}` | secret key | the profile's 360 view / erase it and all its data |
 //! | `GET /v1/profiles/{kind}:{value}/events?limit=&before=` | secret key | event history, newest first |
 //! | `PUT /v1/profiles/{kind}:{value}` | secret key | set traits directly |
+//! | `GET/POST /v1/audiences` | secret key | list audiences with counts / define one (backfilled at once) |
+//! | `GET/DELETE /v1/audiences/{id}` | secret key | an audience and its count / delete it and its memberships |
+//! | `GET /v1/audiences/{id}/members?limit=&before=` | secret key | member profile ids, paged |
 
+mod audiences;
 mod auth;
 pub mod error;
 mod ingest;
@@ -56,6 +61,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Event ingestion and processing.
     pub ingest: Arc<Ingest>,
+    /// The journey engine.
+    pub journeys: Arc<crate::journeys::Journeys>,
     /// Cached API key lookups.
     pub keys: Arc<KeyCache>,
 }
@@ -115,6 +122,16 @@ pub fn router(state: AppState) -> Router {
                 .delete(profiles::delete),
         )
         .route("/v1/profiles/{id}/events", get(profiles::events))
+        .route(
+            "/v1/audiences",
+            get(audiences::list).post(audiences::create),
+        )
+        .route(
+            "/v1/audiences/{id}",
+            get(audiences::show).delete(audiences::delete),
+        )
+        .route("/v1/audiences/{id}/members", get(audiences::members))
+        .route("/v1/ingest/status", get(ingest::status))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .merge(uploads)
         .merge(ingestion)

@@ -103,7 +103,20 @@ pub(super) async fn get(
     let now = s.clock.now_ms();
     let view = blocking(&s, move |b| {
         match profiles::get_by_identity(b, &sp, &ident.kind, &ident.value)? {
-            Some(rec) => profiles::view(b, &sp, &rec, now).map(Some),
+            Some(rec) => {
+                let mut view = profiles::view(b, &sp, &rec, now)?;
+                view["journeys"] =
+                    serde_json::to_value(crate::journeys::Journeys::instances_of(b, &sp, &rec.id)?)
+                        .map_err(profiles::ProfileError::Corrupt)?;
+                view["deliveries"] = serde_json::to_value(crate::messaging::outbox::for_profile(
+                    b,
+                    &sp,
+                    &rec.id,
+                    profiles::RECENT_EVENTS,
+                )?)
+                .map_err(profiles::ProfileError::Corrupt)?;
+                Ok(Some(view))
+            }
             None => Ok(None),
         }
     })

@@ -114,6 +114,10 @@ impl Ingest {
         // flight in another request, and a duplicate must not be acknowledged before it.
         self.db.commit().await?;
         if stored > 0 {
+            self.processor
+                .counters(tenant)
+                .accepted
+                .fetch_add(stored as u64, std::sync::atomic::Ordering::Relaxed);
             self.processor.wake(tenant);
         }
         Ok(out)

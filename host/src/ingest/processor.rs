@@ -24,10 +24,6 @@ use crate::store::{Backend, BatchOp, Db, Space, StoreError};
 
 /// Messages taken from the queue per pass: bounds the time a pass holds the tenant lock.
 const CHUNK: usize = 256;
-/// Longest wait before retrying after a storage error.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// First wait before retrying after a storage error.
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 
 /// One merge, kept in the winner's merge log (`mergelog/<winner>/<at:020>/<seq:016x>`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -51,17 +47,26 @@ struct DeadLetter {
     message: Value,
 }
 
-#[derive(Default)]
-struct TenantRun {
-    again: bool,
+/// Counters of one tenant since the process started.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Messages stored by `accept` (duplicates excluded).
+    pub accepted: std::sync::atomic::AtomicU64,
+    /// Messages processed (including those dead-lettered).
+    pub processed: std::sync::atomic::AtomicU64,
+    /// Messages moved to the dead-letter list.
+    pub dead_lettered: std::sync::atomic::AtomicU64,
 }
 
 /// The background processor.
 pub struct Processor {
     db: Db,
     clock: SharedClock,
-    runs: Mutex<HashMap<String, TenantRun>>,
+    loops: Arc<crate::worker::TenantLoops>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    counters: std::sync::RwLock<HashMap<String, Arc<Counters>>>,
+    /// Weak: the journey engine holds ingestion, not the other way round.
+    journeys: std::sync::OnceLock<std::sync::Weak<crate::journeys::Journeys>>,
 }
 
 impl std::fmt::Debug for Processor {
@@ -76,8 +81,10 @@ impl Processor {
         let p = Arc::new(Processor {
             db,
             clock,
-            runs: Mutex::new(HashMap::new()),
+            loops: crate::worker::TenantLoops::new("event processor"),
             locks: Mutex::new(HashMap::new()),
+            counters: std::sync::RwLock::new(HashMap::new()),
+            journeys: std::sync::OnceLock::new(),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let me = p.clone();
@@ -107,68 +114,36 @@ impl Processor {
             .clone()
     }
 
-    /// Makes sure a task is processing `tenant`'s queue.
-    pub fn wake(self: &Arc<Self>, tenant: &str) {
+    /// `tenant`'s counters since start.
+    pub fn counters(&self, tenant: &str) -> Arc<Counters> {
+        if let Some(c) = self
+            .counters
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
         {
-            let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(r) = runs.get_mut(tenant) {
-                r.again = true;
-                return;
-            }
-            runs.insert(tenant.to_string(), TenantRun::default());
+            return c.clone();
         }
-        let me = self.clone();
-        let tenant = tenant.to_string();
-        tokio::spawn(async move { me.run(tenant).await });
+        self.counters
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(tenant.to_string())
+            .or_default()
+            .clone()
     }
 
-    async fn run(self: Arc<Self>, tenant: String) {
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            if let Some(r) = self
-                .runs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get_mut(&tenant)
-            {
-                r.again = false;
-            }
-            let me = self.clone();
-            let t = tenant.clone();
-            let pass = tokio::task::spawn_blocking(move || me.process_pass(&t)).await;
-            match pass {
-                Ok(Ok(n)) if n > 0 => backoff = FIRST_BACKOFF,
-                Ok(Ok(_)) => {
-                    let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
-                    if runs.get(&tenant).is_some_and(|r| r.again) {
-                        continue;
-                    }
-                    runs.remove(&tenant);
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(tenant = %tenant, error = %e, "processing events failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Err(e) => {
-                    tracing::error!(tenant = %tenant, error = %e, "event processor task failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+    /// Makes sure a task is processing `tenant`'s queue.
+    pub fn wake(self: &Arc<Self>, tenant: &str) {
+        let me = self.clone();
+        self.loops
+            .wake(tenant, Arc::new(move |t: &str| me.process_pass(t)));
     }
 
     /// Waits until `tenant`'s queue is empty and no pass is running (tests and tools).
     pub async fn drain(&self, tenant: &str) -> Result<(), StoreError> {
         let sp = Space::tenant(tenant);
         loop {
-            let running = self
-                .runs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains_key(tenant);
+            let running = self.loops.busy(tenant);
             if !running && self.db.scan_prefix(&sp, QUEUE_PREFIX, 1).await?.is_empty() {
                 return Ok(());
             }
@@ -183,6 +158,16 @@ impl Processor {
         let b = self.db.backend().as_ref();
         let sp = Space::tenant(tenant);
         let entries = b.scan_prefix(&sp, QUEUE_PREFIX, CHUNK)?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let counters = self.counters(tenant);
+        let journeys = self.journeys.get().and_then(std::sync::Weak::upgrade);
+        let routes = journeys
+            .as_ref()
+            .map(|j| j.routes(tenant))
+            .unwrap_or_default();
+        let mut journey_work = false;
         for (key, value) in &entries {
             let seq = std::str::from_utf8(&key[QUEUE_PREFIX.len()..])
                 .ok()
@@ -190,11 +175,17 @@ impl Processor {
                 .unwrap_or(0);
             let result = serde_json::from_slice::<Message>(value)
                 .map_err(|e| ApplyError::Invalid(format!("undecodable queued message: {e}")))
-                .and_then(|m| apply(b, &sp, &m, seq, self.clock.now_ms()));
+                .and_then(|m| {
+                    let mut next_seq = || b.next_id();
+                    apply(b, &sp, &m, seq, self.clock.now_ms(), &routes, &mut next_seq)
+                });
             let mut ops = match result {
                 Ok(ops) => ops,
                 Err(ApplyError::Store(e)) => return Err(e),
                 Err(ApplyError::Invalid(error)) => {
+                    counters
+                        .dead_lettered
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(tenant, seq, %error, "event moved to the dead-letter list");
                     let dead = DeadLetter {
                         error,
@@ -204,10 +195,26 @@ impl Processor {
                     vec![BatchOp::put(format!("dead/{seq:016x}"), bytes)]
                 }
             };
+            journey_work |= ops
+                .iter()
+                .any(|op| matches!(op, BatchOp::Put { key, .. } if key.starts_with(b"jq/")));
             ops.push(BatchOp::delete(key.clone()));
             b.apply_batch(&sp, &ops)?;
+            counters
+                .processed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if journey_work {
+            if let Some(j) = journeys {
+                j.wake(tenant);
+            }
         }
         Ok(entries.len())
+    }
+
+    /// Hooks the journey engine in (once, at start).
+    pub fn set_journeys(&self, journeys: &Arc<crate::journeys::Journeys>) {
+        let _ = self.journeys.set(Arc::downgrade(journeys));
     }
 }
 
@@ -298,6 +305,8 @@ fn apply(
     m: &Message,
     seq: u64,
     now: i64,
+    routes: &crate::journeys::engine::Routes,
+    next_seq: &mut dyn FnMut() -> Result<u64, StoreError>,
 ) -> Result<Vec<BatchOp>, ApplyError> {
     let mut ids = identity::from_message(m);
     // Alias links `previousId` (an old user id or an anonymous id) to `userId`: it joins
@@ -316,18 +325,53 @@ fn apply(
             }
         }
     }
-    if ids.is_empty() {
+    let mut matched = Vec::new();
+    if let Some(pid) = &m.profile_id {
+        // Weft's own event for a known profile (a journey's traits or emit): no resolution.
+        let mut pid = pid.clone();
+        for _ in 0..MAX_REDIRECTS {
+            match b.get(sp, format!("merged/{pid}").as_bytes())? {
+                Some(next) => pid = String::from_utf8_lossy(&next).into_owned(),
+                None => break,
+            }
+        }
+        match profiles::get(b, sp, &pid)? {
+            Some(p) => matched.push(p),
+            None => {
+                return Err(ApplyError::Invalid(format!(
+                    "profile {pid} no longer exists (erased)"
+                )))
+            }
+        }
+    } else if ids.is_empty() {
         return Err(ApplyError::Invalid(
             "the event carries no usable identity (every id is a placeholder)".into(),
         ));
+    } else {
+        matched = resolve(b, sp, &mut ids)?;
     }
 
-    // Match, then give up the weakest incoming identity while the merge would exceed a
-    // per-kind limit (Segment Unify's rule); with one identity left, attach without merging.
+    apply_resolved(b, sp, m, seq, now, ids, matched, routes, next_seq)
+}
+
+/// Most consent entries read per object of one event: keeps a profile's ledger small.
+const MAX_CONSENT_ENTRIES: usize = 32;
+
+/// Most `merged/` redirects followed to find a merged-away profile's current id.
+const MAX_REDIRECTS: usize = 16;
+
+/// Matches `ids` to profiles, giving up the weakest incoming identity while the merge would
+/// exceed a per-kind limit (Segment Unify's rule); with one identity left, it attaches
+/// without merging.
+fn resolve(
+    b: &dyn Backend,
+    sp: &Space,
+    ids: &mut Vec<IdentityRecord>,
+) -> Result<Vec<ProfileRecord>, ApplyError> {
     let mut matched;
     loop {
         matched = Vec::new();
-        for pid in owners(b, sp, &ids)? {
+        for pid in owners(b, sp, ids)? {
             if let Some(p) = profiles::get(b, sp, &pid)? {
                 matched.push(p);
             }
@@ -353,7 +397,22 @@ fn apply(
         }
         ids.pop();
     }
+    Ok(matched)
+}
 
+/// Applies `m` to the `matched` profiles (merging them) with the new identities `ids`.
+#[allow(clippy::too_many_arguments)]
+fn apply_resolved(
+    b: &dyn Backend,
+    sp: &Space,
+    m: &Message,
+    seq: u64,
+    now: i64,
+    ids: Vec<IdentityRecord>,
+    mut matched: Vec<ProfileRecord>,
+    routes: &crate::journeys::engine::Routes,
+    next_seq: &mut dyn FnMut() -> Result<u64, StoreError>,
+) -> Result<Vec<BatchOp>, ApplyError> {
     let mut ops = Vec::new();
     // Event stats changed by this message, by name (merges and the event itself).
     let mut stats: HashMap<String, EventStats> = HashMap::new();
@@ -440,6 +499,40 @@ fn apply(
     if let Some(l) = m.context.get("locale").and_then(Value::as_str) {
         rec.locale = Some(l.to_string());
     }
+    // Segment's consent object: `context.consent.categoryPreferences` (category → bool)
+    // records the decision for every channel; `context.consent.channels` (Weft's
+    // extension: channel → {purpose → bool}) for one channel.
+    if let Some(consent) = m.context.get("consent") {
+        let mut set = |channel: &str, purpose: &str, granted: bool| {
+            rec.consents
+                .retain(|c| !(c.channel == channel && c.purpose == purpose));
+            rec.consents.push(profiles::ConsentRecord {
+                channel: channel.to_string(),
+                purpose: purpose.to_string(),
+                granted,
+                source: "context.consent".into(),
+                at: m.timestamp,
+            });
+        };
+        if let Some(Value::Object(prefs)) = consent.get("categoryPreferences") {
+            for (purpose, v) in prefs.iter().take(MAX_CONSENT_ENTRIES) {
+                if let Some(granted) = v.as_bool() {
+                    set("*", purpose, granted);
+                }
+            }
+        }
+        if let Some(Value::Object(channels)) = consent.get("channels") {
+            for (channel, purposes) in channels.iter().take(MAX_CONSENT_ENTRIES) {
+                if let Value::Object(ps) = purposes {
+                    for (purpose, v) in ps.iter().take(MAX_CONSENT_ENTRIES) {
+                        if let Some(granted) = v.as_bool() {
+                            set(channel, purpose, granted);
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     // Computed traits.
     rec.computed.seen(m.timestamp);
@@ -472,5 +565,6 @@ fn apply(
         )));
     }
     ops.push(BatchOp::put(profiles::profile_key(&winner), bytes));
+    ops.extend(crate::journeys::route(b, sp, routes, &winner, m, next_seq)?);
     Ok(ops)
 }

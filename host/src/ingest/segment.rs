@@ -100,6 +100,11 @@ pub struct Message {
     pub sent_at: Option<i64>,
     /// When Weft received it (Unix ms).
     pub received_at: i64,
+    /// Set only on events Weft itself generates for a known profile (a journey's
+    /// `set-traits` and `emit`, audience changes): the processor applies them to that
+    /// profile directly. Never read from client input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_id: Option<String>,
 }
 
 /// Why one message was refused. `code` is stable; `message` names the problem.
@@ -347,6 +352,7 @@ pub fn parse_message(
         original_timestamp,
         sent_at,
         received_at,
+        profile_id: None,
     })
 }
 

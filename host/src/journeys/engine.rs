@@ -1,0 +1,1118 @@
+//! Journey instances, routing, the per-tenant runner and the timer scheduler.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use chrono::{Datelike, TimeZone};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::clock::SharedClock;
+use crate::ingest::segment::{Message, MessageType};
+use crate::ingest::{queue_key, Ingest};
+use crate::kind::PluginKind;
+use crate::messaging::outbox;
+use crate::profiles::{self, ProfileRecord};
+use crate::registry::{Active, Registry};
+use crate::runtime::bindings::exports::journey as wit;
+use crate::runtime::bindings::types;
+use crate::runtime::{Call, Output};
+use crate::store::{Backend, BatchOp, Db, Space, StoreError, UniqueInsert};
+use crate::worker::TenantLoops;
+
+/// The global space of timers, keyed `<due:020>/<tenant>/<instance>/<token>`.
+pub const TIMERS: Space = Space::Global("timers");
+/// Tries of a failing step before the instance is parked (first try plus four retries).
+pub const MAX_ATTEMPTS: u32 = 5;
+/// First retry delay; doubles per attempt (1 s, 2 s, 4 s, 8 s).
+const RETRY_BASE_MS: i64 = 1_000;
+/// Steps an instance may run back to back without waiting: catches `goto` loops.
+const MAX_CHAIN: u32 = 50;
+/// Largest journey context (JSON), as the WIT contract promises.
+const MAX_CONTEXT_BYTES: usize = 32 * 1024;
+/// Work items taken per runner pass.
+const RUNNER_CHUNK: usize = 16;
+/// Timers fired per scheduler round.
+const TIMER_CHUNK: usize = 512;
+/// How often the scheduler looks for due timers: waits are minutes to days; 20 ms keeps
+/// the lateness invisible without measurable idle cost.
+const SCHEDULER_TICK: Duration = Duration::from_millis(20);
+/// The tenant default time zone when a profile has none (Weft's home market).
+pub const DEFAULT_TIMEZONE: &str = "Asia/Ho_Chi_Minh";
+
+/// Where an instance stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    /// A step is due (queued work item).
+    Running,
+    /// Sleeping until a timer or an event.
+    Waiting,
+    /// Finished.
+    Exited,
+    /// Stopped after repeated failures; see `last_error`.
+    Parked,
+}
+
+/// What an instance waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitState {
+    /// Matches the timer or work item that may end the wait; anything else is stale.
+    pub token: u64,
+    /// When the timer fires, Unix ms.
+    pub until: Option<i64>,
+    /// Timer id delivered when the timer fires.
+    pub timer_id: String,
+    /// Event names that end the wait.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// Whether such an event must carry the instance's entry key.
+    #[serde(default)]
+    pub match_entry_key: bool,
+}
+
+/// One journey instance (per journey, profile and entry key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instance {
+    /// Id, `ji_<hex>`.
+    pub id: String,
+    /// The journey (plugin name).
+    pub journey: String,
+    /// Plugin version that started it.
+    pub version: String,
+    /// The profile.
+    pub profile_id: String,
+    /// The entry key (for example the cart id).
+    pub entry_key: Option<String>,
+    /// The step that runs next.
+    pub step: String,
+    /// Journey context (JSON object) built by `patch-context`.
+    pub context: Map<String, Value>,
+    /// Where it stands.
+    pub status: InstanceStatus,
+    /// The wait, when waiting.
+    pub wait: Option<WaitState>,
+    /// Failed tries of the current step.
+    pub attempt: u32,
+    /// Steps run back to back without a wait.
+    #[serde(default)]
+    pub chain: u32,
+    /// The trigger to retry with after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_trigger: Option<wit::Trigger>,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// Why it exited.
+    pub exit_reason: Option<String>,
+    /// Steps run so far.
+    pub steps_run: u32,
+    /// Created, Unix ms.
+    pub created_at: i64,
+    /// Last change, Unix ms.
+    pub updated_at: i64,
+}
+
+/// A unit of journey work, stored at `jq/<seq>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "work", rename_all = "snake_case")]
+enum Work {
+    /// An entry event for a journey.
+    Enter {
+        journey: String,
+        profile_id: String,
+        event: Box<Message>,
+    },
+    /// An event a waiting instance may want.
+    Event {
+        instance: String,
+        event: Box<Message>,
+    },
+    /// A timer (or an immediate `goto`) for a waiting instance.
+    Timer {
+        instance: String,
+        token: u64,
+        timer_id: String,
+    },
+    /// An exit event for a running instance.
+    Exit { instance: String, reason: String },
+}
+
+fn instance_key(id: &str) -> Vec<u8> {
+    format!("ji/{id}").into_bytes()
+}
+fn work_key(seq: u64) -> Vec<u8> {
+    format!("jq/{seq:016x}").into_bytes()
+}
+fn active_key(pid: &str, iid: &str) -> Vec<u8> {
+    format!("jact/{pid}/{iid}").into_bytes()
+}
+fn wait_key(pid: &str, event: &str, iid: &str) -> Vec<u8> {
+    format!("jwait/{pid}/{event}\0{iid}").into_bytes()
+}
+fn entry_index_key(journey: &str, pid: &str, entry_key: Option<&str>) -> Vec<u8> {
+    format!("jkey/{journey}/{pid}/{}", entry_key.unwrap_or("")).into_bytes()
+}
+fn timer_key(due: i64, tenant: &str, iid: &str, token: u64) -> Vec<u8> {
+    format!("{:020}/{tenant}/{iid}/{token:016x}", due.max(0)).into_bytes()
+}
+
+/// One active journey of a tenant, with its manifest.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Plugin name.
+    pub journey: String,
+    /// What it declared.
+    pub manifest: wit::Manifest,
+    /// The installation.
+    pub active: Arc<Active>,
+}
+
+/// The tenant's journeys, as the event processor sees them.
+pub type Routes = Vec<Route>;
+
+/// A dotted path (`properties.cart_id`) read from a message, as text.
+fn entry_key_of(m: &Message, path: &str) -> Option<String> {
+    let v = serde_json::to_value(m).ok()?;
+    let mut cur = &v;
+    for part in path.split('.') {
+        cur = cur.get(part)?;
+    }
+    match cur {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The work a processed event causes: entry into journeys, exits of running instances,
+/// and ends of event waits. Returned as ops for the processor's batch (`next_seq` gives
+/// fresh sequence numbers).
+pub fn route(
+    b: &dyn Backend,
+    sp: &Space,
+    routes: &Routes,
+    profile_id: &str,
+    m: &Message,
+    next_seq: &mut dyn FnMut() -> Result<u64, StoreError>,
+) -> Result<Vec<BatchOp>, StoreError> {
+    let Some(name) = m.event.as_deref().filter(|_| m.kind == MessageType::Track) else {
+        return Ok(Vec::new());
+    };
+    let mut ops = Vec::new();
+    let mut push = |w: &Work, ops: &mut Vec<BatchOp>| -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(w).map_err(StoreError::Codec)?;
+        ops.push(BatchOp::put(work_key(next_seq()?), bytes));
+        Ok(())
+    };
+    // Exits first: an event that both exits and re-enters ends the old instance first.
+    let exits: Vec<&str> = routes
+        .iter()
+        .filter(|r| r.manifest.exit_events.iter().any(|e| e == name))
+        .map(|r| r.journey.as_str())
+        .collect();
+    if !exits.is_empty() {
+        for (k, v) in b.scan_prefix(sp, format!("jact/{profile_id}/").as_bytes(), usize::MAX)? {
+            let journey = String::from_utf8_lossy(&v);
+            if exits.contains(&journey.as_ref()) {
+                let iid =
+                    String::from_utf8_lossy(&k[format!("jact/{profile_id}/").len()..]).into_owned();
+                push(
+                    &Work::Exit {
+                        instance: iid,
+                        reason: format!("exit event: {name}"),
+                    },
+                    &mut ops,
+                )?;
+            }
+        }
+    }
+    let prefix = format!("jwait/{profile_id}/{name}\0");
+    for (k, _) in b.scan_prefix(sp, prefix.as_bytes(), usize::MAX)? {
+        let iid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        push(
+            &Work::Event {
+                instance: iid,
+                event: Box::new(m.clone()),
+            },
+            &mut ops,
+        )?;
+    }
+    for r in routes
+        .iter()
+        .filter(|r| r.manifest.entry_events.iter().any(|e| e == name))
+    {
+        push(
+            &Work::Enter {
+                journey: r.journey.clone(),
+                profile_id: profile_id.to_string(),
+                event: Box::new(m.clone()),
+            },
+            &mut ops,
+        )?;
+    }
+    Ok(ops)
+}
+
+/// The journey service: manifests, the runner and the scheduler.
+pub struct Journeys {
+    db: Db,
+    clock: SharedClock,
+    registry: Arc<Registry>,
+    ingest: Arc<Ingest>,
+    loops: Arc<TenantLoops>,
+    /// (tenant, plugin, digest) → manifest.
+    manifests: Mutex<HashMap<(String, String, String), wit::Manifest>>,
+    me: OnceLock<std::sync::Weak<Journeys>>,
+}
+
+impl std::fmt::Debug for Journeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journeys").finish_non_exhaustive()
+    }
+}
+
+/// Converts a stored message to the WIT event a plugin sees.
+pub fn to_wit_event(m: &Message) -> types::Event {
+    types::Event {
+        message_id: m.message_id.clone(),
+        event_type: match m.kind {
+            MessageType::Track => types::EventType::Track,
+            MessageType::Identify => types::EventType::Identify,
+            MessageType::Page => types::EventType::Page,
+            MessageType::Screen => types::EventType::Screen,
+            MessageType::Group => types::EventType::Group,
+            MessageType::Alias => types::EventType::Alias,
+        },
+        name: m.event.clone(),
+        user_id: m.user_id.clone(),
+        anonymous_id: m.anonymous_id.clone(),
+        properties: Value::Object(m.properties.clone()).to_string(),
+        traits: Value::Object(m.traits.clone()).to_string(),
+        context: Value::Object(m.context.clone()).to_string(),
+        timestamp: m.timestamp,
+        received_at: m.received_at,
+    }
+}
+
+/// The next instant at `hour:minute` local time in `tz` strictly after `now_ms`, on an
+/// allowed weekday (0 = Sunday; empty = any).
+pub fn next_local_time(now_ms: i64, tz: &str, hour: u8, minute: u8, days: &[u8]) -> i64 {
+    let tz: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::Asia::Ho_Chi_Minh);
+    let now = tz
+        .timestamp_millis_opt(now_ms)
+        .single()
+        .unwrap_or_else(|| tz.timestamp_millis_opt(0).single().expect("epoch exists"));
+    let (h, mi) = (u32::from(hour.min(23)), u32::from(minute.min(59)));
+    // A week plus a day covers every weekday set.
+    for d in 0..8 {
+        let date = now.date_naive() + chrono::Days::new(d);
+        let weekday = date.weekday().num_days_from_sunday() as u8;
+        if !days.is_empty() && !days.contains(&weekday) {
+            continue;
+        }
+        let Some(naive) = date.and_hms_opt(h, mi, 0) else {
+            continue;
+        };
+        // A local time skipped by a DST jump: take the instant just after the gap.
+        let at = match tz.from_local_datetime(&naive) {
+            chrono::LocalResult::Single(t) => t,
+            chrono::LocalResult::Ambiguous(t, _) => t,
+            chrono::LocalResult::None => {
+                match tz.from_local_datetime(&(naive + chrono::Duration::hours(1))) {
+                    chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t,
+                    chrono::LocalResult::None => continue,
+                }
+            }
+        };
+        if at.timestamp_millis() > now_ms {
+            return at.timestamp_millis();
+        }
+    }
+    // Unreachable with valid weekdays; fall back to a day later.
+    now_ms + profiles::DAY_MS
+}
+
+impl Journeys {
+    /// Starts the journey service and its timer scheduler, and hooks it into ingestion.
+    pub fn start(
+        db: Db,
+        clock: SharedClock,
+        registry: Arc<Registry>,
+        ingest: Arc<Ingest>,
+    ) -> Arc<Journeys> {
+        let j = Arc::new(Journeys {
+            db,
+            clock,
+            registry,
+            ingest: ingest.clone(),
+            loops: TenantLoops::new("journey runner"),
+            manifests: Mutex::new(HashMap::new()),
+            me: OnceLock::new(),
+        });
+        let _ = j.me.set(Arc::downgrade(&j));
+        ingest.processor().set_journeys(&j);
+        let weak = Arc::downgrade(&j);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SCHEDULER_TICK).await;
+                let Some(j) = weak.upgrade() else { break };
+                if let Err(e) = j.fire_due().await {
+                    tracing::error!(error = %e, "journey scheduler");
+                }
+            }
+        });
+        // Resume work left by a restart.
+        let me = j.clone();
+        tokio::spawn(async move {
+            if let Ok(tenants) = crate::tenants::list(&me.db).await {
+                for t in tenants {
+                    me.wake(&t.id);
+                }
+            }
+        });
+        j
+    }
+
+    /// The tenant's active journeys and their manifests (a `describe` call the first time
+    /// a version is seen). Blocking: call from a blocking thread.
+    pub fn routes(&self, tenant: &str) -> Routes {
+        let mut out = Vec::new();
+        for (name, active) in self.registry.actives(tenant) {
+            if active.kind != PluginKind::JourneyRule {
+                continue;
+            }
+            let key = (tenant.to_string(), name.clone(), active.digest.clone());
+            let cached = self
+                .manifests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key)
+                .cloned();
+            let manifest = match cached {
+                Some(m) => m,
+                None => match self
+                    .registry
+                    .invoke_blocking(&active, Call::JourneyDescribe)
+                    .output
+                {
+                    Some(Output::JourneyDescribe(m)) => {
+                        self.manifests
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(key, m.clone());
+                        m
+                    }
+                    other => {
+                        tracing::warn!(tenant, journey = %name, ?other, "journey describe failed; not routing to it");
+                        continue;
+                    }
+                },
+            };
+            out.push(Route {
+                journey: name,
+                manifest,
+                active,
+            });
+        }
+        out.sort_by(|a, b| a.journey.cmp(&b.journey));
+        out
+    }
+
+    /// Makes sure the runner works through `tenant`'s journey work.
+    pub fn wake(&self, tenant: &str) {
+        let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        self.loops
+            .wake(tenant, Arc::new(move |t: &str| me.run_pass(t)));
+    }
+
+    /// Whether `tenant` has journey work queued or running.
+    pub async fn busy(&self, tenant: &str) -> Result<bool, StoreError> {
+        Ok(self.loops.busy(tenant)
+            || !self
+                .db
+                .scan_prefix(&Space::tenant(tenant), b"jq/", 1)
+                .await?
+                .is_empty())
+    }
+
+    /// Turns every due timer into a work item, once. Returns how many fired.
+    pub async fn fire_due(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        let fired = self
+            .db
+            .run(move |b| {
+                let mut woke = Vec::new();
+                let due = b.scan_prefix(&TIMERS, b"", TIMER_CHUNK)?;
+                for (key, value) in due {
+                    let text = String::from_utf8_lossy(&key).into_owned();
+                    let mut parts = text.splitn(4, '/');
+                    let (Some(at), Some(tenant), Some(iid), Some(token)) =
+                        (parts.next(), parts.next(), parts.next(), parts.next())
+                    else {
+                        b.delete(&TIMERS, &key)?;
+                        continue;
+                    };
+                    if at.parse::<i64>().unwrap_or(i64::MAX) > now {
+                        break;
+                    }
+                    let timer_id = String::from_utf8_lossy(&value).into_owned();
+                    let token = u64::from_str_radix(token, 16).unwrap_or(0);
+                    let work = Work::Timer {
+                        instance: iid.to_string(),
+                        token,
+                        timer_id,
+                    };
+                    let seq = b.next_id()?;
+                    b.insert_unique(
+                        &Space::tenant(tenant),
+                        &[UniqueInsert {
+                            guard: format!("fired/{iid}/{token:016x}").into_bytes(),
+                            guard_value: Vec::new(),
+                            ops: vec![BatchOp::put(
+                                work_key(seq),
+                                serde_json::to_vec(&work).map_err(StoreError::Codec)?,
+                            )],
+                        }],
+                    )?;
+                    b.delete(&TIMERS, &key)?;
+                    woke.push(tenant.to_string());
+                }
+                Ok(woke)
+            })
+            .await?;
+        let n = fired.len();
+        let mut seen = std::collections::HashSet::new();
+        for t in fired {
+            if seen.insert(t.clone()) {
+                self.wake(&t);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Runs up to [`RUNNER_CHUNK`] work items of `tenant`, oldest first.
+    fn run_pass(&self, tenant: &str) -> Result<usize, StoreError> {
+        let b = self.db.backend().as_ref();
+        let sp = Space::tenant(tenant);
+        let items = b.scan_prefix(&sp, b"jq/", RUNNER_CHUNK)?;
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let routes = self.routes(tenant);
+        let mut queued_events = false;
+        for (key, value) in &items {
+            let mut ops = match serde_json::from_slice::<Work>(value) {
+                Ok(work) => {
+                    let (ops, events) = self.handle(b, &sp, tenant, &routes, work)?;
+                    queued_events |= events;
+                    ops
+                }
+                Err(e) => {
+                    tracing::warn!(tenant, error = %e, "undecodable journey work item dropped");
+                    Vec::new()
+                }
+            };
+            ops.push(BatchOp::delete(key.clone()));
+            b.apply_batch(&sp, &ops)?;
+        }
+        if queued_events {
+            self.ingest.processor().wake(tenant);
+        }
+        Ok(items.len())
+    }
+
+    fn load(&self, b: &dyn Backend, sp: &Space, iid: &str) -> Result<Option<Instance>, StoreError> {
+        match b.get(sp, &instance_key(iid))? {
+            Some(v) => Ok(serde_json::from_slice(&v).ok()),
+            None => Ok(None),
+        }
+    }
+
+    /// Handles one work item; returns the batch and whether it queued events.
+    fn handle(
+        &self,
+        b: &dyn Backend,
+        sp: &Space,
+        tenant: &str,
+        routes: &Routes,
+        work: Work,
+    ) -> Result<(Vec<BatchOp>, bool), StoreError> {
+        let now = self.clock.now_ms();
+        match work {
+            Work::Enter {
+                journey,
+                profile_id,
+                event,
+            } => {
+                let Some(route) = routes.iter().find(|r| r.journey == journey) else {
+                    return Ok((Vec::new(), false));
+                };
+                let entry_key = route
+                    .manifest
+                    .entry_key
+                    .as_deref()
+                    .and_then(|p| entry_key_of(&event, p));
+                let idx = entry_index_key(&journey, &profile_id, entry_key.as_deref());
+                if let Some(prev) = b.get(sp, &idx)? {
+                    let prev = self.load(b, sp, &String::from_utf8_lossy(&prev))?;
+                    let done = prev
+                        .as_ref()
+                        .is_none_or(|p| matches!(p.status, InstanceStatus::Exited));
+                    let allowed = match route.manifest.re_entry {
+                        wit::ReEntry::Never => false,
+                        wit::ReEntry::AfterExit => done,
+                        wit::ReEntry::EveryEvent => true,
+                    };
+                    if !allowed {
+                        return Ok((Vec::new(), false));
+                    }
+                }
+                let iid = format!("ji_{:016x}", b.next_id()?);
+                let inst = Instance {
+                    id: iid.clone(),
+                    journey: journey.clone(),
+                    version: route.active.version.clone(),
+                    profile_id: profile_id.clone(),
+                    entry_key,
+                    step: "start".into(),
+                    context: Map::new(),
+                    status: InstanceStatus::Running,
+                    wait: None,
+                    attempt: 0,
+                    chain: 0,
+                    retry_trigger: None,
+                    last_error: None,
+                    exit_reason: None,
+                    steps_run: 0,
+                    created_at: now,
+                    updated_at: now,
+                };
+                let mut ops = vec![
+                    BatchOp::put(idx, iid.as_bytes().to_vec()),
+                    BatchOp::put(active_key(&profile_id, &iid), journey.as_bytes().to_vec()),
+                ];
+                let (more, events) = self.step(
+                    b,
+                    sp,
+                    tenant,
+                    route,
+                    inst,
+                    wit::Trigger::Entered(to_wit_event(&event)),
+                    now,
+                )?;
+                ops.extend(more);
+                Ok((ops, events))
+            }
+            Work::Event { instance, event } => {
+                let Some(inst) = self.load(b, sp, &instance)? else {
+                    return Ok((Vec::new(), false));
+                };
+                let Some(wait) = inst.wait.clone() else {
+                    return Ok((Vec::new(), false));
+                };
+                let name = event.event.clone().unwrap_or_default();
+                let key_ok = !wait.match_entry_key
+                    || inst.entry_key.is_none()
+                    || routes
+                        .iter()
+                        .find(|r| r.journey == inst.journey)
+                        .and_then(|r| r.manifest.entry_key.as_deref())
+                        .and_then(|p| entry_key_of(&event, p))
+                        == inst.entry_key;
+                if inst.status != InstanceStatus::Waiting || !wait.events.contains(&name) || !key_ok
+                {
+                    return Ok((Vec::new(), false));
+                }
+                let Some(route) = routes.iter().find(|r| r.journey == inst.journey) else {
+                    return Ok((Vec::new(), false));
+                };
+                let mut ops = clear_wait_ops(&inst);
+                let (more, events) = self.step(
+                    b,
+                    sp,
+                    tenant,
+                    route,
+                    inst,
+                    wit::Trigger::EventReceived(to_wit_event(&event)),
+                    now,
+                )?;
+                ops.extend(more);
+                Ok((ops, events))
+            }
+            Work::Timer {
+                instance,
+                token,
+                timer_id,
+            } => {
+                let Some(inst) = self.load(b, sp, &instance)? else {
+                    return Ok((Vec::new(), false));
+                };
+                let current = inst.status == InstanceStatus::Waiting
+                    && inst.wait.as_ref().is_some_and(|w| w.token == token);
+                if !current {
+                    return Ok((Vec::new(), false));
+                }
+                let Some(route) = routes.iter().find(|r| r.journey == inst.journey) else {
+                    return Ok((Vec::new(), false));
+                };
+                let trigger = match inst.retry_trigger.clone() {
+                    Some(t) if timer_id == RETRY_TIMER => t,
+                    _ => wit::Trigger::TimerFired(timer_id),
+                };
+                let mut ops = clear_wait_ops(&inst);
+                let (more, events) = self.step(b, sp, tenant, route, inst, trigger, now)?;
+                ops.extend(more);
+                Ok((ops, events))
+            }
+            Work::Exit { instance, reason } => {
+                let Some(mut inst) = self.load(b, sp, &instance)? else {
+                    return Ok((Vec::new(), false));
+                };
+                if matches!(inst.status, InstanceStatus::Exited) {
+                    return Ok((Vec::new(), false));
+                }
+                let mut ops = clear_wait_ops(&inst);
+                finish(&mut inst, InstanceStatus::Exited, Some(reason), now);
+                ops.extend(finish_ops(&inst)?);
+                Ok((ops, false))
+            }
+        }
+    }
+
+    /// Runs one step of `inst` and returns the batch recording what it decided.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        b: &dyn Backend,
+        sp: &Space,
+        tenant: &str,
+        route: &Route,
+        mut inst: Instance,
+        trigger: wit::Trigger,
+        now: i64,
+    ) -> Result<(Vec<BatchOp>, bool), StoreError> {
+        let Some(profile) = profiles::get(b, sp, &inst.profile_id).ok().flatten() else {
+            finish(
+                &mut inst,
+                InstanceStatus::Exited,
+                Some("profile erased".into()),
+                now,
+            );
+            return Ok((finish_ops(&inst)?, false));
+        };
+        let input = wit::StepInput {
+            journey_id: inst.journey.clone(),
+            instance_id: inst.id.clone(),
+            step_id: inst.step.clone(),
+            entry_key: inst.entry_key.clone(),
+            profile: profiles::to_wit(&profile),
+            journey_context: Value::Object(inst.context.clone()).to_string(),
+            trigger: trigger.clone(),
+            now,
+            attempt: inst.attempt,
+        };
+        inst.steps_run += 1;
+        inst.updated_at = now;
+        let invoked = self
+            .registry
+            .invoke_blocking(&route.active, Call::JourneyStep(input));
+        let failure = match (invoked.output, invoked.error) {
+            (Some(Output::JourneyStep(Ok(commands))), _) => {
+                inst.attempt = 0;
+                inst.retry_trigger = None;
+                inst.last_error = None;
+                return self.apply(b, sp, tenant, inst, &profile, commands, now);
+            }
+            (Some(Output::JourneyStep(Err(e))), _) => match e {
+                types::PluginError::Retryable(m) => format!("retryable: {m}"),
+                types::PluginError::Fatal(m) => {
+                    inst.last_error = Some(format!("fatal: {m}"));
+                    finish(&mut inst, InstanceStatus::Parked, None, now);
+                    return Ok((finish_ops(&inst)?, false));
+                }
+                types::PluginError::InvalidInput(m) | types::PluginError::NotSupported(m) => {
+                    // The plugin does not handle this trigger: the work is discarded.
+                    let reason = format!("step discarded: {m}");
+                    finish(&mut inst, InstanceStatus::Exited, Some(reason), now);
+                    return Ok((finish_ops(&inst)?, false));
+                }
+            },
+            (_, Some(err)) => format!("{}: {err}", err.code()),
+            (other, None) => format!("unexpected output {other:?}"),
+        };
+        // Retry with backoff, then park.
+        inst.attempt += 1;
+        inst.last_error = Some(failure);
+        if inst.attempt >= MAX_ATTEMPTS {
+            finish(&mut inst, InstanceStatus::Parked, None, now);
+            return Ok((finish_ops(&inst)?, false));
+        }
+        let delay = RETRY_BASE_MS << (inst.attempt - 1).min(20);
+        inst.retry_trigger = Some(trigger);
+        let token = b.next_id()?;
+        inst.status = InstanceStatus::Waiting;
+        inst.wait = Some(WaitState {
+            token,
+            until: Some(now + delay),
+            timer_id: RETRY_TIMER.into(),
+            events: Vec::new(),
+            match_entry_key: false,
+        });
+        self.put_timer(tenant, &inst)?;
+        Ok((vec![put_instance(&inst)?], false))
+    }
+
+    fn put_timer(&self, tenant: &str, inst: &Instance) -> Result<(), StoreError> {
+        if let Some(w) = &inst.wait {
+            if let Some(until) = w.until {
+                self.db.backend().put(
+                    &TIMERS,
+                    &timer_key(until, tenant, &inst.id, w.token),
+                    w.timer_id.as_bytes(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a step's commands in order.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        b: &dyn Backend,
+        sp: &Space,
+        tenant: &str,
+        mut inst: Instance,
+        profile: &ProfileRecord,
+        commands: Vec<wit::Command>,
+        now: i64,
+    ) -> Result<(Vec<BatchOp>, bool), StoreError> {
+        let mut ops = Vec::new();
+        let mut queued = false;
+        let mut goto = None;
+        let mut wait = None;
+        let mut exit = None;
+        let tz = profile
+            .timezone
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TIMEZONE.to_string());
+        for (n, c) in commands.into_iter().enumerate() {
+            match c {
+                wit::Command::Send(intent) => {
+                    ops.extend(outbox::submit(
+                        b,
+                        sp,
+                        &inst.id,
+                        &inst.journey,
+                        profile,
+                        intent,
+                        now,
+                    )?);
+                }
+                wit::Command::Wait(spec) => wait = Some(spec),
+                wit::Command::Goto(step) => goto = Some(step),
+                wit::Command::SetTraits(json) | wit::Command::PatchContext(json)
+                    if serde_json::from_str::<Map<String, Value>>(&json).is_err() =>
+                {
+                    tracing::warn!(tenant, instance = %inst.id, "ignored a command whose JSON is not an object");
+                }
+                wit::Command::SetTraits(json) => {
+                    let traits: Map<String, Value> =
+                        serde_json::from_str(&json).unwrap_or_default();
+                    ops.push(self.internal(
+                        b,
+                        &inst,
+                        n,
+                        MessageType::Identify,
+                        None,
+                        traits,
+                        now,
+                    )?);
+                    queued = true;
+                }
+                wit::Command::Emit(e) => {
+                    let props: Map<String, Value> =
+                        serde_json::from_str(&e.properties).unwrap_or_default();
+                    let mut m = self.internal(
+                        b,
+                        &inst,
+                        n,
+                        MessageType::Track,
+                        Some(e.name),
+                        Map::new(),
+                        now,
+                    )?;
+                    if let BatchOp::Put { value, .. } = &mut m {
+                        let mut msg: Message =
+                            serde_json::from_slice(value).map_err(StoreError::Codec)?;
+                        msg.properties = props;
+                        *value = serde_json::to_vec(&msg).map_err(StoreError::Codec)?;
+                    }
+                    ops.push(m);
+                    queued = true;
+                }
+                wit::Command::PatchContext(json) => {
+                    let patch: Map<String, Value> = serde_json::from_str(&json).unwrap_or_default();
+                    let mut next = inst.context.clone();
+                    for (k, v) in patch {
+                        if v.is_null() {
+                            next.remove(&k);
+                        } else {
+                            next.insert(k, v);
+                        }
+                    }
+                    if serde_json::to_vec(&next).map_or(usize::MAX, |v| v.len())
+                        <= MAX_CONTEXT_BYTES
+                    {
+                        inst.context = next;
+                    } else {
+                        inst.last_error = Some(format!("patch-context ignored: the context would exceed {MAX_CONTEXT_BYTES} bytes"));
+                    }
+                }
+                wit::Command::Exit(reason) => {
+                    exit = Some(reason);
+                    break;
+                }
+            }
+        }
+        if let Some(step) = &goto {
+            inst.step = step.clone();
+        }
+        if let Some(reason) = exit {
+            finish(&mut inst, InstanceStatus::Exited, Some(reason), now);
+            ops.extend(finish_ops(&inst)?);
+            return Ok((ops, queued));
+        }
+        let token = b.next_id()?;
+        let next_wait = match wait {
+            Some(spec) => {
+                inst.chain = 0;
+                Some(match spec {
+                    wit::WaitSpec::DurationMs(ms) => {
+                        timed(token, now.saturating_add(ms.min(i64::MAX as u64) as i64))
+                    }
+                    wit::WaitSpec::Until(at) => timed(token, at.max(now)),
+                    wit::WaitSpec::LocalTime(l) => timed(
+                        token,
+                        next_local_time(now, &tz, l.hour, l.minute, &l.days_of_week),
+                    ),
+                    wit::WaitSpec::Event(w) => WaitState {
+                        token,
+                        until: Some(now.saturating_add(w.timeout_ms.min(i64::MAX as u64) as i64)),
+                        timer_id: w.timer_id,
+                        events: w.event_names,
+                        match_entry_key: w.match_entry_key,
+                    },
+                })
+            }
+            None if goto.is_some() => {
+                inst.chain += 1;
+                if inst.chain > MAX_CHAIN {
+                    inst.last_error = Some(format!(
+                        "{MAX_CHAIN} steps in a row without a wait (a goto loop?)"
+                    ));
+                    finish(&mut inst, InstanceStatus::Parked, None, now);
+                    ops.extend(finish_ops(&inst)?);
+                    return Ok((ops, queued));
+                }
+                // A goto without a wait runs the next step now, as a zero wait.
+                Some(timed(token, now))
+            }
+            None => None,
+        };
+        match next_wait {
+            None => {
+                finish(
+                    &mut inst,
+                    InstanceStatus::Exited,
+                    Some("completed".into()),
+                    now,
+                );
+                ops.extend(finish_ops(&inst)?);
+            }
+            Some(w) => {
+                inst.status = InstanceStatus::Waiting;
+                for e in &w.events {
+                    ops.push(BatchOp::put(
+                        wait_key(&inst.profile_id, e, &inst.id),
+                        Vec::new(),
+                    ));
+                }
+                let immediate = w.until == Some(now) && w.events.is_empty();
+                inst.wait = Some(w);
+                if immediate {
+                    let work = Work::Timer {
+                        instance: inst.id.clone(),
+                        token,
+                        timer_id: WAIT_TIMER.into(),
+                    };
+                    ops.push(BatchOp::put(
+                        work_key(b.next_id()?),
+                        serde_json::to_vec(&work).map_err(StoreError::Codec)?,
+                    ));
+                } else {
+                    self.put_timer(tenant, &inst)?;
+                }
+                ops.push(put_instance(&inst)?);
+            }
+        }
+        Ok((ops, queued))
+    }
+
+    /// A message the journey sends into the tenant's event stream for its profile.
+    #[allow(clippy::too_many_arguments)]
+    fn internal(
+        &self,
+        b: &dyn Backend,
+        inst: &Instance,
+        n: usize,
+        kind: MessageType,
+        event: Option<String>,
+        traits: Map<String, Value>,
+        now: i64,
+    ) -> Result<BatchOp, StoreError> {
+        let m = Message {
+            kind,
+            message_id: format!("{}:{}:{}:{n}", inst.id, inst.step, inst.steps_run),
+            user_id: None,
+            anonymous_id: None,
+            event,
+            properties: Map::new(),
+            traits,
+            context: Map::from_iter([(
+                "journey".to_string(),
+                serde_json::json!({"id": inst.journey, "instance": inst.id}),
+            )]),
+            group_id: None,
+            previous_id: None,
+            timestamp: now,
+            original_timestamp: None,
+            sent_at: None,
+            received_at: now,
+            profile_id: Some(inst.profile_id.clone()),
+        };
+        Ok(BatchOp::put(
+            queue_key(b.next_id()?),
+            serde_json::to_vec(&m).map_err(StoreError::Codec)?,
+        ))
+    }
+
+    /// Instances of a profile, newest first (the 360 view).
+    pub fn instances_of(
+        b: &dyn Backend,
+        sp: &Space,
+        profile_id: &str,
+    ) -> Result<Vec<Instance>, StoreError> {
+        let mut out = Vec::new();
+        for (_, v) in b.scan_prefix(sp, b"ji/", usize::MAX)? {
+            if let Ok(i) = serde_json::from_slice::<Instance>(&v) {
+                if i.profile_id == profile_id {
+                    out.push(i);
+                }
+            }
+        }
+        out.sort_by_key(|i| std::cmp::Reverse(i.created_at));
+        Ok(out)
+    }
+
+    /// Every instance of a journey (the journeys API), newest first.
+    pub fn instances(
+        b: &dyn Backend,
+        sp: &Space,
+        journey: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Instance>, StoreError> {
+        let mut out: Vec<Instance> = b
+            .scan_prefix(sp, b"ji/", usize::MAX)?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<Instance>(&v).ok())
+            .filter(|i| journey.is_none_or(|j| i.journey == j))
+            .collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+/// Timer id of a time wait (and of a `goto` without a wait).
+pub const WAIT_TIMER: &str = "wait";
+/// Timer id of a retry after a failed step.
+const RETRY_TIMER: &str = "retry";
+
+fn timed(token: u64, until: i64) -> WaitState {
+    WaitState {
+        token,
+        until: Some(until),
+        timer_id: WAIT_TIMER.into(),
+        events: Vec::new(),
+        match_entry_key: false,
+    }
+}
+
+fn put_instance(inst: &Instance) -> Result<BatchOp, StoreError> {
+    Ok(BatchOp::put(
+        instance_key(&inst.id),
+        serde_json::to_vec(inst).map_err(StoreError::Codec)?,
+    ))
+}
+
+/// Removes the event-wait index entries of `inst`'s current wait.
+fn clear_wait_ops(inst: &Instance) -> Vec<BatchOp> {
+    inst.wait
+        .iter()
+        .flat_map(|w| w.events.iter())
+        .map(|e| BatchOp::delete(wait_key(&inst.profile_id, e, &inst.id)))
+        .collect()
+}
+
+fn finish(inst: &mut Instance, status: InstanceStatus, reason: Option<String>, now: i64) {
+    inst.status = status;
+    inst.wait = None;
+    inst.retry_trigger = None;
+    if reason.is_some() {
+        inst.exit_reason = reason;
+    }
+    inst.updated_at = now;
+}
+
+/// The batch of a finished (exited or parked) instance: no longer active.
+fn finish_ops(inst: &Instance) -> Result<Vec<BatchOp>, StoreError> {
+    let mut ops = clear_wait_ops(inst);
+    if inst.status == InstanceStatus::Exited {
+        ops.push(BatchOp::delete(active_key(&inst.profile_id, &inst.id)));
+    }
+    ops.push(put_instance(inst)?);
+    Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn local_time_wait_picks_the_next_occurrence_in_the_zone() {
+        // 2026-11-22T01:00:00Z is 08:00 in Ho Chi Minh City (UTC+7).
+        let now = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 22, 1, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        let at9 = next_local_time(now, "Asia/Ho_Chi_Minh", 9, 0, &[]);
+        assert_eq!(at9 - now, HOUR);
+        // Already past 07:00 today: tomorrow.
+        let at7 = next_local_time(now, "Asia/Ho_Chi_Minh", 7, 0, &[]);
+        assert_eq!(at7 - now, 23 * HOUR);
+        // Exactly now is not "next".
+        let at8 = next_local_time(now, "Asia/Ho_Chi_Minh", 8, 0, &[]);
+        assert_eq!(at8 - now, 24 * HOUR);
+        // Only Mondays (22 Nov 2026 is a Sunday).
+        let monday9 = next_local_time(now, "Asia/Ho_Chi_Minh", 9, 0, &[1]);
+        assert_eq!(monday9 - now, 25 * HOUR);
+        // Unknown zone: the default.
+        assert_eq!(next_local_time(now, "Mars/Base", 9, 0, &[]), at9);
+    }
+}

@@ -1,0 +1,24 @@
+//! The journey engine: **where journey-rule plugins are invoked.** The host owns the
+//! durable state machine — instances, waits, timers, exits, retries — and a journey
+//! plugin only decides what to do at a step (see `wit/journey.wit`).
+//!
+//! Flow:
+//! 1. The event processor calls [`route`] for every processed event: entry events of an
+//!    active journey, exit events of running instances and events an instance waits for
+//!    become work items (`jq/<seq>`) in the same atomic batch as the event itself.
+//! 2. The [`Journeys`] runner takes a tenant's work items one at a time (one task per
+//!    tenant, so one instance never runs two steps at once), invokes the plugin's `step`,
+//!    and applies the commands in one batch: instance state, waits, sends (through the
+//!    messaging policy into the outbox), traits and emitted events (queued back into
+//!    ingestion, so they update the profile and can trigger journeys).
+//! 3. Waits with a time are timers in the global `timers` space, keyed by due time; the
+//!    scheduler turns due timers into work items exactly once (`fired/` guards), and a
+//!    timer whose instance moved on (token mismatch) is ignored.
+//!
+//! Keys in the tenant space: `ji/<instance>` instance; `jkey/<journey>/<profile>/<entry
+//! key>` latest instance (re-entry policy); `jact/<profile>/<instance>` the profile's
+//! running instances; `jwait/<profile>/<event>/<instance>` event waits; `jq/<seq>` work.
+
+pub mod engine;
+
+pub use engine::{route, Instance, InstanceStatus, Journeys};

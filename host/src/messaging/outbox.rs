@@ -1,0 +1,213 @@
+//! The outbox: one record per send intent (`outbox/<intent id>`), with the channel the host
+//! chose, the recipient's address there, and the policy decision. Idempotent: an intent id
+//! seen before is ignored, so a retried step never sends twice.
+//!
+//! Keys in the tenant space: `outbox/<intent>` the record; `outp/<profile>/<at:020>/<intent>`
+//! the profile's deliveries (360 view); `mkt/<profile>/<at:020>/<intent>` marketing sends
+//! that count toward the frequency cap.
+
+use serde::{Deserialize, Serialize};
+
+use super::policy::{self, Category, Decision, PolicyConfig, SendContext};
+use crate::profiles::ProfileRecord;
+use crate::runtime::bindings::exports::journey::SendIntent;
+use crate::runtime::bindings::types::{ChannelKind, Content};
+use crate::store::{Backend, BatchOp, Space, StoreError};
+
+/// Where an outbox entry stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum OutboxStatus {
+    /// Cleared by policy, waiting for its channel adapter.
+    Queued,
+    /// Held by quiet hours until this time (Unix ms).
+    Held {
+        /// When the window opens.
+        until: i64,
+    },
+    /// Not sent, and why (`no_consent`, `frequency_capped`, `no_address`, …).
+    Skipped {
+        /// Stable reason code.
+        reason: String,
+    },
+}
+
+/// One send intent as the host decided it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// The plugin's intent id (the idempotency key).
+    pub intent_id: String,
+    /// The journey instance that asked.
+    pub instance: String,
+    /// The journey.
+    pub journey: String,
+    /// The recipient's profile.
+    pub profile_id: String,
+    /// The channel chosen (the first preferred one with an address).
+    pub channel: Option<String>,
+    /// The recipient's address on that channel.
+    pub address: Option<String>,
+    /// Channels in the plugin's order of preference.
+    pub preference: Vec<String>,
+    /// Transactional or marketing.
+    pub category: Category,
+    /// The message.
+    pub content: Vec<Content>,
+    /// The decision.
+    #[serde(flatten)]
+    pub status: OutboxStatus,
+    /// Created, Unix ms.
+    pub created_at: i64,
+}
+
+/// Reason code when no preferred channel has an address for the profile.
+pub const NO_ADDRESS: &str = "no_address";
+
+/// The profile's address on `channel`, from its identities.
+fn address(profile: &ProfileRecord, channel: ChannelKind) -> Option<String> {
+    let find = |pred: &dyn Fn(&str) -> bool| {
+        profile
+            .identities
+            .iter()
+            .find(|i| pred(&i.kind))
+            .map(|i| i.value.clone())
+    };
+    match channel {
+        ChannelKind::Email => find(&|k| k == "email"),
+        ChannelKind::Sms | ChannelKind::ZaloZns | ChannelKind::Whatsapp => find(&|k| k == "phone"),
+        ChannelKind::ZaloOa => find(&|k| k == "zalo" || k.starts_with("zalo:")),
+        ChannelKind::Messenger => find(&|k| k == "psid" || k.starts_with("psid:")),
+        ChannelKind::Push => find(&|k| k == "push_token" || k.starts_with("device:")),
+        ChannelKind::WebChat => find(&|k| k == "anonymous_id"),
+        ChannelKind::Webhook => Some(profile.id.clone()),
+    }
+}
+
+/// Records one send intent: picks the channel, applies the messaging policy and writes the
+/// outbox entry. Returns the ops (empty when the intent id was seen before).
+pub fn submit(
+    b: &dyn Backend,
+    sp: &Space,
+    instance: &str,
+    journey: &str,
+    profile: &ProfileRecord,
+    intent: SendIntent,
+    now: i64,
+) -> Result<Vec<BatchOp>, StoreError> {
+    let key = format!("outbox/{}", intent.intent_id).into_bytes();
+    if b.get(sp, &key)?.is_some() {
+        return Ok(Vec::new());
+    }
+    let cfg = PolicyConfig::default();
+    let category = Category::from(intent.category);
+    let chosen = intent
+        .channel_preference
+        .iter()
+        .find_map(|c| address(profile, *c).map(|a| (*c, a)));
+    let mkt_prefix = format!("mkt/{}/", profile.id);
+    let marketing_sent_at: Vec<i64> = b
+        .scan_prefix_rev(sp, mkt_prefix.as_bytes(), 64)?
+        .iter()
+        .filter_map(|(k, _)| {
+            std::str::from_utf8(&k[mkt_prefix.len()..])
+                .ok()?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let (channel, address, status) = match chosen {
+        None => (
+            None,
+            None,
+            OutboxStatus::Skipped {
+                reason: NO_ADDRESS.into(),
+            },
+        ),
+        Some((kind, addr)) => {
+            let name = policy::channel_name(kind);
+            let decision = policy::decide(
+                &cfg,
+                &SendContext {
+                    category,
+                    channel: name,
+                    profile,
+                    marketing_sent_at: &marketing_sent_at,
+                    now_ms: now,
+                },
+            );
+            let status = match decision {
+                Decision::Send => OutboxStatus::Queued,
+                Decision::Hold { until_ms } => OutboxStatus::Held { until: until_ms },
+                Decision::Skip { reason } => OutboxStatus::Skipped {
+                    reason: reason.code().to_string(),
+                },
+            };
+            (Some(name.to_string()), Some(addr), status)
+        }
+    };
+    let mut content = intent.content;
+    if let Some(ch) = &channel {
+        for c in &mut content {
+            if let Content::Text(t) = c {
+                *t = policy::apply_ad_prefix(&cfg, category, ch, t);
+            }
+        }
+    }
+    let rec = OutboxRecord {
+        intent_id: intent.intent_id.clone(),
+        instance: instance.to_string(),
+        journey: journey.to_string(),
+        profile_id: profile.id.clone(),
+        channel,
+        address,
+        preference: intent
+            .channel_preference
+            .iter()
+            .map(|c| policy::channel_name(*c).to_string())
+            .collect(),
+        category,
+        content,
+        status: status.clone(),
+        created_at: now,
+    };
+    let mut ops = vec![
+        BatchOp::put(key, serde_json::to_vec(&rec).map_err(StoreError::Codec)?),
+        BatchOp::put(
+            format!("outp/{}/{now:020}/{}", profile.id, intent.intent_id).into_bytes(),
+            Vec::new(),
+        ),
+    ];
+    // Held sends count when they go out; skipped ones never count.
+    if category == Category::Marketing && status == OutboxStatus::Queued {
+        ops.push(BatchOp::put(
+            format!("mkt/{}/{now:020}/{}", profile.id, intent.intent_id).into_bytes(),
+            Vec::new(),
+        ));
+    }
+    Ok(ops)
+}
+
+/// A profile's outbox entries, newest first.
+pub fn for_profile(
+    b: &dyn Backend,
+    sp: &Space,
+    profile_id: &str,
+    limit: usize,
+) -> Result<Vec<OutboxRecord>, StoreError> {
+    let prefix = format!("outp/{profile_id}/");
+    let mut out = Vec::new();
+    for (k, _) in b.scan_prefix_rev(sp, prefix.as_bytes(), limit)? {
+        let rest = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        let Some((_, intent)) = rest.split_once('/') else {
+            continue;
+        };
+        if let Some(v) = b.get(sp, format!("outbox/{intent}").as_bytes())? {
+            if let Ok(r) = serde_json::from_slice(&v) {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,250 @@
+//! The journey engine end to end: events in over the Segment API, the real processor,
+//! journey-rule plugins on the real runtime, timers on the manual clock, and the outbox.
+//! Scenarios from `../shared/design/domain.md` §10 that belong to the journeys issue.
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+use weft::clock::Clock as _;
+use weft_tests::{plugins, TestHost, TestTenant};
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+
+async fn host_with(journeys: &[(&str, &str)]) -> (TestHost, TestTenant) {
+    let h = TestHost::new().await;
+    let t = h.tenant().await;
+    for (name, wasm) in journeys {
+        h.install(&t, name, "journey-rule", wasm).await;
+    }
+    (h, t)
+}
+
+async fn send(h: &TestHost, t: &TestTenant, call: &str, body: Value) {
+    let (s, v) = h.segment(t, call, &body).await;
+    assert_eq!(s, StatusCode::OK, "{call} {body}: {v}");
+}
+
+async fn view(h: &TestHost, t: &TestTenant, id: &str) -> Value {
+    h.get_ok(t, &format!("/v1/profiles/{id}")).await
+}
+
+/// A gold customer with a phone number who accepted marketing.
+async fn gold_customer(h: &TestHost, t: &TestTenant, user: &str) {
+    send(
+        h,
+        t,
+        "identify",
+        json!({"userId": user, "traits": {"tier": "gold", "phone": "0901234567", "name": "Lan"},
+        "context": {"consent": {"categoryPreferences": {"marketing": true}}}}),
+    )
+    .await;
+}
+
+fn cart_added(user: &str, cart: &str, message: &str) -> Value {
+    json!({"userId": user, "event": "Product Added", "messageId": message,
+        "properties": {"cart_id": cart, "product_id": "sku-7", "name": "Áo dài lụa"}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_cart_reminds_after_an_hour_with_a_gold_code_and_issues_the_coupon() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    gold_customer(&h, &t, "lan").await;
+    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await;
+    h.settle(&t).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    let ji = &v["journeys"][0];
+    assert_eq!(ji["journey"], "abandoned-cart");
+    assert_eq!(ji["status"], "waiting", "{v}");
+    assert_eq!(ji["step"], "remind");
+    assert_eq!(ji["entry_key"], "c-1");
+    assert_eq!(ji["context"]["cart_id"], "c-1");
+    assert!(v["deliveries"].as_array().unwrap().is_empty());
+
+    // 59 minutes: nothing yet. 60: the reminder.
+    h.advance(&t, 59 * MINUTE).await;
+    assert!(view(&h, &t, "user_id:lan").await["deliveries"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    h.advance(&t, MINUTE).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    assert_eq!(v["journeys"][0]["status"], "exited");
+    assert_eq!(v["journeys"][0]["exit_reason"], "reminded");
+    let d = &v["deliveries"][0];
+    assert_eq!(d["status"], "queued", "{d}");
+    assert_eq!(d["channel"], "zns", "no Zalo id, so ZNS to the phone");
+    assert_eq!(d["address"], "+84901234567");
+    assert_eq!(d["category"], "marketing");
+    assert!(
+        d["content"][0]["Text"].as_str().unwrap().contains("GOLD10"),
+        "{d}"
+    );
+    // The emitted event landed on the profile.
+    assert_eq!(v["events"]["Coupon Issued"]["total"], 1, "{v}");
+    let page = h.get_ok(&t, "/v1/profiles/user_id:lan/events").await;
+    let coupon = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "Coupon Issued")
+        .unwrap()
+        .clone();
+    assert_eq!(coupon["properties"]["coupon"], "GOLD10");
+    assert_eq!(coupon["properties"]["cart_id"], "c-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purchase_exits_the_instance_and_cancels_the_reminder() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    gold_customer(&h, &t, "lan").await;
+    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await;
+    h.settle(&t).await;
+    h.advance(&t, 30 * MINUTE).await;
+    send(
+        &h,
+        &t,
+        "track",
+        json!({"userId": "lan", "event": "Order Completed",
+        "properties": {"cart_id": "c-1", "revenue": 900000}}),
+    )
+    .await;
+    h.settle(&t).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    assert_eq!(v["journeys"][0]["status"], "exited");
+    assert_eq!(
+        v["journeys"][0]["exit_reason"],
+        "exit event: Order Completed"
+    );
+    // The timer fires later and finds nothing to do.
+    h.advance(&t, 2 * HOUR).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    assert!(v["deliveries"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["journeys"][0]["steps_run"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_per_cart_and_duplicate_events_start_nothing_new() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    gold_customer(&h, &t, "lan").await;
+    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await;
+    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await; // same messageId
+    send(&h, &t, "track", cart_added("lan", "c-1", "m-2")).await; // same cart, still running
+    send(&h, &t, "track", cart_added("lan", "c-2", "m-3")).await; // another cart
+    h.settle(&t).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    let mut carts: Vec<String> = v["journeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["entry_key"].as_str().unwrap().to_string())
+        .collect();
+    carts.sort();
+    assert_eq!(carts, ["c-1", "c-2"]);
+    h.advance(&t, HOUR).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    assert_eq!(v["deliveries"].as_array().unwrap().len(), 2);
+    // After exit, the same cart may enter again (re-entry after-exit).
+    send(&h, &t, "track", cart_added("lan", "c-1", "m-4")).await;
+    h.settle(&t).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    assert_eq!(v["journeys"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_survive_a_restart_and_fire_once() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    gold_customer(&h, &t, "lan").await;
+    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await;
+    h.settle(&t).await;
+    let now = h.clock.now_ms();
+    let dir = h.dir;
+    drop(h.app);
+    let config = weft::app::App::test_config(dir.path());
+    let h2 = TestHost::open_at(dir, config).await;
+    h2.clock.set(now + HOUR);
+    h2.settle(&t).await;
+    h2.settle(&t).await;
+    let v = view(&h2, &t, "user_id:lan").await;
+    assert_eq!(v["deliveries"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["journeys"][0]["exit_reason"], "reminded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marketing_without_consent_is_skipped_and_recorded() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    send(
+        &h,
+        &t,
+        "identify",
+        json!({"userId": "an", "traits": {"phone": "0912345678"}}),
+    )
+    .await;
+    send(&h, &t, "track", cart_added("an", "c-9", "m-9")).await;
+    h.settle(&t).await;
+    h.advance(&t, HOUR).await;
+    let v = view(&h, &t, "user_id:an").await;
+    assert_eq!(v["deliveries"][0]["status"], "skipped");
+    assert_eq!(v["deliveries"][0]["reason"], "no_consent");
+    // The journey still advanced and ended.
+    assert_eq!(v["journeys"][0]["status"], "exited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_steps_are_retried_with_backoff_then_parked_with_the_error_visible() {
+    let (h, t) = host_with(&[("spin", plugins::TEST_SPIN_LOOP)]).await;
+    // test-spin-loop enters on `Test Started`; every step runs out of time.
+    send(
+        &h,
+        &t,
+        "track",
+        json!({"userId": "p", "event": "Test Started"}),
+    )
+    .await;
+    h.settle(&t).await;
+    let ji = &view(&h, &t, "user_id:p").await["journeys"][0];
+    assert_eq!(ji["status"], "waiting", "retry pending: {ji}");
+    assert_eq!(ji["attempt"], 1);
+    assert!(
+        ji["last_error"].as_str().unwrap().contains("deadline"),
+        "{ji}"
+    );
+    // Retries after 1 s, 2 s, 4 s, 8 s; the fifth failure parks it.
+    for delay in [1_000, 2_000, 4_000, 8_000] {
+        h.advance(&t, delay).await;
+    }
+    let ji = &view(&h, &t, "user_id:p").await["journeys"][0];
+    assert_eq!(ji["status"], "parked", "{ji}");
+    assert_eq!(ji["attempt"], 5);
+    assert!(ji["last_error"].as_str().unwrap().contains("deadline"));
+    assert_eq!(ji["steps_run"], 5);
+    // Parked means parked: more time changes nothing.
+    h.advance(&t, HOUR).await;
+    assert_eq!(
+        view(&h, &t, "user_id:p").await["journeys"][0]["steps_run"],
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erased_profile_can_no_longer_be_reached_by_its_journeys() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    gold_customer(&h, &t, "gone").await;
+    send(&h, &t, "track", cart_added("gone", "c-1", "m-1")).await;
+    h.settle(&t).await;
+    let (s, _) = h
+        .request(
+            Method::DELETE,
+            "/v1/profiles/user_id:gone",
+            Some(&t.secret),
+            "",
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    h.advance(&t, HOUR).await;
+    let b = h.app.state.db.backend().clone();
+    let sp = weft::store::Space::tenant(&t.id);
+    assert!(
+        b.scan_prefix(&sp, b"outbox/", 10).unwrap().is_empty(),
+        "nothing was sent to an erased profile"
+    );
+}
