@@ -435,9 +435,34 @@ pub fn erase_by_identity(
     for i in &rec.identities {
         ops.push(crate::store::BatchOp::delete(ident_key(&i.kind, &i.value)));
     }
-    for family in ["event", "stats", "mergelog"] {
+    ops.extend(crate::audience::engine::erase_ops(b, sp, &rec.id)?);
+    // History, counts, merges, journey links and waits, deliveries and cap counters.
+    for family in ["event", "stats", "mergelog", "jact", "jwait", "mkt"] {
         let prefix = format!("{family}/{}/", rec.id);
         for (k, _) in b.scan_prefix(sp, prefix.as_bytes(), usize::MAX)? {
+            ops.push(crate::store::BatchOp::delete(k));
+        }
+    }
+    let outp = format!("outp/{}/", rec.id);
+    for (k, _) in b.scan_prefix(sp, outp.as_bytes(), usize::MAX)? {
+        if let Some((_, intent)) = String::from_utf8_lossy(&k[outp.len()..]).split_once('/') {
+            ops.push(crate::store::BatchOp::delete(
+                format!("outbox/{intent}").into_bytes(),
+            ));
+        }
+        ops.push(crate::store::BatchOp::delete(k));
+    }
+    for (k, _) in b.scan_prefix(sp, b"jkey/", usize::MAX)? {
+        if String::from_utf8_lossy(&k).split('/').nth(2) == Some(rec.id.as_str()) {
+            ops.push(crate::store::BatchOp::delete(k));
+        }
+    }
+    // Journey instances hold the profile id and context: scanned, as they are keyed by id.
+    for (k, v) in b.scan_prefix(sp, b"ji/", usize::MAX)? {
+        let owner = serde_json::from_slice::<serde_json::Value>(&v)
+            .ok()
+            .and_then(|i| i["profile_id"].as_str().map(str::to_string));
+        if owner.as_deref() == Some(rec.id.as_str()) {
             ops.push(crate::store::BatchOp::delete(k));
         }
     }
@@ -557,7 +582,10 @@ pub fn view(
         "events": events,
         "recent_events": recent.events,
         "merges": merges,
-        "audiences": [],
+        "audiences": crate::audience::engine::memberships(b, sp, &rec.id)?
+            .into_iter()
+            .map(|(id, since)| serde_json::json!({"id": id, "since": since}))
+            .collect::<Vec<_>>(),
         "journeys": [],
         "deliveries": [],
     }))

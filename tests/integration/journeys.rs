@@ -248,3 +248,232 @@ async fn erased_profile_can_no_longer_be_reached_by_its_journeys() {
         "nothing was sent to an erased profile"
     );
 }
+
+const DAY: i64 = 24 * HOUR;
+
+fn deliveries(v: &Value) -> Vec<Value> {
+    v["deliveries"].as_array().unwrap().clone()
+}
+
+/// Scenario 9: a marketing send that falls in quiet hours is held until 07:00 local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminder_due_at_22_30_is_held_until_07_00_then_queued() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    // The manual clock starts at 09:00 in Ho Chi Minh City; move to 21:30.
+    h.clock.advance(12 * HOUR + 30 * MINUTE);
+    gold_customer(&h, &t, "lan").await;
+    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await;
+    h.settle(&t).await;
+    h.advance(&t, HOUR).await; // 22:30
+    let d = deliveries(&view(&h, &t, "user_id:lan").await);
+    assert_eq!(d[0]["status"], "held", "{d:?}");
+    let held_until = d[0]["until"].as_i64().unwrap();
+    assert_eq!(
+        held_until,
+        weft::samples::NOW_MS + DAY - 2 * HOUR,
+        "07:00 the next morning"
+    );
+    h.advance(&t, 8 * HOUR + 29 * MINUTE).await; // 06:59
+    assert_eq!(
+        deliveries(&view(&h, &t, "user_id:lan").await)[0]["status"],
+        "held"
+    );
+    h.advance(&t, MINUTE).await; // 07:00
+    assert_eq!(
+        deliveries(&view(&h, &t, "user_id:lan").await)[0]["status"],
+        "queued"
+    );
+}
+
+/// Scenario 8: the fourth marketing send of a local day is capped; the journey still
+/// advances; the cap resets at local midnight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fourth_marketing_send_of_the_day_is_frequency_capped_and_the_cap_resets_at_midnight() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    gold_customer(&h, &t, "lan").await;
+    for i in 0..4 {
+        send(
+            &h,
+            &t,
+            "track",
+            cart_added("lan", &format!("c-{i}"), &format!("m-{i}")),
+        )
+        .await;
+        h.settle(&t).await;
+        h.advance(&t, MINUTE).await;
+    }
+    h.advance(&t, HOUR).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    let mut statuses: Vec<String> = deliveries(&v)
+        .iter()
+        .map(|d| {
+            format!(
+                "{}{}",
+                d["status"].as_str().unwrap(),
+                d["reason"]
+                    .as_str()
+                    .map(|r| format!(":{r}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        ["queued", "queued", "queued", "skipped:frequency_capped"]
+    );
+    assert!(v["journeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["status"] == "exited"));
+    // The next local day, outside quiet hours (the clock is at about 11:04; 23 hours on is
+    // 10:04 tomorrow).
+    h.advance(&t, 23 * HOUR).await;
+    send(&h, &t, "track", cart_added("lan", "c-9", "m-9")).await;
+    h.settle(&t).await;
+    h.advance(&t, HOUR).await;
+    let d = deliveries(&view(&h, &t, "user_id:lan").await);
+    assert_eq!(d[0]["status"], "queued", "newest first: {d:?}");
+}
+
+/// Scenario 3: a form submitted at 23:00 gets its transactional confirmation at once; the
+/// consented marketing nurture goes out the next day at 10:00.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn form_submitted_at_23_00_is_confirmed_at_once_and_nurtured_next_day_at_10_00() {
+    let (h, t) = host_with(&[("form-confirmation", plugins::FORM_CONFIRMATION)]).await;
+    h.clock.advance(14 * HOUR); // 23:00 local
+    send(
+        &h,
+        &t,
+        "identify",
+        json!({"userId": "mai", "traits": {"email": "mai@example.vn"},
+        "context": {"consent": {"categoryPreferences": {"marketing": true}}}}),
+    )
+    .await;
+    send(&h, &t, "track", json!({"userId": "mai", "event": "Form Submitted",
+        "properties": {"submission_id": "s-1", "form_name": "Đăng ký tư vấn", "marketing_opt_in": true}}))
+    .await;
+    h.settle(&t).await;
+    let d = deliveries(&view(&h, &t, "user_id:mai").await);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["category"], "transactional");
+    assert_eq!(
+        d[0]["status"], "queued",
+        "transactional ignores quiet hours"
+    );
+    assert_eq!(d[0]["channel"], "email");
+    h.advance(&t, 10 * HOUR + 59 * MINUTE).await; // 09:59 next day
+    assert_eq!(deliveries(&view(&h, &t, "user_id:mai").await).len(), 1);
+    h.advance(&t, MINUTE).await; // 10:00
+    let v = view(&h, &t, "user_id:mai").await;
+    let d = deliveries(&v);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!(d[0]["category"], "marketing");
+    assert_eq!(d[0]["status"], "queued");
+    assert_eq!(v["journeys"][0]["exit_reason"], "nurtured");
+}
+
+/// Scenario 14: a customer whose last order is over 30 days old enters the win-back
+/// audience; the journey emails, then follows up over Zalo (ZNS to the phone) after three
+/// days without an open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lapsed_customer_enters_win_back_gets_an_email_then_a_zalo_follow_up() {
+    let (h, t) = host_with(&[("win-back", plugins::WIN_BACK)]).await;
+    let (s, v) = h
+        .request(
+            Method::POST,
+            "/v1/audiences",
+            Some(&t.secret),
+            json!({"id": "win-back", "name": "No order in 30 days",
+                   "predicate": {"last_performed": "Order Completed", "older_than_days": 30}})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    send(
+        &h,
+        &t,
+        "identify",
+        json!({"userId": "hoa", "traits": {"email": "hoa@example.vn", "phone": "0987654321"},
+        "context": {"consent": {"categoryPreferences": {"marketing": true}}}}),
+    )
+    .await;
+    send(
+        &h,
+        &t,
+        "track",
+        json!({"userId": "hoa", "event": "Order Completed", "properties": {"revenue": 500000}}),
+    )
+    .await;
+    h.settle(&t).await;
+    h.advance(&t, 10 * DAY).await;
+    assert!(view(&h, &t, "user_id:hoa").await["audiences"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    h.advance(&t, 21 * DAY).await;
+    let v = view(&h, &t, "user_id:hoa").await;
+    assert_eq!(v["audiences"][0]["id"], "win-back", "{v}");
+    assert_eq!(v["events"]["Audience Entered"]["total"], 1);
+    let d = deliveries(&v);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["channel"], "email");
+    assert_eq!(d[0]["status"], "queued");
+    h.advance(&t, 3 * DAY).await;
+    let v = view(&h, &t, "user_id:hoa").await;
+    let d = deliveries(&v);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!(d[0]["channel"], "zns");
+    assert_eq!(d[0]["address"], "+84987654321");
+    assert_eq!(v["journeys"][0]["exit_reason"], "followed-up");
+    // A new order takes the customer out of the audience.
+    send(
+        &h,
+        &t,
+        "track",
+        json!({"userId": "hoa", "event": "Order Completed"}),
+    )
+    .await;
+    h.settle(&t).await;
+    let v = view(&h, &t, "user_id:hoa").await;
+    assert!(v["audiences"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["events"]["Audience Exited"]["total"], 1);
+}
+
+/// Scenario 2: the birthday greeting goes out at 09:00 local on the day, once a year.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn birthday_greeting_goes_out_at_nine_local_time_once_a_year() {
+    let (h, t) = host_with(&[("birthday", plugins::BIRTHDAY)]).await;
+    send(&h, &t, "identify", json!({"userId": "linh", "traits": {"birthday": "1995-11-25", "phone": "0901111222", "name": "Nguyễn Thu Linh"},
+        "context": {"consent": {"categoryPreferences": {"marketing": true}}}}))
+    .await;
+    send(
+        &h,
+        &t,
+        "track",
+        json!({"userId": "linh", "event": "Birthday Check", "messageId": "bc-1"}),
+    )
+    .await;
+    h.settle(&t).await;
+    // Now is 22 Nov 09:00; the birthday is 25 Nov at 09:00 local.
+    h.advance(&t, 3 * DAY - MINUTE).await;
+    assert!(deliveries(&view(&h, &t, "user_id:linh").await).is_empty());
+    h.advance(&t, MINUTE).await;
+    let v = view(&h, &t, "user_id:linh").await;
+    let d = deliveries(&v);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["status"], "queued");
+    assert_eq!(v["journeys"][0]["exit_reason"], "sent");
+    // Another check the same year sends nothing more.
+    send(
+        &h,
+        &t,
+        "track",
+        json!({"userId": "linh", "event": "Birthday Check", "messageId": "bc-2"}),
+    )
+    .await;
+    h.settle(&t).await;
+    h.advance(&t, DAY).await;
+    assert_eq!(deliveries(&view(&h, &t, "user_id:linh").await).len(), 1);
+}

@@ -2,6 +2,7 @@
 //! test binary links wasmtime).
 
 mod api;
+mod audiences;
 mod durability;
 mod ingest;
 mod journey_plugins;

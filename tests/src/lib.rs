@@ -166,6 +166,12 @@ impl TestHost {
     /// and the events those steps emit, until nothing is left.
     pub async fn settle(&self, t: &TestTenant) {
         let journeys = &self.app.state.journeys;
+        let processor = self.app.state.ingest.processor().clone();
+        let tenant = t.id.clone();
+        tokio::task::spawn_blocking(move || processor.sweep_audiences(&tenant))
+            .await
+            .unwrap()
+            .unwrap();
         for _ in 0..1_000 {
             self.drain(t).await;
             let fired = journeys.fire_due().await.unwrap();

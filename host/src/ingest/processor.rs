@@ -22,6 +22,10 @@ use crate::identity;
 use crate::profiles::{self, EventStats, IdentityRecord, ProfileRecord};
 use crate::store::{Backend, BatchOp, Db, Space, StoreError};
 
+/// How often time-sensitive audiences are re-evaluated: windows are counted in whole
+/// days, so a few minutes of lateness is invisible.
+const AUDIENCE_SWEEP_EVERY: Duration = Duration::from_secs(300);
+
 /// Messages taken from the queue per pass: bounds the time a pass holds the tenant lock.
 const CHUNK: usize = 256;
 
@@ -87,6 +91,24 @@ impl Processor {
             journeys: std::sync::OnceLock::new(),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&p);
+            handle.spawn(async move {
+                loop {
+                    tokio::time::sleep(AUDIENCE_SWEEP_EVERY).await;
+                    let Some(me) = weak.upgrade() else { break };
+                    let Ok(tenants) = crate::tenants::list(&me.db).await else {
+                        continue;
+                    };
+                    for t in tenants {
+                        let me = me.clone();
+                        let r =
+                            tokio::task::spawn_blocking(move || me.sweep_audiences(&t.id)).await;
+                        if let Ok(Err(e)) = r {
+                            tracing::error!(error = %e, "audience sweep failed");
+                        }
+                    }
+                }
+            });
             let me = p.clone();
             handle.spawn(async move {
                 match crate::tenants::list(&me.db).await {
@@ -168,6 +190,11 @@ impl Processor {
             .map(|j| j.routes(tenant))
             .unwrap_or_default();
         let mut journey_work = false;
+        // Audience definitions change only under the tenant lock, which this pass holds.
+        let view = TenantView {
+            routes,
+            audiences: crate::audience::engine::load_all(b, &sp)?,
+        };
         for (key, value) in &entries {
             let seq = std::str::from_utf8(&key[QUEUE_PREFIX.len()..])
                 .ok()
@@ -177,7 +204,7 @@ impl Processor {
                 .map_err(|e| ApplyError::Invalid(format!("undecodable queued message: {e}")))
                 .and_then(|m| {
                     let mut next_seq = || b.next_id();
-                    apply(b, &sp, &m, seq, self.clock.now_ms(), &routes, &mut next_seq)
+                    apply(b, &sp, &m, seq, self.clock.now_ms(), &view, &mut next_seq)
                 });
             let mut ops = match result {
                 Ok(ops) => ops,
@@ -212,10 +239,53 @@ impl Processor {
         Ok(entries.len())
     }
 
+    /// Re-evaluates `tenant`'s time-sensitive audiences (event windows, "not in 30 days")
+    /// for every profile, queues `Audience Entered`/`Exited` events for the changes and
+    /// wakes processing. Returns how many profiles changed.
+    pub fn sweep_audiences(self: &Arc<Self>, tenant: &str) -> Result<usize, StoreError> {
+        let lock = self.tenant_lock(tenant);
+        let changed = {
+            let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let b = self.db.backend().as_ref();
+            let sp = Space::tenant(tenant);
+            let audiences: Vec<_> = crate::audience::engine::load_all(b, &sp)?
+                .into_iter()
+                .filter(|a| a.predicate.time_sensitive())
+                .collect();
+            if audiences.is_empty() {
+                return Ok(0);
+            }
+            let now = self.clock.now_ms();
+            let changes = crate::audience::engine::sweep(b, &sp, &audiences, now)?;
+            let mut ops = Vec::new();
+            for (pid, cs) in &changes {
+                for (n, c) in cs.iter().enumerate() {
+                    let e = audience_event(pid, c, &format!("sweep:{now}:{n}"), now);
+                    ops.push(BatchOp::put(
+                        super::queue_key(b.next_id()?),
+                        serde_json::to_vec(&e).map_err(StoreError::Codec)?,
+                    ));
+                }
+            }
+            b.apply_batch(&sp, &ops)?;
+            changes.len()
+        };
+        if changed > 0 {
+            self.wake(tenant);
+        }
+        Ok(changed)
+    }
+
     /// Hooks the journey engine in (once, at start).
     pub fn set_journeys(&self, journeys: &Arc<crate::journeys::Journeys>) {
         let _ = self.journeys.set(Arc::downgrade(journeys));
     }
+}
+
+/// What one pass knows about the tenant: its journeys and audience definitions.
+struct TenantView {
+    routes: crate::journeys::engine::Routes,
+    audiences: Vec<crate::audience::engine::AudienceDef>,
 }
 
 /// Why a message could not be applied.
@@ -305,9 +375,10 @@ fn apply(
     m: &Message,
     seq: u64,
     now: i64,
-    routes: &crate::journeys::engine::Routes,
+    tenant: &TenantView,
     next_seq: &mut dyn FnMut() -> Result<u64, StoreError>,
 ) -> Result<Vec<BatchOp>, ApplyError> {
+    let (routes, audiences) = (&tenant.routes, tenant.audiences.as_slice());
     let mut ids = identity::from_message(m);
     // Alias links `previousId` (an old user id or an anonymous id) to `userId`: it joins
     // the event's identities last, so it is the first given up if a merge would break a limit.
@@ -351,7 +422,37 @@ fn apply(
         matched = resolve(b, sp, &mut ids)?;
     }
 
-    apply_resolved(b, sp, m, seq, now, ids, matched, routes, next_seq)
+    apply_resolved(
+        b, sp, m, seq, now, ids, matched, routes, audiences, next_seq,
+    )
+}
+
+/// The `Audience Entered` / `Audience Exited` event of a membership change.
+pub fn audience_event(
+    profile_id: &str,
+    c: &crate::audience::engine::Change,
+    cause: &str,
+    now: i64,
+) -> Message {
+    let name = if c.entered {
+        "Audience Entered"
+    } else {
+        "Audience Exited"
+    };
+    let props = serde_json::json!({"audience": c.audience, "audience_name": c.name});
+    Message::internal(
+        profile_id,
+        MessageType::Track,
+        Some(name.into()),
+        props.as_object().cloned().unwrap_or_default(),
+        serde_json::Map::new(),
+        format!(
+            "aud:{}:{}:{cause}",
+            c.audience,
+            if c.entered { "in" } else { "out" }
+        ),
+        now,
+    )
 }
 
 /// Most consent entries read per object of one event: keeps a profile's ledger small.
@@ -411,6 +512,7 @@ fn apply_resolved(
     ids: Vec<IdentityRecord>,
     mut matched: Vec<ProfileRecord>,
     routes: &crate::journeys::engine::Routes,
+    audiences: &[crate::audience::engine::AudienceDef],
     next_seq: &mut dyn FnMut() -> Result<u64, StoreError>,
 ) -> Result<Vec<BatchOp>, ApplyError> {
     let mut ops = Vec::new();
@@ -550,6 +652,30 @@ fn apply_resolved(
         ));
     }
     rec.updated_at = now;
+
+    // Audiences: re-evaluated with this event's effects (and a merge's) in view.
+    if !audiences.is_empty() || !matched.is_empty() {
+        let mut known = crate::audience::engine::load_stats(b, sp, &winner, audiences)?;
+        for (name, st) in &stats {
+            known.insert(name.clone(), st.clone());
+        }
+        let lookup = |name: &str| known.get(name).cloned();
+        let facts = crate::audience::engine::ProfileFacts {
+            profile: &rec,
+            stats: &lookup,
+        };
+        let losers: Vec<String> = matched.iter().map(|p| p.id.clone()).collect();
+        let (audience_ops, changes) =
+            crate::audience::engine::reevaluate_merged(b, sp, audiences, &facts, &losers, now)?;
+        ops.extend(audience_ops);
+        for (n, c) in changes.iter().enumerate() {
+            let e = audience_event(&winner, c, &format!("{}:{n}", m.message_id), now);
+            ops.push(BatchOp::put(
+                super::queue_key(next_seq()?),
+                serde_json::to_vec(&e).map_err(StoreError::Codec)?,
+            ));
+        }
+    }
 
     // History.
     ops.push(BatchOp::put(

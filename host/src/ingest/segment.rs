@@ -107,6 +107,38 @@ pub struct Message {
     pub profile_id: Option<String>,
 }
 
+impl Message {
+    /// An event Weft itself generates for a known profile (journey `set-traits`/`emit`,
+    /// audience changes). `message_id` must be deterministic for its cause.
+    pub fn internal(
+        profile_id: &str,
+        kind: MessageType,
+        event: Option<String>,
+        properties: Map<String, Value>,
+        traits: Map<String, Value>,
+        message_id: String,
+        now: i64,
+    ) -> Message {
+        Message {
+            kind,
+            message_id,
+            user_id: None,
+            anonymous_id: None,
+            event,
+            properties,
+            traits,
+            context: Map::new(),
+            group_id: None,
+            previous_id: None,
+            timestamp: now,
+            original_timestamp: None,
+            sent_at: None,
+            received_at: now,
+            profile_id: Some(profile_id.to_string()),
+        }
+    }
+}
+
 /// Why one message was refused. `code` is stable; `message` names the problem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rejection {

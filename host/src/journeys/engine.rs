@@ -136,7 +136,12 @@ enum Work {
     },
     /// An exit event for a running instance.
     Exit { instance: String, reason: String },
+    /// Quiet hours ended for a held send intent.
+    Release { intent: String },
 }
+
+/// Timer value prefix of a held send's release (other timers hold their timer id).
+const RELEASE_PREFIX: &str = "release:";
 
 fn instance_key(id: &str) -> Vec<u8> {
     format!("ji/{id}").into_bytes()
@@ -460,10 +465,15 @@ impl Journeys {
                     }
                     let timer_id = String::from_utf8_lossy(&value).into_owned();
                     let token = u64::from_str_radix(token, 16).unwrap_or(0);
-                    let work = Work::Timer {
-                        instance: iid.to_string(),
-                        token,
-                        timer_id,
+                    let work = match timer_id.strip_prefix(RELEASE_PREFIX) {
+                        Some(intent) => Work::Release {
+                            intent: intent.to_string(),
+                        },
+                        None => Work::Timer {
+                            instance: iid.to_string(),
+                            token,
+                            timer_id,
+                        },
                     };
                     let seq = b.next_id()?;
                     b.insert_unique(
@@ -667,6 +677,13 @@ impl Journeys {
                 ops.extend(more);
                 Ok((ops, events))
             }
+            Work::Release { intent } => {
+                let (ops, hold) = outbox::release(b, sp, &intent, now)?;
+                if let Some(until) = hold {
+                    self.hold_timer(tenant, &intent, until)?;
+                }
+                Ok((ops, false))
+            }
             Work::Exit { instance, reason } => {
                 let Some(mut inst) = self.load(b, sp, &instance)? else {
                     return Ok((Vec::new(), false));
@@ -708,7 +725,14 @@ impl Journeys {
             instance_id: inst.id.clone(),
             step_id: inst.step.clone(),
             entry_key: inst.entry_key.clone(),
-            profile: profiles::to_wit(&profile),
+            profile: {
+                let mut p = profiles::to_wit(&profile);
+                p.audiences = crate::audience::engine::memberships(b, sp, &profile.id)?
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
+                p
+            },
             journey_context: Value::Object(inst.context.clone()).to_string(),
             trigger: trigger.clone(),
             now,
@@ -765,6 +789,17 @@ impl Journeys {
         Ok((vec![put_instance(&inst)?], false))
     }
 
+    /// A timer that re-checks a held send when its quiet hours end.
+    fn hold_timer(&self, tenant: &str, intent: &str, until: i64) -> Result<(), StoreError> {
+        let b = self.db.backend();
+        let token = b.next_id()?;
+        b.put(
+            &TIMERS,
+            &timer_key(until, tenant, "release", token),
+            format!("{RELEASE_PREFIX}{intent}").as_bytes(),
+        )
+    }
+
     fn put_timer(&self, tenant: &str, inst: &Instance) -> Result<(), StoreError> {
         if let Some(w) = &inst.wait {
             if let Some(until) = w.until {
@@ -802,15 +837,13 @@ impl Journeys {
         for (n, c) in commands.into_iter().enumerate() {
             match c {
                 wit::Command::Send(intent) => {
-                    ops.extend(outbox::submit(
-                        b,
-                        sp,
-                        &inst.id,
-                        &inst.journey,
-                        profile,
-                        intent,
-                        now,
-                    )?);
+                    let intent_id = intent.intent_id.clone();
+                    let (more, hold) =
+                        outbox::submit(b, sp, &inst.id, &inst.journey, profile, intent, now)?;
+                    if let Some(until) = hold {
+                        self.hold_timer(tenant, &intent_id, until)?;
+                    }
+                    ops.extend(more);
                 }
                 wit::Command::Wait(spec) => wait = Some(spec),
                 wit::Command::Goto(step) => goto = Some(step),
@@ -974,26 +1007,19 @@ impl Journeys {
         traits: Map<String, Value>,
         now: i64,
     ) -> Result<BatchOp, StoreError> {
-        let m = Message {
+        let mut m = Message::internal(
+            &inst.profile_id,
             kind,
-            message_id: format!("{}:{}:{}:{n}", inst.id, inst.step, inst.steps_run),
-            user_id: None,
-            anonymous_id: None,
             event,
-            properties: Map::new(),
+            Map::new(),
             traits,
-            context: Map::from_iter([(
-                "journey".to_string(),
-                serde_json::json!({"id": inst.journey, "instance": inst.id}),
-            )]),
-            group_id: None,
-            previous_id: None,
-            timestamp: now,
-            original_timestamp: None,
-            sent_at: None,
-            received_at: now,
-            profile_id: Some(inst.profile_id.clone()),
-        };
+            format!("{}:{}:{}:{n}", inst.id, inst.step, inst.steps_run),
+            now,
+        );
+        m.context = Map::from_iter([(
+            "journey".to_string(),
+            serde_json::json!({"id": inst.journey, "instance": inst.id}),
+        )]);
         Ok(BatchOp::put(
             queue_key(b.next_id()?),
             serde_json::to_vec(&m).map_err(StoreError::Codec)?,

@@ -83,30 +83,19 @@ fn address(profile: &ProfileRecord, channel: ChannelKind) -> Option<String> {
     }
 }
 
-/// Records one send intent: picks the channel, applies the messaging policy and writes the
-/// outbox entry. Returns the ops (empty when the intent id was seen before).
-pub fn submit(
+/// What the policy says for `profile` on `channel` now.
+fn decide(
     b: &dyn Backend,
     sp: &Space,
-    instance: &str,
-    journey: &str,
+    cfg: &PolicyConfig,
+    category: Category,
+    channel: &str,
     profile: &ProfileRecord,
-    intent: SendIntent,
     now: i64,
-) -> Result<Vec<BatchOp>, StoreError> {
-    let key = format!("outbox/{}", intent.intent_id).into_bytes();
-    if b.get(sp, &key)?.is_some() {
-        return Ok(Vec::new());
-    }
-    let cfg = PolicyConfig::default();
-    let category = Category::from(intent.category);
-    let chosen = intent
-        .channel_preference
-        .iter()
-        .find_map(|c| address(profile, *c).map(|a| (*c, a)));
+) -> Result<OutboxStatus, StoreError> {
     let mkt_prefix = format!("mkt/{}/", profile.id);
     let marketing_sent_at: Vec<i64> = b
-        .scan_prefix_rev(sp, mkt_prefix.as_bytes(), 64)?
+        .scan_prefix_rev(sp, mkt_prefix.as_bytes(), MAX_CAP_LOOKBACK)?
         .iter()
         .filter_map(|(k, _)| {
             std::str::from_utf8(&k[mkt_prefix.len()..])
@@ -117,6 +106,74 @@ pub fn submit(
                 .ok()
         })
         .collect();
+    let decision = policy::decide(
+        cfg,
+        &SendContext {
+            category,
+            channel,
+            profile,
+            marketing_sent_at: &marketing_sent_at,
+            now_ms: now,
+        },
+    );
+    Ok(match decision {
+        Decision::Send => OutboxStatus::Queued,
+        Decision::Hold { until_ms } => OutboxStatus::Held { until: until_ms },
+        Decision::Skip { reason } => OutboxStatus::Skipped {
+            reason: reason.code().to_string(),
+        },
+    })
+}
+
+/// Recent marketing sends read for the frequency cap: far more than any sane cap.
+const MAX_CAP_LOOKBACK: usize = 64;
+
+/// The ops that store `rec` (and count it toward the cap when it goes out as marketing).
+fn store_ops(rec: &OutboxRecord, now: i64) -> Result<Vec<BatchOp>, StoreError> {
+    let mut ops = vec![BatchOp::put(
+        format!("outbox/{}", rec.intent_id).into_bytes(),
+        serde_json::to_vec(rec).map_err(StoreError::Codec)?,
+    )];
+    // Held sends count when they go out; skipped ones never count.
+    if rec.category == Category::Marketing && rec.status == OutboxStatus::Queued {
+        ops.push(BatchOp::put(
+            format!("mkt/{}/{now:020}/{}", rec.profile_id, rec.intent_id).into_bytes(),
+            Vec::new(),
+        ));
+    }
+    Ok(ops)
+}
+
+fn hold_of(status: &OutboxStatus) -> Option<i64> {
+    match status {
+        OutboxStatus::Held { until } => Some(*until),
+        _ => None,
+    }
+}
+
+/// Records one send intent: picks the channel, applies the messaging policy and writes the
+/// outbox entry. Returns the ops (empty when the intent id was seen before) and, when quiet
+/// hours hold it, the time to look again ([`release`]).
+pub fn submit(
+    b: &dyn Backend,
+    sp: &Space,
+    instance: &str,
+    journey: &str,
+    profile: &ProfileRecord,
+    intent: SendIntent,
+    now: i64,
+) -> Result<(Vec<BatchOp>, Option<i64>), StoreError> {
+    if b.get(sp, format!("outbox/{}", intent.intent_id).as_bytes())?
+        .is_some()
+    {
+        return Ok((Vec::new(), None));
+    }
+    let cfg = PolicyConfig::default();
+    let category = Category::from(intent.category);
+    let chosen = intent
+        .channel_preference
+        .iter()
+        .find_map(|c| address(profile, *c).map(|a| (*c, a)));
     let (channel, address, status) = match chosen {
         None => (
             None,
@@ -127,23 +184,7 @@ pub fn submit(
         ),
         Some((kind, addr)) => {
             let name = policy::channel_name(kind);
-            let decision = policy::decide(
-                &cfg,
-                &SendContext {
-                    category,
-                    channel: name,
-                    profile,
-                    marketing_sent_at: &marketing_sent_at,
-                    now_ms: now,
-                },
-            );
-            let status = match decision {
-                Decision::Send => OutboxStatus::Queued,
-                Decision::Hold { until_ms } => OutboxStatus::Held { until: until_ms },
-                Decision::Skip { reason } => OutboxStatus::Skipped {
-                    reason: reason.code().to_string(),
-                },
-            };
+            let status = decide(b, sp, &cfg, category, name, profile, now)?;
             (Some(name.to_string()), Some(addr), status)
         }
     };
@@ -169,24 +210,44 @@ pub fn submit(
             .collect(),
         category,
         content,
-        status: status.clone(),
+        status,
         created_at: now,
     };
-    let mut ops = vec![
-        BatchOp::put(key, serde_json::to_vec(&rec).map_err(StoreError::Codec)?),
-        BatchOp::put(
-            format!("outp/{}/{now:020}/{}", profile.id, intent.intent_id).into_bytes(),
-            Vec::new(),
-        ),
-    ];
-    // Held sends count when they go out; skipped ones never count.
-    if category == Category::Marketing && status == OutboxStatus::Queued {
-        ops.push(BatchOp::put(
-            format!("mkt/{}/{now:020}/{}", profile.id, intent.intent_id).into_bytes(),
-            Vec::new(),
-        ));
-    }
-    Ok(ops)
+    let mut ops = store_ops(&rec, now)?;
+    ops.push(BatchOp::put(
+        format!("outp/{}/{now:020}/{}", profile.id, intent.intent_id).into_bytes(),
+        Vec::new(),
+    ));
+    Ok((ops, hold_of(&rec.status)))
+}
+
+/// Looks again at a held intent when its quiet hours end: the policy runs again (consent
+/// may have been withdrawn, the cap reached meanwhile). Returns the ops and, if it is
+/// held again, when to look next.
+pub fn release(
+    b: &dyn Backend,
+    sp: &Space,
+    intent_id: &str,
+    now: i64,
+) -> Result<(Vec<BatchOp>, Option<i64>), StoreError> {
+    let Some(bytes) = b.get(sp, format!("outbox/{intent_id}").as_bytes())? else {
+        return Ok((Vec::new(), None));
+    };
+    let Ok(mut rec) = serde_json::from_slice::<OutboxRecord>(&bytes) else {
+        return Ok((Vec::new(), None));
+    };
+    let (OutboxStatus::Held { .. }, Some(channel)) = (&rec.status, rec.channel.clone()) else {
+        return Ok((Vec::new(), None));
+    };
+    let Some(profile) = crate::profiles::get(b, sp, &rec.profile_id).ok().flatten() else {
+        rec.status = OutboxStatus::Skipped {
+            reason: "profile_erased".into(),
+        };
+        return Ok((store_ops(&rec, now)?, None));
+    };
+    let cfg = PolicyConfig::default();
+    rec.status = decide(b, sp, &cfg, rec.category, &channel, &profile, now)?;
+    Ok((store_ops(&rec, now)?, hold_of(&rec.status)))
 }
 
 /// A profile's outbox entries, newest first.
