@@ -4,6 +4,9 @@
 #   2. upload   - upload-to-ready per example plugin          (cargo bench --bench upload)
 #   3. restart  - App::open with 100 active plugins, peak RSS (examples/restart.rs)
 #   4. http     - wrk against `weft serve` on loopback        (scripts/wrk-invoke.lua)
+#   5. ingest   - Segment ingestion with abandoned-cart installed: accepted and processed
+#                 events/s, p99 at a fixed 10,000 events/s, profile lookups
+#                 (scripts/wrk-ingest.lua, examples/loadgen.rs ingest, scripts/wrk-profile.lua)
 #
 #   bash scripts/bench.sh                 # everything (about 6-8 minutes on 2 cores)
 #   bash scripts/bench.sh invoke http     # a subset
@@ -17,7 +20,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(invoke upload restart http)
+[ ${#sections[@]} -eq 0 ] && sections=(invoke upload restart http ingest)
 port="${WEFT_BENCH_PORT:-18080}"
 seconds="${WEFT_BENCH_SECONDS:-10}"
 conns="${WEFT_BENCH_CONNECTIONS:-16}"
@@ -146,8 +149,68 @@ for s in "${sections[@]}"; do
         rm -rf "$data"
         trap - EXIT
         ;;
+    ingest)
+        echo "== ingest: weft serve on 127.0.0.1:$port with abandoned-cart installed"
+        cargo build --release -p weft --bin weft --example loadgen
+        data="$(mktemp -d)"
+        token="wat_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+        RUST_LOG="${RUST_LOG:-warn}" WEFT_ADMIN_TOKEN="$token" \
+            target/release/weft serve --listen "127.0.0.1:$port" --data-dir "$data/data" \
+            >"$results/serve-ingest.log" 2>&1 &
+        server=$!
+        trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
+        for _ in $(seq 1 100); do
+            curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        target/release/examples/loadgen setup --url "http://127.0.0.1:$port" --admin-token "$token" --out "$data/load"
+        key="$(cat "$data/load/key")"; wkey="$(cat "$data/load/write_key")"
+        base="http://127.0.0.1:$port"
+        status() { curl -fsS -H "Authorization: Bearer $key" "$base/v1/ingest/status"; }
+        # Waits until every accepted event is processed (at most 10 minutes); prints seconds.
+        drain() {
+            local t0=$SECONDS
+            for _ in $(seq 1 600); do
+                status | grep -q '"backlog":0' && break
+                sleep 1
+            done
+            echo $((SECONDS - t0))
+        }
+        summary+=("" "| Ingest (loopback, abandoned-cart installed, 100,000 users) | Events/s | p50 | p99 | Errors |" "|---|---|---|---|---|")
+        fmt_row() { # label, RESULT line, events/s key
+            local line="$2"
+            get() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<" $line"; }
+            summary+=("$(printf '| %s | %s | %.2f ms | %.2f ms | %s |' "$1" "$(get "$3")" \
+                "$(awk -v v="$(get p50_us)" 'BEGIN{print v/1000}')" "$(awk -v v="$(get p99_us)" 'BEGIN{print v/1000}')" "$(get errors)")")
+        }
+        t_start=$SECONDS
+        WEFT_WRITE_KEY="$wkey" WEFT_BATCH=50 wrk -t"$threads" -c16 -d"${seconds}s" --latency \
+            -s scripts/wrk-ingest.lua "$base" | tee "$results/ingest-batch.txt"
+        fmt_row "wrk, /v1/batch of 50, 16 connections: accepted" "$(grep '^RESULT' "$results/ingest-batch.txt")" eps
+        waited=$(drain)
+        processed=$(status | sed -E 's/.*"processed":([0-9]+).*/\1/')
+        summary+=("| processing (profiles + journeys) of those events, start to drained | $(awk -v p="$processed" -v t="$((SECONDS - t_start))" 'BEGIN{printf "%.0f", p/t}') | | | drained ${waited} s after the load |")
+        WEFT_WRITE_KEY="$wkey" WEFT_BATCH=1 wrk -t"$threads" -c32 -d"${seconds}s" --latency \
+            -s scripts/wrk-ingest.lua "$base" | tee "$results/ingest-single.txt"
+        fmt_row "wrk, /v1/track one event per request, 32 connections: accepted" "$(grep '^RESULT' "$results/ingest-single.txt")" eps
+        drain >/dev/null
+        for batch in 1 50; do
+            target/release/examples/loadgen ingest --url "$base" --write-key "$wkey" --rate 10000 \
+                --batch "$batch" --seconds "$seconds" | tee "$results/ingest-rate-$batch.txt"
+            fmt_row "loadgen open loop at 10,000 events/s, batch $batch" "$(grep '^RESULT' "$results/ingest-rate-$batch.txt")" eps
+            drain >/dev/null
+        done
+        WEFT_KEY="$key" wrk -t"$threads" -c16 -d"${seconds}s" --latency -s scripts/wrk-profile.lua "$base" \
+            | tee "$results/profile-lookup.txt"
+        fmt_row "wrk, GET /v1/profiles/user_id:uN (360 view), 16 connections: lookups" "$(grep '^RESULT' "$results/profile-lookup.txt")" rps
+        summary+=("" "server RSS after the run: $(ps -o rss= -p "$server" | awk '{printf "%.0f MiB", $1/1024}'), data directory: $(du -sh "$data/data" | cut -f1)")
+        kill "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+        rm -rf "$data"
+        trap - EXIT
+        ;;
     *)
-        echo "error: unknown section \`$s\` (invoke, upload, restart, http)" >&2
+        echo "error: unknown section \`$s\` (invoke, upload, restart, http, ingest)" >&2
         exit 1
         ;;
     esac

@@ -11,7 +11,7 @@ local batch = tonumber(os.getenv("WEFT_BATCH") or "1")
 local profiles = tonumber(os.getenv("WEFT_PROFILES") or "100000")
 local threads = {}
 local counter = 0
-local tid = 0
+
 
 function setup(thread)
     thread:set("tid", #threads + 1)

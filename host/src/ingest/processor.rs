@@ -529,6 +529,8 @@ fn apply_resolved(
         matched.remove(0)
     };
     let winner = rec.id.clone();
+    // Identity links already pointing at the winner need no rewrite.
+    let linked: Vec<IdentityRecord> = rec.identities.clone();
 
     // Merge the others into the winner.
     if !matched.is_empty() {
@@ -576,7 +578,7 @@ fn apply_resolved(
         }
     }
     identity::sort_by_priority(&mut rec.identities);
-    for i in &rec.identities {
+    for i in rec.identities.iter().filter(|i| !linked.contains(i)) {
         ops.push(BatchOp::put(
             profiles::ident_key(&i.kind, &i.value),
             winner.as_bytes().to_vec(),
