@@ -452,19 +452,17 @@ pub fn erase_by_identity(
         }
         ops.push(crate::store::BatchOp::delete(k));
     }
-    for (k, _) in b.scan_prefix(sp, b"jkey/", usize::MAX)? {
-        if String::from_utf8_lossy(&k).split('/').nth(2) == Some(rec.id.as_str()) {
-            ops.push(crate::store::BatchOp::delete(k));
+    // Journey instances hold the profile id and context.
+    let jall = format!("jall/{}/", rec.id);
+    for (k, entry_index) in b.scan_prefix(sp, jall.as_bytes(), usize::MAX)? {
+        let iid = String::from_utf8_lossy(&k[jall.len()..]).into_owned();
+        ops.push(crate::store::BatchOp::delete(
+            format!("ji/{iid}").into_bytes(),
+        ));
+        if !entry_index.is_empty() {
+            ops.push(crate::store::BatchOp::delete(entry_index));
         }
-    }
-    // Journey instances hold the profile id and context: scanned, as they are keyed by id.
-    for (k, v) in b.scan_prefix(sp, b"ji/", usize::MAX)? {
-        let owner = serde_json::from_slice::<serde_json::Value>(&v)
-            .ok()
-            .and_then(|i| i["profile_id"].as_str().map(str::to_string));
-        if owner.as_deref() == Some(rec.id.as_str()) {
-            ops.push(crate::store::BatchOp::delete(k));
-        }
+        ops.push(crate::store::BatchOp::delete(k));
     }
     b.apply_batch(sp, &ops)?;
     Ok(true)

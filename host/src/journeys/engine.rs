@@ -149,6 +149,10 @@ fn instance_key(id: &str) -> Vec<u8> {
 fn work_key(seq: u64) -> Vec<u8> {
     format!("jq/{seq:016x}").into_bytes()
 }
+/// Every instance of a profile, active or not (360 view, erasure).
+fn profile_instance_key(pid: &str, iid: &str) -> Vec<u8> {
+    format!("jall/{pid}/{iid}").into_bytes()
+}
 fn active_key(pid: &str, iid: &str) -> Vec<u8> {
     format!("jact/{pid}/{iid}").into_bytes()
 }
@@ -600,7 +604,9 @@ impl Journeys {
                     created_at: now,
                     updated_at: now,
                 };
+                // The profile's instance index remembers the entry index key (for erasure).
                 let mut ops = vec![
+                    BatchOp::put(profile_instance_key(&profile_id, &iid), idx.clone()),
                     BatchOp::put(idx, iid.as_bytes().to_vec()),
                     BatchOp::put(active_key(&profile_id, &iid), journey.as_bytes().to_vec()),
                 ];
@@ -1032,33 +1038,17 @@ impl Journeys {
         sp: &Space,
         profile_id: &str,
     ) -> Result<Vec<Instance>, StoreError> {
+        let prefix = format!("jall/{profile_id}/");
         let mut out = Vec::new();
-        for (_, v) in b.scan_prefix(sp, b"ji/", usize::MAX)? {
-            if let Ok(i) = serde_json::from_slice::<Instance>(&v) {
-                if i.profile_id == profile_id {
+        for (k, _) in b.scan_prefix(sp, prefix.as_bytes(), usize::MAX)? {
+            let iid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some(v) = b.get(sp, &instance_key(&iid))? {
+                if let Ok(i) = serde_json::from_slice::<Instance>(&v) {
                     out.push(i);
                 }
             }
         }
-        out.sort_by_key(|i| std::cmp::Reverse(i.created_at));
-        Ok(out)
-    }
-
-    /// Every instance of a journey (the journeys API), newest first.
-    pub fn instances(
-        b: &dyn Backend,
-        sp: &Space,
-        journey: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Instance>, StoreError> {
-        let mut out: Vec<Instance> = b
-            .scan_prefix(sp, b"ji/", usize::MAX)?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice::<Instance>(&v).ok())
-            .filter(|i| journey.is_none_or(|j| i.journey == j))
-            .collect();
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        out.truncate(limit);
+        out.sort_by_key(|i| std::cmp::Reverse((i.created_at, i.id.clone())));
         Ok(out)
     }
 }
