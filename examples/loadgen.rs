@@ -103,6 +103,21 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Latencies (sorted, µs) and error counts of every worker.
+async fn gather(
+    mut workers: tokio::task::JoinSet<(Vec<u64>, u64)>,
+) -> anyhow::Result<(Vec<u64>, u64)> {
+    let mut all = Vec::new();
+    let mut errors = 0;
+    while let Some(r) = workers.join_next().await {
+        let (lat, e) = r?;
+        all.extend(lat);
+        errors += e;
+    }
+    all.sort_unstable();
+    Ok((all, errors))
+}
+
 async fn run(args: &[String]) -> anyhow::Result<()> {
     let url = need(args, "--url")?;
     let key = arg(args, "--key");
@@ -143,15 +158,8 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         });
     }
     let t0 = Instant::now();
-    let mut all = Vec::new();
-    let mut errors = 0;
-    while let Some(r) = workers.join_next().await {
-        let (lat, e) = r?;
-        all.extend(lat);
-        errors += e;
-    }
+    let (all, errors) = gather(workers).await?;
     let elapsed = t0.elapsed().as_secs_f64();
-    all.sort_unstable();
     println!(
         "RESULT requests={} duration_s={elapsed:.2} rps={:.0} p50_us={} p90_us={} p99_us={} p999_us={} max_us={} errors={errors} non2xx=0",
         all.len(),
@@ -230,15 +238,8 @@ async fn ingest(args: &[String]) -> anyhow::Result<()> {
             (lat, errors)
         });
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    while let Some(r) = workers.join_next().await {
-        let (lat, e) = r?;
-        all.extend(lat);
-        errors += e;
-    }
+    let (all, errors) = gather(workers).await?;
     let elapsed = start.elapsed().as_secs_f64();
-    all.sort_unstable();
     println!(
         "RESULT requests={} events={} duration_s={elapsed:.2} target_eps={rate:.0} eps={:.0} p50_us={} p90_us={} p99_us={} p999_us={} max_us={} errors={errors}",
         all.len(),

@@ -328,6 +328,22 @@ async fn send(req: reqwest::RequestBuilder) -> (reqwest::StatusCode, Value) {
     )
 }
 
+/// Creates a tenant on the running server.
+async fn create_tenant(http: &reqwest::Client, server: &Server) -> TestTenant {
+    let (s, v) = send(
+        http.post(server.url("/v1/tenants"))
+            .bearer_auth(ADMIN)
+            .body("{\"name\":\"acme\"}"),
+    )
+    .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
+    TestTenant {
+        id: v["id"].as_str().unwrap().into(),
+        secret: v["secret_key"].as_str().unwrap().into(),
+        write: v["write_key"].as_str().unwrap().into(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9_of_the_server() {
     let tmp = tempfile::tempdir().unwrap();
@@ -336,18 +352,7 @@ async fn acknowledged_writes_survive_kill_9_of_the_server() {
     let http = client();
 
     let server = Server::start(&data, &log).await;
-    let (s, v) = send(
-        http.post(server.url("/v1/tenants"))
-            .bearer_auth(ADMIN)
-            .body("{\"name\":\"acme\"}"),
-    )
-    .await;
-    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
-    let t = TestTenant {
-        id: v["id"].as_str().unwrap().into(),
-        secret: v["secret_key"].as_str().unwrap().into(),
-        write: v["write_key"].as_str().unwrap().into(),
-    };
+    let t = create_tenant(&http, &server).await;
     let (s, v) = send(
         http.put(server.url("/v1/plugins/cart/versions/1.0.0?kind=journey-rule&activate=true"))
             .bearer_auth(&t.secret)
@@ -437,15 +442,8 @@ async fn acknowledged_events_survive_kill_9_mid_stream() {
     let http = client();
 
     let server = Server::start(&data, &log).await;
-    let (s, v) = send(
-        http.post(server.url("/v1/tenants"))
-            .bearer_auth(ADMIN)
-            .body("{\"name\":\"acme\"}"),
-    )
-    .await;
-    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
-    let secret = v["secret_key"].as_str().unwrap().to_string();
-    let write = v["write_key"].as_str().unwrap().to_string();
+    let t = create_tenant(&http, &server).await;
+    let (secret, write) = (t.secret, t.write);
 
     // Four senders post events as fast as they can; each remembers what was acknowledged.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));

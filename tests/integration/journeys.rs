@@ -477,3 +477,83 @@ async fn birthday_greeting_goes_out_at_nine_local_time_once_a_year() {
     h.advance(&t, DAY).await;
     assert_eq!(deliveries(&view(&h, &t, "user_id:linh").await).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messaging_policy_defaults_to_the_vietnamese_rules_and_refuses_bad_values() {
+    let (h, t) = host_with(&[]).await;
+    let v = h.get_ok(&t, "/v1/messaging/policy").await;
+    assert_eq!(v["default_timezone"], "Asia/Ho_Chi_Minh");
+    assert_eq!(v["quiet_hours"], json!({"start": "22:00", "end": "07:00"}));
+    assert_eq!(v["marketing_cap"], 3);
+    for (body, needle) in [
+        (json!({"default_timezone": "Mars/Base"}), "Mars/Base"),
+        (
+            json!({"quiet_hours": {"start": "25:00", "end": "07:00"}}),
+            "25",
+        ),
+        (json!({"marketing_caps": 2}), "marketing_caps"),
+        (json!({"marketing_cap": "three"}), "marketing_cap"),
+    ] {
+        let (s, v) = h
+            .request(
+                Method::PUT,
+                "/v1/messaging/policy",
+                Some(&t.secret),
+                body.to_string(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(weft_tests::error_code(&v), "invalid_policy");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{v}"
+        );
+    }
+    // Nothing was stored.
+    assert_eq!(
+        h.get_ok(&t, "/v1/messaging/policy").await["marketing_cap"],
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_policy_sets_the_cap_and_lifts_quiet_hours() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    let (s, v) = h
+        .request(
+            Method::PUT,
+            "/v1/messaging/policy",
+            Some(&t.secret),
+            json!({"marketing_cap": 1, "quiet_hours": null}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let stored = h.get_ok(&t, "/v1/messaging/policy").await;
+    assert_eq!(stored["marketing_cap"], 1, "{stored}");
+    assert!(stored["quiet_hours"].is_null(), "{stored}");
+    h.clock.advance(12 * HOUR + 30 * MINUTE); // 21:30 local: the reminders fall at 22:30
+    gold_customer(&h, &t, "lan").await;
+    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await;
+    send(&h, &t, "track", cart_added("lan", "c-2", "m-2")).await;
+    h.settle(&t).await;
+    h.advance(&t, HOUR).await;
+    let mut statuses: Vec<String> = deliveries(&view(&h, &t, "user_id:lan").await)
+        .iter()
+        .map(|d| {
+            format!(
+                "{}{}",
+                d["status"].as_str().unwrap(),
+                d["reason"]
+                    .as_str()
+                    .map(|r| format!(":{r}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        ["queued", "skipped:frequency_capped"],
+        "no quiet hours, a cap of one"
+    );
+}

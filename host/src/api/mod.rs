@@ -18,6 +18,7 @@
 //! | `POST /v1/track`, `identify`, `page`, `screen`, `group`, `alias` | write key | Segment-compatible ingestion of one event |
 //! | `POST /v1/batch`, `/v1/import` | write key | a batch of events |
 //! | `GET /v1/ingest/status` | secret key | events accepted, processed, dead-lettered since start |
+//! | `GET/PUT /v1/messaging/policy` | secret key | the tenant's messaging policy: time zone, quiet hours, caps, opt-in, ad prefix |
 //! | `GET/DELETE /v1/profiles/{kind}:{value}` | secret key | the profile's 360 view / erase it and all its data |
 //! | `GET /v1/profiles/{kind}:{value}/events?limit=&before=` | secret key | event history, newest first |
 //! | `PUT /v1/profiles/{kind}:{value}` | secret key | set traits directly |
@@ -29,6 +30,7 @@ mod audiences;
 mod auth;
 pub mod error;
 mod ingest;
+mod messaging;
 mod plugins;
 mod profiles;
 mod tenants;
@@ -132,6 +134,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/audiences/{id}/members", get(audiences::members))
         .route("/v1/ingest/status", get(ingest::status))
+        .route(
+            "/v1/messaging/policy",
+            get(messaging::get).put(messaging::put),
+        )
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .merge(uploads)
         .merge(ingestion)

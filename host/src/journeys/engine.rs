@@ -38,8 +38,6 @@ const TIMER_CHUNK: usize = 512;
 /// How often the scheduler looks for due timers: waits are minutes to days; 20 ms keeps
 /// the lateness invisible without measurable idle cost.
 const SCHEDULER_TICK: Duration = Duration::from_millis(20);
-/// The tenant default time zone when a profile has none (Weft's home market).
-pub const DEFAULT_TIMEZONE: &str = "Asia/Ho_Chi_Minh";
 
 /// Where an instance stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,6 +305,7 @@ pub fn to_wit_event(m: &Message) -> types::Event {
 /// The next instant at `hour:minute` local time in `tz` strictly after `now_ms`, on an
 /// allowed weekday (0 = Sunday; empty = any).
 pub fn next_local_time(now_ms: i64, tz: &str, hour: u8, minute: u8, days: &[u8]) -> i64 {
+    // Weft's home market when even the zone given is unknown.
     let tz: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::Asia::Ho_Chi_Minh);
     let now = tz
         .timestamp_millis_opt(now_ms)
@@ -836,10 +835,12 @@ impl Journeys {
         let mut goto = None;
         let mut wait = None;
         let mut exit = None;
+        // The profile's zone if it is valid, else the tenant's default.
         let tz = profile
             .timezone
             .clone()
-            .unwrap_or_else(|| DEFAULT_TIMEZONE.to_string());
+            .filter(|z| z.parse::<chrono_tz::Tz>().is_ok())
+            .unwrap_or(outbox::tenant_policy(b, sp)?.default_timezone);
         for (n, c) in commands.into_iter().enumerate() {
             match c {
                 wit::Command::Send(intent) => {

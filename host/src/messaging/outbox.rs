@@ -60,6 +60,22 @@ pub struct OutboxRecord {
     pub created_at: i64,
 }
 
+/// Key of the tenant's messaging policy in its space (absent = the defaults).
+pub const POLICY_KEY: &[u8] = b"messaging-policy";
+
+/// The tenant's messaging policy: what `PUT /v1/messaging/policy` stored, else the
+/// defaults (Vietnamese rules, `Asia/Ho_Chi_Minh`). A stored value that no longer decodes
+/// falls back to the defaults with a log line.
+pub fn tenant_policy(b: &dyn Backend, sp: &Space) -> Result<PolicyConfig, StoreError> {
+    Ok(match b.get(sp, POLICY_KEY)? {
+        Some(v) => serde_json::from_slice(&v).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "stored messaging policy unreadable; using the defaults");
+            PolicyConfig::default()
+        }),
+        None => PolicyConfig::default(),
+    })
+}
+
 /// Reason code when no preferred channel has an address for the profile.
 pub const NO_ADDRESS: &str = "no_address";
 
@@ -168,7 +184,7 @@ pub fn submit(
     {
         return Ok((Vec::new(), None));
     }
-    let cfg = PolicyConfig::default();
+    let cfg = tenant_policy(b, sp)?;
     let category = Category::from(intent.category);
     let chosen = intent
         .channel_preference
@@ -245,7 +261,7 @@ pub fn release(
         };
         return Ok((store_ops(&rec, now)?, None));
     };
-    let cfg = PolicyConfig::default();
+    let cfg = tenant_policy(b, sp)?;
     rec.status = decide(b, sp, &cfg, rec.category, &channel, &profile, now)?;
     Ok((store_ops(&rec, now)?, hold_of(&rec.status)))
 }
