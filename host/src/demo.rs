@@ -243,6 +243,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!("  admin token: {admin}");
     println!("\n== Try more ==");
+    let write = tenant["write_key"].as_str().unwrap_or_default();
+    println!("  # send an event the way Segment's libraries do; abandoned-cart starts a journey for the cart");
+    println!("  curl -s -u '{write}:' -H 'content-type: application/json' {base}/v1/track \\");
+    println!("    -d '{{\"userId\":\"42\",\"event\":\"Product Added\",\"properties\":{{\"cart_id\":\"c-1\",\"name\":\"Ao dai\"}}}}'");
+    println!("  # the profile's 360 view: traits, events, the waiting journey instance, deliveries");
+    println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/profiles/user_id:42");
     println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/plugins");
     println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/plugins/abandoned-cart/invocations?limit=2");
     println!("  cargo run --release -- plugin run target/plugins/abandoned-cart.wasm --kind journey-rule --input plugins/abandoned-cart/fixtures/entered.json");
