@@ -247,7 +247,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  # send an event the way Segment's libraries do; abandoned-cart starts a journey for the cart");
     println!("  curl -s -u '{write}:' -H 'content-type: application/json' {base}/v1/track \\");
     println!("    -d '{{\"userId\":\"42\",\"event\":\"Product Added\",\"properties\":{{\"cart_id\":\"c-1\",\"name\":\"Ao dai\"}}}}'");
-    println!("  # the profile's 360 view: traits, events, the waiting journey instance, deliveries");
+    println!(
+        "  # the profile's 360 view: traits, events, the waiting journey instance, deliveries"
+    );
     println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/profiles/user_id:42");
     println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/plugins");
     println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/plugins/abandoned-cart/invocations?limit=2");

@@ -233,6 +233,9 @@ pub struct Registry {
     hmac_key: [u8; 32],
     shards: Vec<RwLock<HashMap<String, Arc<TenantSlot>>>>,
     global_permits: Arc<Semaphore>,
+    /// Loaded non-active versions that running journey instances still use, by
+    /// (tenant, plugin, version). Cleared for a plugin whenever its activation changes.
+    pinned: std::sync::Mutex<HashMap<(String, String, String), Arc<Active>>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -316,6 +319,7 @@ impl Registry {
             hmac_key,
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             global_permits: Arc::new(Semaphore::new(permits.max(1))),
+            pinned: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -381,7 +385,41 @@ impl Registry {
             .collect()
     }
 
+    /// A given version of a plugin, loaded: the active one, or a pinned older one (journey
+    /// instances finish on the version that started them).
+    pub async fn pinned(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Arc<Active>, RegistryError> {
+        if let Some(a) = self.active(tenant, name).filter(|a| a.version == version) {
+            return Ok(a);
+        }
+        let key = (tenant.to_string(), name.to_string(), version.to_string());
+        if let Some(a) = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(a.clone());
+        }
+        let v = self.version(tenant, name, version).await?;
+        let a = self.load_active(tenant, name, &v).await?;
+        self.pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, a.clone());
+        Ok(a)
+    }
+
     fn set_active(&self, tenant: &str, plugin: &str, active: Option<Arc<Active>>) {
+        // Pinned versions hold settings snapshots: reload them after any change.
+        self.pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, p, _), _| !(t == tenant && p == plugin));
         let slot = self.slot(tenant);
         let mut w = slot.plugins.write().unwrap_or_else(|e| e.into_inner());
         match active {

@@ -557,3 +557,39 @@ async fn tenant_policy_sets_the_cap_and_lifts_quiet_hours() {
         "no quiet hours, a cap of one"
     );
 }
+
+/// Scenario 20: an upgrade changes what new instances run; running ones finish on the
+/// version that started them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_instances_finish_on_their_version_after_an_upgrade() {
+    let (h, t) = host_with(&[("cart", plugins::ABANDONED_CART)]).await;
+    gold_customer(&h, &t, "lan").await;
+    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await;
+    h.settle(&t).await;
+    // Version 2.0.0 of "cart" is a different rule (win-back's code), activated.
+    let (s, v) = h
+        .request(
+            Method::PUT,
+            "/v1/plugins/cart/versions/2.0.0?kind=journey-rule&activate=true",
+            Some(&t.secret),
+            weft_tests::plugin_bytes(plugins::WIN_BACK),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    h.advance(&t, HOUR).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    let ji = &v["journeys"][0];
+    assert_eq!(ji["version"], "1.0.0");
+    assert_eq!(ji["exit_reason"], "reminded", "ran on 1.0.0: {ji}");
+    assert_eq!(deliveries(&v).len(), 1);
+    // New carts no longer enter: 2.0.0 enters on `Audience Entered` only.
+    send(&h, &t, "track", cart_added("lan", "c-2", "m-2")).await;
+    h.settle(&t).await;
+    assert_eq!(
+        view(&h, &t, "user_id:lan").await["journeys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

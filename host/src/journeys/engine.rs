@@ -745,9 +745,29 @@ impl Journeys {
         };
         inst.steps_run += 1;
         inst.updated_at = now;
+        // An instance finishes on the version that started it (an upgrade affects new
+        // instances only); if that version was deleted, it moves to the active one.
+        let active = if inst.version == route.active.version {
+            route.active.clone()
+        } else {
+            let pinned = tokio::runtime::Handle::current().block_on(self.registry.pinned(
+                tenant,
+                &inst.journey,
+                &inst.version,
+            ));
+            match pinned {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(tenant, instance = %inst.id, version = %inst.version, error = %e,
+                        "the instance's version is gone; continuing on the active version");
+                    inst.version = route.active.version.clone();
+                    route.active.clone()
+                }
+            }
+        };
         let invoked = self
             .registry
-            .invoke_blocking(&route.active, Call::JourneyStep(input));
+            .invoke_blocking(&active, Call::JourneyStep(input));
         let failure = match (invoked.output, invoked.error) {
             (Some(Output::JourneyStep(Ok(commands))), _) => {
                 inst.attempt = 0;
