@@ -288,3 +288,147 @@ pub fn for_profile(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profiles::{ConsentRecord, IdentityRecord};
+    use crate::runtime::bindings::types::MessageCategory;
+
+    /// 2026-11-22 09:00 in Ho Chi Minh City.
+    const NOW: i64 = crate::samples::NOW_MS;
+
+    fn profile() -> ProfileRecord {
+        let mut p = ProfileRecord::new("p1".into(), NOW);
+        p.identities.push(IdentityRecord {
+            kind: "phone".into(),
+            value: "+84901234567".into(),
+        });
+        p.consents.push(ConsentRecord {
+            channel: "*".into(),
+            purpose: "marketing".into(),
+            granted: true,
+            source: "test".into(),
+            at: NOW,
+        });
+        p
+    }
+
+    fn intent(id: &str, channels: Vec<ChannelKind>) -> SendIntent {
+        SendIntent {
+            intent_id: id.into(),
+            channel_preference: channels,
+            category: MessageCategory::Marketing,
+            content: vec![Content::Text("Xin chào".into())],
+        }
+    }
+
+    fn with_store(f: impl FnOnce(&dyn Backend, &Space)) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, _blobs) = crate::store::open(dir.path()).expect("open store");
+        f(db.backend().as_ref(), &Space::tenant("t1"));
+    }
+
+    #[test]
+    fn an_intent_id_is_recorded_once_however_often_it_is_submitted() {
+        with_store(|b, sp| {
+            let p = profile();
+            let (ops, hold) = submit(
+                b,
+                sp,
+                "i1",
+                "j",
+                &p,
+                intent("x:1", vec![ChannelKind::Sms]),
+                NOW,
+            )
+            .unwrap();
+            assert!(hold.is_none());
+            b.apply_batch(sp, &ops).unwrap();
+            // A retried step submits the same intent again: nothing new.
+            let (again, _) = submit(
+                b,
+                sp,
+                "i1",
+                "j",
+                &p,
+                intent("x:1", vec![ChannelKind::Sms]),
+                NOW,
+            )
+            .unwrap();
+            assert!(again.is_empty());
+            let all = for_profile(b, sp, "p1", 10).unwrap();
+            assert_eq!(all.len(), 1);
+            assert_eq!(all[0].status, OutboxStatus::Queued);
+            assert_eq!(all[0].channel.as_deref(), Some("sms"));
+        });
+    }
+
+    #[test]
+    fn the_first_preferred_channel_with_an_address_is_chosen_else_no_address() {
+        with_store(|b, sp| {
+            let p = profile();
+            let (ops, _) = submit(
+                b,
+                sp,
+                "i1",
+                "j",
+                &p,
+                intent("a", vec![ChannelKind::Email, ChannelKind::ZaloZns]),
+                NOW,
+            )
+            .unwrap();
+            b.apply_batch(sp, &ops).unwrap();
+            let (ops, _) = submit(
+                b,
+                sp,
+                "i1",
+                "j",
+                &p,
+                intent("b", vec![ChannelKind::Email, ChannelKind::Messenger]),
+                NOW,
+            )
+            .unwrap();
+            b.apply_batch(sp, &ops).unwrap();
+            let all = for_profile(b, sp, "p1", 10).unwrap();
+            let by_id = |id: &str| all.iter().find(|r| r.intent_id == id).unwrap().clone();
+            assert_eq!(by_id("a").channel.as_deref(), Some("zns"));
+            assert_eq!(by_id("a").address.as_deref(), Some("+84901234567"));
+            assert_eq!(
+                by_id("b").status,
+                OutboxStatus::Skipped {
+                    reason: NO_ADDRESS.into()
+                }
+            );
+        });
+    }
+
+    #[test]
+    fn tenant_ad_prefix_is_applied_to_sms_marketing_text() {
+        with_store(|b, sp| {
+            let cfg = PolicyConfig {
+                ad_prefix: Some("[QC]".into()),
+                ..PolicyConfig::default()
+            };
+            b.put(sp, POLICY_KEY, &serde_json::to_vec(&cfg).unwrap())
+                .unwrap();
+            let (ops, _) = submit(
+                b,
+                sp,
+                "i1",
+                "j",
+                &profile(),
+                intent("q", vec![ChannelKind::Sms]),
+                NOW,
+            )
+            .unwrap();
+            b.apply_batch(sp, &ops).unwrap();
+            let rec = &for_profile(b, sp, "p1", 10).unwrap()[0];
+            assert!(
+                matches!(&rec.content[0], Content::Text(t) if t == "[QC] Xin chào"),
+                "{:?}",
+                rec.content
+            );
+        });
+    }
+}
