@@ -29,6 +29,14 @@ pub fn queue_key(seq: u64) -> Vec<u8> {
     format!("q/{seq:016x}").into_bytes()
 }
 
+/// The write that queues `m` for processing under sequence number `seq`.
+pub fn queue_op(seq: u64, m: &Message) -> Result<BatchOp, StoreError> {
+    Ok(BatchOp::put(
+        queue_key(seq),
+        serde_json::to_vec(m).map_err(StoreError::Codec)?,
+    ))
+}
+
 fn dedup_key(message_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(DEDUP_PREFIX.len() + message_id.len());
     k.extend_from_slice(DEDUP_PREFIX);
@@ -92,14 +100,10 @@ impl Ingest {
                 let mut items = Vec::with_capacity(messages.len());
                 for m in &messages {
                     let seq = b.next_id()?;
-                    let value = serde_json::to_vec(m).map_err(StoreError::Codec)?;
                     items.push(UniqueInsert {
                         guard: dedup_key(&m.message_id),
                         guard_value: seq.to_be_bytes().to_vec(),
-                        ops: vec![BatchOp::Put {
-                            key: queue_key(seq),
-                            value,
-                        }],
+                        ops: vec![queue_op(seq, m)?],
                     });
                 }
                 b.insert_unique(&space, &items)

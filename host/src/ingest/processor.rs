@@ -261,10 +261,7 @@ impl Processor {
             for (pid, cs) in &changes {
                 for (n, c) in cs.iter().enumerate() {
                     let e = audience_event(pid, c, &format!("sweep:{now}:{n}"), now);
-                    ops.push(BatchOp::put(
-                        super::queue_key(b.next_id()?),
-                        serde_json::to_vec(&e).map_err(StoreError::Codec)?,
-                    ));
+                    ops.push(super::queue_op(b.next_id()?, &e)?);
                 }
             }
             b.apply_batch(&sp, &ops)?;
@@ -672,10 +669,7 @@ fn apply_resolved(
         ops.extend(audience_ops);
         for (n, c) in changes.iter().enumerate() {
             let e = audience_event(&winner, c, &format!("{}:{n}", m.message_id), now);
-            ops.push(BatchOp::put(
-                super::queue_key(next_seq()?),
-                serde_json::to_vec(&e).map_err(StoreError::Codec)?,
-            ));
+            ops.push(super::queue_op(next_seq()?, &e)?);
         }
     }
 

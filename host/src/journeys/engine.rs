@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::clock::SharedClock;
 use crate::ingest::segment::{Message, MessageType};
-use crate::ingest::{queue_key, Ingest};
+use crate::ingest::{queue_op, Ingest};
 use crate::kind::PluginKind;
 use crate::messaging::outbox;
 use crate::profiles::{self, ProfileRecord};
@@ -21,7 +21,8 @@ use crate::runtime::{Call, Output};
 use crate::store::{Backend, BatchOp, Db, Space, StoreError, UniqueInsert};
 use crate::worker::TenantLoops;
 
-/// The global space of timers, keyed `<due:020>/<tenant>/<instance>/<token>`.
+/// The global space of timers, keyed `<due:020>/<tenant>/<token>`; each holds the work
+/// item it becomes when due.
 pub const TIMERS: Space = Space::Global("timers");
 /// Tries of a failing step before the instance is parked (first try plus four retries).
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -138,9 +139,6 @@ enum Work {
     Release { intent: String },
 }
 
-/// Timer value prefix of a held send's release (other timers hold their timer id).
-const RELEASE_PREFIX: &str = "release:";
-
 fn instance_key(id: &str) -> Vec<u8> {
     format!("ji/{id}").into_bytes()
 }
@@ -160,8 +158,9 @@ fn wait_key(pid: &str, event: &str, iid: &str) -> Vec<u8> {
 fn entry_index_key(journey: &str, pid: &str, entry_key: Option<&str>) -> Vec<u8> {
     format!("jkey/{journey}/{pid}/{}", entry_key.unwrap_or("")).into_bytes()
 }
-fn timer_key(due: i64, tenant: &str, iid: &str, token: u64) -> Vec<u8> {
-    format!("{:020}/{tenant}/{iid}/{token:016x}", due.max(0)).into_bytes()
+/// `<due:020>/<tenant>/<token:016x>`: sorted by due time, unique by token.
+fn timer_key(due: i64, tenant: &str, token: u64) -> Vec<u8> {
+    format!("{:020}/{tenant}/{token:016x}", due.max(0)).into_bytes()
 }
 
 /// One active journey of a tenant, with its manifest.
@@ -180,9 +179,21 @@ pub type Routes = Vec<Route>;
 
 /// A dotted path (`properties.cart_id`) read from a message, as text.
 fn entry_key_of(m: &Message, path: &str) -> Option<String> {
-    let v = serde_json::to_value(m).ok()?;
-    let mut cur = &v;
-    for part in path.split('.') {
+    let (head, rest) = path.split_once('.').unwrap_or((path, ""));
+    // Entry keys live in properties (or traits, context): walk those maps directly; any
+    // other path reads the message as JSON.
+    let whole;
+    let mut cur = match head {
+        "properties" => m.properties.get(rest.split('.').next()?)?,
+        "traits" => m.traits.get(rest.split('.').next()?)?,
+        "context" => m.context.get(rest.split('.').next()?)?,
+        _ => {
+            whole = serde_json::to_value(m).ok()?;
+            whole.get(head)?
+        }
+    };
+    let skip = usize::from(matches!(head, "properties" | "traits" | "context"));
+    for part in rest.split('.').filter(|p| !p.is_empty()).skip(skip) {
         cur = cur.get(part)?;
     }
     match cur {
@@ -322,19 +333,10 @@ pub fn next_local_time(now_ms: i64, tz: &str, hour: u8, minute: u8, days: &[u8])
         let Some(naive) = date.and_hms_opt(h, mi, 0) else {
             continue;
         };
-        // A local time skipped by a DST jump: take the instant just after the gap.
-        let at = match tz.from_local_datetime(&naive) {
-            chrono::LocalResult::Single(t) => t,
-            chrono::LocalResult::Ambiguous(t, _) => t,
-            chrono::LocalResult::None => {
-                match tz.from_local_datetime(&(naive + chrono::Duration::hours(1))) {
-                    chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t,
-                    chrono::LocalResult::None => continue,
-                }
-            }
-        };
-        if at.timestamp_millis() > now_ms {
-            return at.timestamp_millis();
+        // The messaging policy's DST rules: a skipped time is the end of the gap, a
+        // repeated one its first occurrence.
+        if let Some(at) = crate::messaging::policy::instants_at(tz, naive).find(|&t| t > now_ms) {
+            return at;
         }
     }
     // Unreachable with valid weekdays; fall back to a day later.
@@ -454,11 +456,13 @@ impl Journeys {
             .run(move |b| {
                 let mut woke = Vec::new();
                 let due = b.scan_prefix(&TIMERS, b"", TIMER_CHUNK)?;
-                for (key, value) in due {
+                for (key, work) in due {
+                    // A timer holds the work item it becomes; its token guards against
+                    // firing twice if a crash lands between the insert and the delete.
                     let text = String::from_utf8_lossy(&key).into_owned();
-                    let mut parts = text.splitn(4, '/');
-                    let (Some(at), Some(tenant), Some(iid), Some(token)) =
-                        (parts.next(), parts.next(), parts.next(), parts.next())
+                    let mut parts = text.splitn(3, '/');
+                    let (Some(at), Some(tenant), Some(token)) =
+                        (parts.next(), parts.next(), parts.next())
                     else {
                         b.delete(&TIMERS, &key)?;
                         continue;
@@ -466,28 +470,12 @@ impl Journeys {
                     if at.parse::<i64>().unwrap_or(i64::MAX) > now {
                         break;
                     }
-                    let timer_id = String::from_utf8_lossy(&value).into_owned();
-                    let token = u64::from_str_radix(token, 16).unwrap_or(0);
-                    let work = match timer_id.strip_prefix(RELEASE_PREFIX) {
-                        Some(intent) => Work::Release {
-                            intent: intent.to_string(),
-                        },
-                        None => Work::Timer {
-                            instance: iid.to_string(),
-                            token,
-                            timer_id,
-                        },
-                    };
-                    let seq = b.next_id()?;
                     b.insert_unique(
                         &Space::tenant(tenant),
                         &[UniqueInsert {
-                            guard: format!("fired/{iid}/{token:016x}").into_bytes(),
+                            guard: format!("fired/{token}").into_bytes(),
                             guard_value: Vec::new(),
-                            ops: vec![BatchOp::put(
-                                work_key(seq),
-                                serde_json::to_vec(&work).map_err(StoreError::Codec)?,
-                            )],
+                            ops: vec![BatchOp::put(work_key(b.next_id()?), work)],
                         }],
                     )?;
                     b.delete(&TIMERS, &key)?;
@@ -810,32 +798,41 @@ impl Journeys {
             events: Vec::new(),
             match_entry_key: false,
         });
-        self.put_timer(tenant, &inst)?;
+        self.wait_timer(tenant, &inst)?;
         Ok((vec![put_instance(&inst)?], false))
+    }
+
+    /// Stores a timer that turns into `work` at `due`.
+    fn put_timer(&self, tenant: &str, due: i64, work: &Work) -> Result<(), StoreError> {
+        let b = self.db.backend();
+        b.put(
+            &TIMERS,
+            &timer_key(due, tenant, b.next_id()?),
+            &serde_json::to_vec(work).map_err(StoreError::Codec)?,
+        )
     }
 
     /// A timer that re-checks a held send when its quiet hours end.
     fn hold_timer(&self, tenant: &str, intent: &str, until: i64) -> Result<(), StoreError> {
-        let b = self.db.backend();
-        let token = b.next_id()?;
-        b.put(
-            &TIMERS,
-            &timer_key(until, tenant, "release", token),
-            format!("{RELEASE_PREFIX}{intent}").as_bytes(),
-        )
+        let work = Work::Release {
+            intent: intent.to_string(),
+        };
+        self.put_timer(tenant, until, &work)
     }
 
-    fn put_timer(&self, tenant: &str, inst: &Instance) -> Result<(), StoreError> {
-        if let Some(w) = &inst.wait {
-            if let Some(until) = w.until {
-                self.db.backend().put(
-                    &TIMERS,
-                    &timer_key(until, tenant, &inst.id, w.token),
-                    w.timer_id.as_bytes(),
-                )?;
+    /// The timer of `inst`'s current wait, if it has a time.
+    fn wait_timer(&self, tenant: &str, inst: &Instance) -> Result<(), StoreError> {
+        match inst.wait.as_ref().and_then(|w| w.until.map(|u| (w, u))) {
+            Some((w, until)) => {
+                let work = Work::Timer {
+                    instance: inst.id.clone(),
+                    token: w.token,
+                    timer_id: w.timer_id.clone(),
+                };
+                self.put_timer(tenant, until, &work)
             }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Applies a step's commands in order.
@@ -855,12 +852,6 @@ impl Journeys {
         let mut goto = None;
         let mut wait = None;
         let mut exit = None;
-        // The profile's zone if it is valid, else the tenant's default.
-        let tz = profile
-            .timezone
-            .clone()
-            .filter(|z| z.parse::<chrono_tz::Tz>().is_ok())
-            .unwrap_or(outbox::tenant_policy(b, sp)?.default_timezone);
         for (n, c) in commands.into_iter().enumerate() {
             match c {
                 wit::Command::Send(intent) => {
@@ -880,38 +871,31 @@ impl Journeys {
                     tracing::warn!(tenant, instance = %inst.id, "ignored a command whose JSON is not an object");
                 }
                 wit::Command::SetTraits(json) => {
-                    let traits: Map<String, Value> =
-                        serde_json::from_str(&json).unwrap_or_default();
-                    ops.push(self.internal(
-                        b,
+                    let traits = serde_json::from_str(&json).unwrap_or_default();
+                    let m = own_message(
                         &inst,
                         n,
                         MessageType::Identify,
                         None,
+                        Map::new(),
                         traits,
                         now,
-                    )?);
+                    );
+                    ops.push(queue_op(b.next_id()?, &m)?);
                     queued = true;
                 }
                 wit::Command::Emit(e) => {
-                    let props: Map<String, Value> =
-                        serde_json::from_str(&e.properties).unwrap_or_default();
-                    let mut m = self.internal(
-                        b,
+                    let props = serde_json::from_str(&e.properties).unwrap_or_default();
+                    let m = own_message(
                         &inst,
                         n,
                         MessageType::Track,
                         Some(e.name),
+                        props,
                         Map::new(),
                         now,
-                    )?;
-                    if let BatchOp::Put { value, .. } = &mut m {
-                        let mut msg: Message =
-                            serde_json::from_slice(value).map_err(StoreError::Codec)?;
-                        msg.properties = props;
-                        *value = serde_json::to_vec(&msg).map_err(StoreError::Codec)?;
-                    }
-                    ops.push(m);
+                    );
+                    ops.push(queue_op(b.next_id()?, &m)?);
                     queued = true;
                 }
                 wit::Command::PatchContext(json) => {
@@ -955,10 +939,17 @@ impl Journeys {
                         timed(token, now.saturating_add(ms.min(i64::MAX as u64) as i64))
                     }
                     wit::WaitSpec::Until(at) => timed(token, at.max(now)),
-                    wit::WaitSpec::LocalTime(l) => timed(
-                        token,
-                        next_local_time(now, &tz, l.hour, l.minute, &l.days_of_week),
-                    ),
+                    wit::WaitSpec::LocalTime(l) => {
+                        // The profile's zone if it is valid, else the tenant's default.
+                        let tz = match profile.timezone.clone() {
+                            Some(z) if z.parse::<chrono_tz::Tz>().is_ok() => z,
+                            _ => outbox::tenant_policy(b, sp)?.default_timezone,
+                        };
+                        timed(
+                            token,
+                            next_local_time(now, &tz, l.hour, l.minute, &l.days_of_week),
+                        )
+                    }
                     wit::WaitSpec::Event(w) => WaitState {
                         token,
                         until: Some(now.saturating_add(w.timeout_ms.min(i64::MAX as u64) as i64)),
@@ -1014,43 +1005,12 @@ impl Journeys {
                         serde_json::to_vec(&work).map_err(StoreError::Codec)?,
                     ));
                 } else {
-                    self.put_timer(tenant, &inst)?;
+                    self.wait_timer(tenant, &inst)?;
                 }
                 ops.push(put_instance(&inst)?);
             }
         }
         Ok((ops, queued))
-    }
-
-    /// A message the journey sends into the tenant's event stream for its profile.
-    #[allow(clippy::too_many_arguments)]
-    fn internal(
-        &self,
-        b: &dyn Backend,
-        inst: &Instance,
-        n: usize,
-        kind: MessageType,
-        event: Option<String>,
-        traits: Map<String, Value>,
-        now: i64,
-    ) -> Result<BatchOp, StoreError> {
-        let mut m = Message::internal(
-            &inst.profile_id,
-            kind,
-            event,
-            Map::new(),
-            traits,
-            format!("{}:{}:{}:{n}", inst.id, inst.step, inst.steps_run),
-            now,
-        );
-        m.context = Map::from_iter([(
-            "journey".to_string(),
-            serde_json::json!({"id": inst.journey, "instance": inst.id}),
-        )]);
-        Ok(BatchOp::put(
-            queue_key(b.next_id()?),
-            serde_json::to_vec(&m).map_err(StoreError::Codec)?,
-        ))
     }
 
     /// Instances of a profile, newest first (the 360 view).
@@ -1072,6 +1032,33 @@ impl Journeys {
         out.sort_by_key(|i| std::cmp::Reverse((i.created_at, i.id.clone())));
         Ok(out)
     }
+}
+
+/// A message the journey sends into the tenant's event stream for its profile (command
+/// `n` of the current step: the id is deterministic, so a retried step repeats it).
+fn own_message(
+    inst: &Instance,
+    n: usize,
+    kind: MessageType,
+    event: Option<String>,
+    properties: Map<String, Value>,
+    traits: Map<String, Value>,
+    now: i64,
+) -> Message {
+    let mut m = Message::internal(
+        &inst.profile_id,
+        kind,
+        event,
+        properties,
+        traits,
+        format!("{}:{}:{}:{n}", inst.id, inst.step, inst.steps_run),
+        now,
+    );
+    m.context = Map::from_iter([(
+        "journey".to_string(),
+        serde_json::json!({"id": inst.journey, "instance": inst.id}),
+    )]);
+    m
 }
 
 /// Timer id of a time wait (and of a `goto` without a wait).

@@ -712,7 +712,7 @@ fn next_occurrence(tz: Tz, date: NaiveDate, time: NaiveTime, after_ms: i64) -> O
 
 /// The instants (Unix ms) whose wall-clock time in `tz` is `naive`: one, two when the time
 /// repeats (DST fall-back), or for a time skipped by a DST gap, the first instant after it.
-fn instants_at(tz: Tz, naive: NaiveDateTime) -> impl Iterator<Item = i64> {
+pub(crate) fn instants_at(tz: Tz, naive: NaiveDateTime) -> impl Iterator<Item = i64> {
     let pair = match tz.from_local_datetime(&naive) {
         LocalResult::Single(d) => [Some(d.timestamp_millis()), None],
         LocalResult::Ambiguous(a, b) => [Some(a.timestamp_millis()), Some(b.timestamp_millis())],
