@@ -25,6 +25,7 @@
 //!             window: None,
 //!             status: StatusGranularity::None,
 //!             max_send_per_sec: None,
+//!             extra_channels: vec![],
 //!         }
 //!     }
 //!

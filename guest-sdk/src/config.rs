@@ -14,7 +14,51 @@
 
 use crate::types::PluginError;
 
-pub use crate::bindings::host::weft::plugin::config::{get, get_secret, rotate_secret};
+pub use crate::bindings::host::weft::plugin::config::rotate_secret;
+#[cfg(target_arch = "wasm32")]
+pub use crate::bindings::host::weft::plugin::config::{get, get_secret};
+#[cfg(not(target_arch = "wasm32"))]
+pub use testing::{get, get_secret};
+
+/// Settings for native unit tests: off wasm32 there is no host, so [`get`] and
+/// [`get_secret`] read a per-thread table that tests fill with [`testing::set`] and
+/// [`testing::set_secret`] (empty by default: every key unset).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    thread_local! {
+        static CONFIG: RefCell<BTreeMap<String, String>> = const { RefCell::new(BTreeMap::new()) };
+        static SECRETS: RefCell<BTreeMap<String, String>> = const { RefCell::new(BTreeMap::new()) };
+    }
+
+    /// The test setting `key`.
+    pub fn get(key: &str) -> Option<String> {
+        CONFIG.with(|c| c.borrow().get(key).cloned())
+    }
+
+    /// The test secret `key`.
+    pub fn get_secret(key: &str) -> Option<String> {
+        SECRETS.with(|c| c.borrow().get(key).cloned())
+    }
+
+    /// Sets a setting for this thread's tests.
+    pub fn set(key: &str, value: &str) {
+        CONFIG.with(|c| c.borrow_mut().insert(key.to_owned(), value.to_owned()));
+    }
+
+    /// Sets a secret for this thread's tests.
+    pub fn set_secret(key: &str, value: &str) {
+        SECRETS.with(|c| c.borrow_mut().insert(key.to_owned(), value.to_owned()));
+    }
+
+    /// Unsets every setting and secret of this thread.
+    pub fn clear() {
+        CONFIG.with(|c| c.borrow_mut().clear());
+        SECRETS.with(|c| c.borrow_mut().clear());
+    }
+}
 
 /// The setting `key`, or `default` when it is unset or empty.
 pub fn get_or(key: &str, default: &str) -> String {

@@ -31,17 +31,6 @@ impl std::fmt::Debug for App {
     }
 }
 
-/// The outbound HTTP client: no redirects (the allowlist must hold), no proxy from the
-/// environment, bounded connect time.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        // 2 s to connect: providers answer connects in milliseconds; more means trouble.
-        .connect_timeout(Duration::from_secs(2))
-        .build()?)
-}
-
 impl App {
     /// Opens everything under `config.data_dir` with the system clock.
     pub async fn open(config: &Config) -> anyhow::Result<App> {
@@ -58,7 +47,11 @@ impl App {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || store::open(&dir)).await??
         };
-        let services = Services::new(db.backend().clone(), clock.clone())?;
+        let services = Services::new(
+            db.backend().clone(),
+            clock.clone(),
+            config.runtime.allow_private_networks,
+        )?;
         let runtime = Arc::new(Runtime::new(config.runtime.clone(), services)?);
         let registry = Arc::new(Registry::open(&dir, db.clone(), blobs, runtime)?);
         let loaded = registry.load_all().await?;
@@ -77,11 +70,18 @@ impl App {
             registry.clone(),
             ingest.clone(),
         );
+        let deliveries = crate::delivery::Deliveries::start(
+            db.clone(),
+            clock.clone(),
+            registry.clone(),
+            ingest.clone(),
+        );
         Ok(App {
             state: AppState {
                 registry,
                 ingest,
                 journeys,
+                deliveries,
                 keys: Arc::new(crate::tenants::KeyCache::default()),
                 db,
                 clock,
@@ -99,6 +99,8 @@ impl App {
         };
         // 64 slots: tests run many engines at once; each slot reserves address space.
         c.runtime.pool_instances = 64;
+        // The tests' fake providers listen on 127.0.0.1.
+        c.runtime.allow_private_networks = true;
         c
     }
 }

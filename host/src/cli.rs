@@ -117,6 +117,10 @@ pub enum PluginCommand {
         /// TOML configuration whose `[runtime]` limits to use instead of the defaults.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Let `outbound-http` reach loopback and private addresses (a fake provider on
+        /// 127.0.0.1); a server refuses them unless its operator allows them.
+        #[arg(long)]
+        allow_private_networks: bool,
     },
     /// Upload a version to a running server.
     Upload {
@@ -222,11 +226,13 @@ pub async fn plugin_run(
     input: &Path,
     json: bool,
     config: Option<&Path>,
+    allow_private_networks: bool,
 ) -> anyhow::Result<i32> {
-    let runtime = match config {
+    let mut runtime = match config {
         Some(p) => Config::from_toml(&std::fs::read_to_string(p)?)?.runtime,
         None => Config::default().runtime,
     };
+    runtime.allow_private_networks |= allow_private_networks;
     let outcome = match crate::runner::run(file, kind, input, runtime).await {
         Ok(o) => o,
         Err(e) => {
@@ -293,8 +299,8 @@ pub fn main() -> anyhow::Result<()> {
                 println!("created {} ({kind}); build it with:\n  cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml", path.display(), path.display());
                 Ok(0)
             }
-            Command::Plugin(PluginCommand::Run { file, kind, input, json, config }) => {
-                plugin_run(&file, kind, &input, json, config.as_deref()).await
+            Command::Plugin(PluginCommand::Run { file, kind, input, json, config, allow_private_networks }) => {
+                plugin_run(&file, kind, &input, json, config.as_deref(), allow_private_networks).await
             }
             Command::Plugin(PluginCommand::Upload { file, name, version, kind, activate, url, key }) => {
                 crate::client::upload(&url, &key, &file, &name, &version, kind, activate).await.map(|_| 0)

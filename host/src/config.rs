@@ -59,6 +59,11 @@ pub struct RuntimeConfig {
     pub channel_adapter: KindLimits,
     /// Limits for chatbot-flow plugins.
     pub chatbot_flow: KindLimits,
+    /// Let `outbound-http` reach loopback, private, link-local and other non-public
+    /// addresses. Off by default, so an allowlisted name that resolves inside the operator's
+    /// network cannot be used to probe it; tests and the demo turn it on for their fake
+    /// providers on 127.0.0.1.
+    pub allow_private_networks: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -79,6 +84,7 @@ impl Default for RuntimeConfig {
             personalization: KindLimits::for_kind(PluginKind::Personalization),
             channel_adapter: KindLimits::for_kind(PluginKind::ChannelAdapter),
             chatbot_flow: KindLimits::for_kind(PluginKind::ChatbotFlow),
+            allow_private_networks: false,
         }
     }
 }

@@ -104,11 +104,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir)?;
     }
-    let config = Config {
+    let mut config = Config {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         ..Config::default()
     };
+    // The demo's fake Zalo provider listens on 127.0.0.1.
+    config.runtime.allow_private_networks = true;
     let app = crate::app::App::open(&config).await?;
     let admin = match crate::tenants::ensure_admin_token(&app.state.db, None).await? {
         crate::tenants::AdminToken::Generated(t) => t,

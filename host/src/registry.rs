@@ -385,6 +385,21 @@ impl Registry {
             .collect()
     }
 
+    /// Tenants with at least one active plugin of `kind` (the delivery scheduler's list).
+    pub fn tenants_with(&self, kind: PluginKind) -> Vec<String> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.read().unwrap_or_else(|e| e.into_inner());
+            for (tenant, slot) in shard.iter() {
+                let plugins = slot.plugins.read().unwrap_or_else(|e| e.into_inner());
+                if plugins.values().any(|a| a.kind == kind) {
+                    out.push(tenant.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// A given version of a plugin, loaded: the active one, or a pinned older one (journey
     /// instances finish on the version that started them).
     pub async fn pinned(

@@ -140,8 +140,12 @@ async fn run_in(
     runtime_config: RuntimeConfig,
 ) -> Result<RunOutcome, RunError> {
     let (db, _blobs) = store::open(dir).map_err(|e| RunError::Setup(e.into()))?;
-    let services =
-        Services::new(db.backend().clone(), Arc::new(SystemClock)).map_err(RunError::Setup)?;
+    let services = Services::new(
+        db.backend().clone(),
+        Arc::new(SystemClock),
+        runtime_config.allow_private_networks,
+    )
+    .map_err(RunError::Setup)?;
     let runtime =
         Arc::new(Runtime::new(runtime_config, services.clone()).map_err(RunError::Setup)?);
     let tenant = "local";

@@ -128,6 +128,7 @@ pub fn adapter_send(text: &str) -> Call {
     Call::AdapterSend(adapter::OutboundMessage {
         idempotency_key: "intent-1".into(),
         tracking_id: "trk-1".into(),
+        channel: ChannelKind::ZaloOa,
         recipient: adapter::Recipient {
             profile_id: "p_demo".into(),
             address: Identity {

@@ -79,7 +79,7 @@ impl Rule {
     async fn load(wasm: &str) -> Rule {
         let dir = tempfile::tempdir().unwrap();
         let (db, _blobs) = weft::store::open(dir.path()).unwrap();
-        let services = Services::new(db.backend().clone(), Arc::new(SystemClock)).unwrap();
+        let services = Services::new(db.backend().clone(), Arc::new(SystemClock), true).unwrap();
         let runtime = Arc::new(Runtime::new(runtime_config(), services).unwrap());
         let component = runtime
             .compile(&weft_tests::plugin_bytes(wasm), PluginKind::JourneyRule)

@@ -3,12 +3,14 @@
 
 mod api;
 mod audiences;
+mod channels;
 mod durability;
 mod ingest;
 mod journey_plugins;
 mod journeys;
 mod lifecycle;
 mod limits;
+mod plugin_units;
 mod runner;
 mod sandbox;
 mod scaffold;

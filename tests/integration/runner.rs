@@ -390,3 +390,62 @@ fn weft_plugin_run_exits_2_on_a_bad_fixture() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("invalid fixture"), "{}", stderr(&out));
 }
+
+/// Every channel adapter's webhook and capability fixtures run through the local runner
+/// with the outcome their name promises: signed ones give events, forged ones
+/// `bad-signature`, old ones `stale-timestamp`. (Send fixtures need a provider and are
+/// covered by the `channels` tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapter_fixtures_give_the_outcomes_their_names_promise() {
+    use weft::runtime::bindings::exports::adapter::WebhookError;
+    let adapters = [
+        ("zalo-oa", plugins::ZALO_OA),
+        ("messenger", plugins::MESSENGER),
+        ("whatsapp-cloud", plugins::WHATSAPP_CLOUD),
+        ("sms", plugins::SMS),
+        ("email", plugins::EMAIL),
+    ];
+    let mut ran = 0;
+    for (name, wasm) in adapters {
+        let dir = repo_root().join("plugins").join(name).join("fixtures");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let f = p.file_name().unwrap().to_string_lossy().into_owned();
+                f.starts_with("webhook-") || f == "capabilities.json"
+            })
+            .collect();
+        files.sort();
+        assert!(
+            files.len() >= 2,
+            "{name}: too few fixtures in {}",
+            dir.display()
+        );
+        for path in files {
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            let o = run(wasm, PluginKind::ChannelAdapter, &path).await;
+            let out = o
+                .output
+                .unwrap_or_else(|| panic!("{name}/{file}: {:?}", o.error));
+            match out {
+                Output::AdapterCapabilities(c) => assert!(c.max_text_len > 0, "{name}/{file}"),
+                Output::AdapterHandleWebhook(r) => {
+                    let refused = file.contains("bad-signature") || file.contains("wrong-token");
+                    match (r, refused, file.contains("stale")) {
+                        (Err(WebhookError::BadSignature), true, _) => {}
+                        (Err(WebhookError::StaleTimestamp), _, true) => {}
+                        (Ok(res), false, false) => assert!(
+                            !res.events.is_empty() || file.contains("verify"),
+                            "{name}/{file}: no events"
+                        ),
+                        (other, _, _) => panic!("{name}/{file}: {other:?}"),
+                    }
+                }
+                other => panic!("{name}/{file}: unexpected {other:?}"),
+            }
+            ran += 1;
+        }
+    }
+    assert!(ran >= 25, "{ran} fixtures ran");
+}

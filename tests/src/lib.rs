@@ -172,6 +172,7 @@ impl TestHost {
             .await
             .unwrap()
             .unwrap();
+        let deliveries = &self.app.state.deliveries;
         for _ in 0..1_000 {
             self.drain(t).await;
             let fired = journeys.fire_due().await.unwrap();
@@ -191,7 +192,17 @@ impl TestHost {
                 .await
                 .unwrap()
                 .is_empty();
-            if fired == 0 && !queued {
+            let mut sending = false;
+            while deliveries.busy(&t.id).await.unwrap() {
+                sending = true;
+                deliveries.wake(&t.id);
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "delivery work never finished"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            if fired == 0 && !queued && !sending {
                 return;
             }
         }

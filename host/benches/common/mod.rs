@@ -59,7 +59,7 @@ impl Host {
         let (db, _blobs) = weft::store::open(dir.path()).expect("opening the store");
         let services = {
             let _guard = tokio.enter();
-            Services::new(db.backend().clone(), Arc::new(SystemClock)).expect("services")
+            Services::new(db.backend().clone(), Arc::new(SystemClock), false).expect("services")
         };
         let runtime = Arc::new(Runtime::new(config, services).expect("runtime"));
         Host {

@@ -25,9 +25,14 @@
 //! | `GET/POST /v1/audiences` | secret key | list audiences with counts / define one (backfilled at once) |
 //! | `GET/DELETE /v1/audiences/{id}` | secret key | an audience and its count / delete it and its memberships |
 //! | `GET /v1/audiences/{id}/members?limit=&before=` | secret key | member profile ids, paged |
+//! | `GET /v1/deliveries?profile=&journey=&channel=&status=&limit=` | secret key | the delivery log, newest first |
+//! | `GET /v1/deliveries/{intent}` | secret key | one delivery with its tries, fallbacks and reports |
+//! | `GET /v1/deliveries/funnel?journey=&channel=` | secret key | sent → delivered → opened → clicked → converted |
+//! | `GET/POST /v1/webhooks/{tenant}/{installation}[/{*path}]` | provider signature (checked by the adapter) | provider callbacks |
 
 mod audiences;
 mod auth;
+mod deliveries;
 pub mod error;
 mod ingest;
 mod messaging;
@@ -65,6 +70,8 @@ pub struct AppState {
     pub ingest: Arc<Ingest>,
     /// The journey engine.
     pub journeys: Arc<crate::journeys::Journeys>,
+    /// The send pipeline and provider webhooks.
+    pub deliveries: Arc<crate::delivery::Deliveries>,
     /// Cached API key lookups.
     pub keys: Arc<KeyCache>,
 }
@@ -137,6 +144,17 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/messaging/policy",
             get(messaging::get).put(messaging::put),
+        )
+        .route("/v1/deliveries", get(deliveries::list))
+        .route("/v1/deliveries/funnel", get(deliveries::funnel))
+        .route("/v1/deliveries/{intent}", get(deliveries::show))
+        .route(
+            "/v1/webhooks/{tenant}/{installation}",
+            get(deliveries::webhook).post(deliveries::webhook),
+        )
+        .route(
+            "/v1/webhooks/{tenant}/{installation}/{*path}",
+            get(deliveries::webhook).post(deliveries::webhook),
         )
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .merge(uploads)

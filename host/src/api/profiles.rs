@@ -13,8 +13,18 @@ use super::{body_error, parse_json, ApiError, AppState, TenantAuth};
 use crate::profiles::{self, IdentityRecord};
 use crate::store::{Backend, Space};
 
-fn parse_id(id: &str) -> Result<IdentityRecord, ApiError> {
-    match id.split_once(':') {
+/// Identity kinds scoped to one account, written `<kind>:<account>:<value>`
+/// (`zalo:<oa_id>:<user>`, `psid:<page_id>:<psid>`).
+const SCOPED_KINDS: &[&str] = &["zalo", "psid"];
+
+pub(super) fn parse_id(id: &str) -> Result<IdentityRecord, ApiError> {
+    let split = match id.split_once(':') {
+        Some((k, rest)) if SCOPED_KINDS.contains(&k) => rest
+            .split_once(':')
+            .map(|(scope, v)| (&id[..k.len() + 1 + scope.len()], v)),
+        other => other,
+    };
+    match split {
         Some((k, v)) if !k.is_empty() && !v.is_empty() && k.len() <= 128 && v.len() <= 1024 => {
             // The same normalisation as ingestion: `phone:0901234567` finds +84901234567.
             crate::identity::normalize(k, v).ok_or_else(|| {

@@ -14,11 +14,13 @@ use crate::runtime::bindings::exports::journey::SendIntent;
 use crate::runtime::bindings::types::{ChannelKind, Content};
 use crate::store::{Backend, BatchOp, Space, StoreError};
 
-/// Where an outbox entry stands.
+/// Where an outbox entry stands: the delivery log's status. It only moves forward (see
+/// [`crate::delivery::log`]): queued or held → sent → delivered → read/opened → clicked →
+/// replied; the failures are final.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum OutboxStatus {
-    /// Cleared by policy, waiting for its channel adapter.
+    /// Cleared by policy, waiting for its channel adapter (or for a retry).
     Queued,
     /// Held by quiet hours until this time (Unix ms).
     Held {
@@ -28,6 +30,43 @@ pub enum OutboxStatus {
     /// Not sent, and why (`no_consent`, `frequency_capped`, `no_address`, …).
     Skipped {
         /// Stable reason code.
+        reason: String,
+    },
+    /// The provider accepted it.
+    Sent,
+    /// Delivered to the device or mailbox.
+    Delivered,
+    /// Read (chat channels).
+    Read,
+    /// Opened (email).
+    Opened,
+    /// A link in it was clicked.
+    Clicked,
+    /// The customer answered on the channel afterwards.
+    Replied,
+    /// The provider or the adapter refused it for good.
+    Failed {
+        /// Stable reason code, then `: ` and the provider's words when there are any.
+        reason: String,
+    },
+    /// The provider could not deliver it.
+    Undelivered {
+        /// Why.
+        reason: String,
+    },
+    /// The email bounced.
+    Bounced {
+        /// Why.
+        reason: String,
+    },
+    /// Every try failed with a retryable error; it sits on the dead-letter list.
+    DeadLettered {
+        /// The last error.
+        reason: String,
+    },
+    /// The outcome is unknown (a timeout after the request left): never retried blindly.
+    Ambiguous {
+        /// What happened.
         reason: String,
     },
 }
@@ -58,6 +97,9 @@ pub struct OutboxRecord {
     pub status: OutboxStatus,
     /// Created, Unix ms.
     pub created_at: i64,
+    /// Delivery progress: tries, the adapter, the provider's id, every status report.
+    #[serde(default)]
+    pub delivery: crate::delivery::log::DeliveryState,
 }
 
 /// Key of the tenant's messaging policy in its space (absent = the defaults).
@@ -81,13 +123,16 @@ pub const NO_ADDRESS: &str = "no_address";
 
 /// The profile's address on `channel`, from its identities.
 fn address(profile: &ProfileRecord, channel: ChannelKind) -> Option<String> {
-    let find = |pred: &dyn Fn(&str) -> bool| {
-        profile
-            .identities
-            .iter()
-            .find(|i| pred(&i.kind))
-            .map(|i| i.value.clone())
-    };
+    address_identity(profile, channel).map(|i| i.value)
+}
+
+/// The profile's identity that addresses it on `channel` (kind and value).
+pub fn address_identity(
+    profile: &ProfileRecord,
+    channel: ChannelKind,
+) -> Option<crate::profiles::IdentityRecord> {
+    let find =
+        |pred: &dyn Fn(&str) -> bool| profile.identities.iter().find(|i| pred(&i.kind)).cloned();
     match channel {
         ChannelKind::Email => find(&|k| k == "email"),
         ChannelKind::Sms | ChannelKind::ZaloZns | ChannelKind::Whatsapp => find(&|k| k == "phone"),
@@ -95,12 +140,15 @@ fn address(profile: &ProfileRecord, channel: ChannelKind) -> Option<String> {
         ChannelKind::Messenger => find(&|k| k == "psid" || k.starts_with("psid:")),
         ChannelKind::Push => find(&|k| k == "push_token" || k.starts_with("device:")),
         ChannelKind::WebChat => find(&|k| k == "anonymous_id"),
-        ChannelKind::Webhook => Some(profile.id.clone()),
+        ChannelKind::Webhook => Some(crate::profiles::IdentityRecord {
+            kind: "profile_id".into(),
+            value: profile.id.clone(),
+        }),
     }
 }
 
 /// What the policy says for `profile` on `channel` now.
-fn decide(
+pub(crate) fn decide(
     b: &dyn Backend,
     sp: &Space,
     cfg: &PolicyConfig,
@@ -156,6 +204,10 @@ fn store_ops(rec: &OutboxRecord, now: i64) -> Result<Vec<BatchOp>, StoreError> {
             format!("mkt/{}/{now:020}/{}", rec.profile_id, rec.intent_id).into_bytes(),
             Vec::new(),
         ));
+    }
+    // Cleared to go: the delivery worker picks it up now.
+    if rec.status == OutboxStatus::Queued {
+        ops.push(crate::delivery::log::due_op(now, &rec.intent_id));
     }
     Ok(ops)
 }
@@ -228,6 +280,7 @@ pub fn submit(
         content,
         status,
         created_at: now,
+        delivery: Default::default(),
     };
     let mut ops = store_ops(&rec, now)?;
     ops.push(BatchOp::put(

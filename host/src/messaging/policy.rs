@@ -510,6 +510,23 @@ pub fn channel_name(kind: ChannelKind) -> &'static str {
     }
 }
 
+/// The channel kind of a consent-record channel name (the inverse of [`channel_name`]).
+pub fn channel_kind(name: &str) -> Option<ChannelKind> {
+    [
+        ChannelKind::ZaloOa,
+        ChannelKind::ZaloZns,
+        ChannelKind::Messenger,
+        ChannelKind::Whatsapp,
+        ChannelKind::Sms,
+        ChannelKind::Email,
+        ChannelKind::Push,
+        ChannelKind::WebChat,
+        ChannelKind::Webhook,
+    ]
+    .into_iter()
+    .find(|k| channel_name(*k) == name)
+}
+
 /// Everything [`decide`] needs about one send intent.
 #[derive(Debug, Clone, Copy)]
 pub struct SendContext<'a> {
@@ -1506,8 +1523,10 @@ mod tests {
         ];
         for (kind, name) in all {
             assert_eq!(channel_name(kind), name);
+            assert_eq!(channel_kind(name), Some(kind));
             assert!(CHANNEL_NAMES.contains(&name));
         }
         assert_eq!(all.len(), CHANNEL_NAMES.len());
+        assert_eq!(channel_kind("fax"), None);
     }
 }

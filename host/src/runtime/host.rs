@@ -19,8 +19,11 @@ pub struct Services {
     pub backend: Arc<dyn Backend>,
     /// The host clock.
     pub clock: SharedClock,
-    /// Client for `outbound-http`; redirects off so the allowlist cannot be bypassed.
+    /// Client for `outbound-http`: redirects off so the allowlist cannot be bypassed, and a
+    /// resolver that refuses non-public addresses unless the operator allows them.
     pub http: reqwest::Client,
+    /// Whether `outbound-http` may reach loopback, private and link-local addresses.
+    pub allow_private_networks: bool,
     /// Runtime handle used to drive outbound HTTP from a blocking thread.
     pub rt: tokio::runtime::Handle,
 }
@@ -28,11 +31,16 @@ pub struct Services {
 impl Services {
     /// Services over `backend` and `clock`, with the outbound HTTP client and the current
     /// tokio runtime. Call from inside a tokio runtime.
-    pub fn new(backend: Arc<dyn Backend>, clock: SharedClock) -> anyhow::Result<Arc<Services>> {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        clock: SharedClock,
+        allow_private_networks: bool,
+    ) -> anyhow::Result<Arc<Services>> {
         Ok(Arc::new(Services {
             backend,
             clock,
-            http: crate::app::http_client()?,
+            http: crate::runtime::capabilities::outbound_http::client(allow_private_networks)?,
+            allow_private_networks,
             rt: tokio::runtime::Handle::current(),
         }))
     }
@@ -212,6 +220,7 @@ pub struct HostState {
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) hostcalls: u32,
+    pub(crate) http_calls: Vec<crate::runtime::invoke::HttpCall>,
 }
 
 impl WasiView for HostState {

@@ -254,6 +254,31 @@ pub struct Report {
     /// Captured stderr (at most 4 KiB).
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub stderr: String,
+    /// Outbound HTTP requests made through `outbound-http` (the first
+    /// [`MAX_RECORDED_HTTP_CALLS`]), refused ones included.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub http_calls: Vec<HttpCall>,
+}
+
+/// Outbound requests recorded per invocation: an adapter send makes one to three.
+pub const MAX_RECORDED_HTTP_CALLS: usize = 16;
+
+/// One outbound HTTP request as the invocation record shows it. The query string is left out:
+/// providers such as the Graph API carry access tokens there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HttpCall {
+    /// Method.
+    pub method: String,
+    /// Scheme, host, port and path.
+    pub url: String,
+    /// The response status, if one came.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<u16>,
+    /// Why there was no response (refused by the host, timeout, transport).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// Wall time, microseconds.
+    pub duration_us: u64,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -309,6 +334,7 @@ pub fn invoke(
         hostcalls: data.hostcalls,
         logs: std::mem::take(&mut data.logs),
         logs_dropped: data.logs_dropped,
+        http_calls: std::mem::take(&mut data.http_calls),
         stdout: String::new(),
         stderr: String::new(),
     };
@@ -365,6 +391,7 @@ pub fn new_store(
         stdout,
         stderr,
         hostcalls: 0,
+        http_calls: Vec::new(),
     };
     let engine = match pre {
         KindPre::JourneyRule(p) => p.engine(),

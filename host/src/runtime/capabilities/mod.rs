@@ -11,7 +11,7 @@ pub(crate) use config::settings_key;
 pub(crate) use state::installation_state_key;
 mod crypto;
 mod log;
-mod outbound_http;
+pub(crate) mod outbound_http;
 mod profile_store;
 mod state;
 

@@ -1,11 +1,15 @@
 //! `weft:plugin/outbound-http`: host-mediated HTTP for channel adapters, limited to the
-//! installation's allowlist and to the time left in the invocation.
+//! installation's allowlist, to public addresses (unless the operator allows private ones),
+//! and to the time left in the invocation. Every request is recorded on the invocation.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{invalid, limit, weft};
 use crate::runtime::bindings::types::CapabilityError;
 use crate::runtime::host::HostState;
+use crate::runtime::invoke::{HttpCall, MAX_RECORDED_HTTP_CALLS};
 use weft::outbound_http::{HttpError, Request, Response};
 
 /// Largest request or response body, in bytes: provider APIs exchange small JSON documents.
@@ -32,6 +36,76 @@ pub(crate) fn host_allowed(allowlist: &[String], host: &str, port: Option<u16>) 
     })
 }
 
+/// Whether `ip` is an ordinary public unicast address. Loopback, private (RFC 1918, IPv6
+/// unique-local), link-local (cloud metadata lives there), shared CGNAT, unspecified,
+/// broadcast, multicast and documentation ranges are not.
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+/// Resolves names with the system resolver and drops non-public addresses, so a name on the
+/// allowlist cannot lead into the operator's network (checked at connect time, after DNS:
+/// no rebinding window).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            // Port 0: reqwest puts the URL's port in afterwards.
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = all.into_iter().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!(
+                    "`{host}` resolves only to private or local addresses, which this server does not allow"
+                )
+                .into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The outbound HTTP client: no redirects (the allowlist must hold for every hop; the guest
+/// sees the 3xx and may follow it through another checked request), no proxy from the
+/// environment, bounded connect time, and public addresses only unless `allow_private`.
+pub(crate) fn client(allow_private: bool) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        // 2 s to connect: providers answer connects in milliseconds; more means trouble.
+        .connect_timeout(Duration::from_secs(2));
+    if !allow_private {
+        b = b.dns_resolver(Arc::new(PublicOnly));
+    }
+    Ok(b.build()?)
+}
+
 fn refused(e: CapabilityError) -> HttpError {
     HttpError::Refused(e)
 }
@@ -54,6 +128,15 @@ impl HostState {
             return Err(refused(CapabilityError::Denied(format!(
                 "host `{host}` is not on this installation's allowlist"
             ))));
+        }
+        // Names are checked by the client's resolver; literal addresses never reach it.
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            if !self.services.allow_private_networks && !is_public(ip) {
+                return Err(refused(CapabilityError::Denied(format!(
+                    "address {ip} is private or local, which this server does not allow"
+                ))));
+            }
         }
         if req.body.len() > MAX_BODY_BYTES {
             return Err(refused(limit(format!(
@@ -119,10 +202,65 @@ impl HostState {
             Err(e) => Err(HttpError::Transport(transport_message(&e))),
         }
     }
+
+    /// Keeps `req`'s outcome on the invocation record.
+    fn record_call(
+        &mut self,
+        req: &Request,
+        started: Instant,
+        result: &Result<Response, HttpError>,
+    ) {
+        if self.http_calls.len() >= MAX_RECORDED_HTTP_CALLS {
+            return;
+        }
+        let url = match reqwest::Url::parse(&req.url) {
+            Ok(mut u) => {
+                u.set_query(None);
+                u.set_fragment(None);
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.to_string()
+            }
+            Err(_) => "(invalid URL)".to_string(),
+        };
+        let (status, error) = match result {
+            Ok(r) => (Some(r.status), None),
+            Err(HttpError::Timeout) => (None, Some("timeout".to_string())),
+            Err(HttpError::Transport(m)) => (None, Some(m.clone())),
+            Err(HttpError::Refused(e)) => {
+                (None, Some(format!("refused: {}", capability_message(e))))
+            }
+        };
+        self.http_calls.push(HttpCall {
+            method: req.method.clone(),
+            url,
+            status,
+            error,
+            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        });
+    }
 }
 
-/// A transport error message without host internals beyond the failing step.
+/// The message inside a capability error.
+fn capability_message(e: &CapabilityError) -> &str {
+    match e {
+        CapabilityError::Denied(m)
+        | CapabilityError::Invalid(m)
+        | CapabilityError::LimitExceeded(m)
+        | CapabilityError::Unavailable(m) => m,
+    }
+}
+
+/// A transport error message without host internals beyond the failing step. A connection
+/// refused by the address policy says so, since that is the operator's decision to explain.
 fn transport_message(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if s.to_string().contains("which this server does not allow") {
+            return s.to_string();
+        }
+        source = s.source();
+    }
     if e.is_connect() {
         "connection failed".into()
     } else if e.is_body() || e.is_decode() {
@@ -135,17 +273,59 @@ fn transport_message(e: &reqwest::Error) -> String {
 impl weft::outbound_http::Host for HostState {
     fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         self.enter()?;
-        let url = match self.check_request(&req) {
-            Ok(u) => u,
-            Err(e) => return Ok(Err(e)),
+        let started = Instant::now();
+        let result = match self.check_request(&req) {
+            Ok(url) => {
+                let (method, target) = (req.method.clone(), req.url.clone());
+                let r = self.perform(req, url);
+                let shown = Request {
+                    method,
+                    url: target,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                    timeout_ms: 0,
+                };
+                self.record_call(&shown, started, &r);
+                return Ok(r);
+            }
+            Err(e) => Err(e),
         };
-        Ok(self.perform(req, url))
+        self.record_call(&req, started, &result);
+        Ok(result)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::host_allowed;
+    use super::{host_allowed, is_public};
+
+    #[test]
+    fn only_public_unicast_addresses_are_public() {
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "100.128.0.1"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
 
     #[test]
     fn allowlist_matches_host_port_and_wildcards() {

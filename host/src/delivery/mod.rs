@@ -1,0 +1,916 @@
+//! The send pipeline: **every message to a customer leaves here.** A send intent cleared by
+//! the messaging policy ([`crate::messaging::outbox`]) becomes due; the worker finds the
+//! channel adapter for its channel, degrades the content to what the channel shows, calls
+//! the adapter's `send`, and records the outcome in the delivery log ([`log`]).
+//!
+//! - Fallback: an adapter answering `outside-window` or `quota-exceeded`, a channel with no
+//!   adapter, and a profile with no address there move the intent to its next preferred
+//!   channel (the policy runs again for that channel's consent).
+//! - Retries: `retryable` and `rate-limited` answers, and an adapter that traps before any
+//!   request got an answer, retry with exponential backoff and jitter (honouring the
+//!   provider's retry-after) up to [`MAX_ATTEMPTS`], then the intent is dead-lettered.
+//! - Never twice: an `ambiguous` answer, or a trap after a request may have reached the
+//!   provider, is recorded as `ambiguous` and not retried.
+//! - `auth-expired`: the host calls the adapter's `refresh-credentials` once (one refresh
+//!   per installation at a time; a send that finds the secrets already rotated just
+//!   retries) and sends again.
+//!
+//! A tenant with no channel adapter at all keeps the built-in outbox behaviour: intents stay
+//! `queued` for API readers. Provider webhooks come in through [`webhook`].
+
+pub mod content;
+pub mod log;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use crate::clock::SharedClock;
+use crate::ingest::{Ingest, Message, MessageType};
+use crate::kind::PluginKind;
+use crate::messaging::outbox::{self, OutboxRecord, OutboxStatus};
+use crate::messaging::policy::{self, Decision};
+use crate::profiles::{self, IdentityRecord, ProfileRecord};
+use crate::registry::{Active, Registry};
+use crate::runtime::bindings::exports::adapter::{
+    ChannelCapabilities, OutboundMessage, Recipient, SendError, SendOk,
+};
+use crate::runtime::bindings::types::{ChannelKind, Identity, MessageCategory};
+use crate::runtime::{Call, Output};
+use crate::store::{Backend, BatchOp, Db, Space, StoreError};
+use crate::worker::TenantLoops;
+
+/// Tries on one channel before the intent is dead-lettered (first try plus five retries:
+/// about a minute of backoff, enough for a provider blip, short of a stale message).
+pub const MAX_ATTEMPTS: u32 = 6;
+/// First retry delay; doubles per attempt (1, 2, 4, 8, 16 s) before jitter.
+const RETRY_BASE_MS: i64 = 1_000;
+/// Longest wait between tries, whatever a provider's retry-after says: a message an hour
+/// late is worse than a dead letter an operator can replay.
+const RETRY_CAP_MS: i64 = 15 * 60 * 1000;
+/// Attempts taken per pass: bounds one pass's time; the loop runs again while work is left.
+const PASS_CHUNK: usize = 64;
+/// Sends one tenant runs at once: providers answer in tens of milliseconds, so sends
+/// overlap; 16 stays within a provider's per-account rate limits.
+const SEND_CONCURRENCY: usize = 16;
+/// How often the scheduler looks for due attempts (retries wait a second or more).
+const SCHEDULER_TICK: Duration = Duration::from_millis(20);
+/// Most `merged/` redirects followed to find a merged profile.
+const MAX_REDIRECTS: usize = 16;
+
+/// Prefix of sends in flight: `dlvflight/<intent>`, written durably before the adapter is
+/// called and removed with the outcome. Found at the next attempt, it means the server
+/// stopped mid-send: the outcome is unknown, so the intent becomes `ambiguous`, never
+/// sent twice.
+const FLIGHT_PREFIX: &str = "dlvflight/";
+
+/// Where a message's recipient last wrote on a channel: `lastin/<kind>:<value>` → Unix ms.
+pub fn last_inbound_key(kind: &str, value: &str) -> Vec<u8> {
+    format!("lastin/{kind}:{value}").into_bytes()
+}
+
+/// (tenant, plugin name).
+type Installation = (String, String);
+
+/// The delivery service.
+pub struct Deliveries {
+    db: Db,
+    clock: SharedClock,
+    registry: Arc<Registry>,
+    ingest: Arc<Ingest>,
+    loops: Arc<TenantLoops>,
+    /// Adapter capabilities by (tenant, plugin, digest): asked once per version.
+    caps: Mutex<HashMap<(String, String, String), ChannelCapabilities>>,
+    /// One credentials refresh per installation at a time.
+    refreshing: Mutex<HashMap<Installation, Arc<Mutex<()>>>>,
+    /// Per tenant: serialises the delivery log's writes after a send and webhook events
+    /// (storage work only; sends run outside it).
+    log_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    me: OnceLock<Weak<Deliveries>>,
+}
+
+impl std::fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliveries").finish_non_exhaustive()
+    }
+}
+
+/// What an attempt decided, before it is written.
+struct Attempt {
+    ops: Vec<BatchOp>,
+    events: bool,
+}
+
+impl Deliveries {
+    /// Starts the service and its scheduler (which also resumes work left by a restart).
+    pub fn start(
+        db: Db,
+        clock: SharedClock,
+        registry: Arc<Registry>,
+        ingest: Arc<Ingest>,
+    ) -> Arc<Deliveries> {
+        let d = Arc::new(Deliveries {
+            db,
+            clock,
+            registry,
+            ingest,
+            loops: TenantLoops::new("delivery worker"),
+            caps: Mutex::new(HashMap::new()),
+            refreshing: Mutex::new(HashMap::new()),
+            log_locks: Mutex::new(HashMap::new()),
+            me: OnceLock::new(),
+        });
+        let _ = d.me.set(Arc::downgrade(&d));
+        let weak = Arc::downgrade(&d);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SCHEDULER_TICK).await;
+                let Some(d) = weak.upgrade() else { break };
+                if let Err(e) = d.wake_due().await {
+                    tracing::error!(error = %e, "delivery scheduler");
+                }
+            }
+        });
+        d
+    }
+
+    /// Wakes the worker of every tenant with an adapter and an attempt due now. Returns how
+    /// many tenants it woke.
+    pub async fn wake_due(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        let mut woke = 0;
+        for tenant in self.registry.tenants_with(PluginKind::ChannelAdapter) {
+            if self.loops.busy(&tenant) {
+                continue;
+            }
+            let first = self
+                .db
+                .scan_prefix(&Space::tenant(&tenant), log::DUE_PREFIX, 1)
+                .await?;
+            if let Some((at, _)) = first.first().and_then(|(k, _)| log::parse_due(k)) {
+                if at <= now {
+                    self.wake(&tenant);
+                    woke += 1;
+                }
+            }
+        }
+        Ok(woke)
+    }
+
+    /// Makes sure the worker runs `tenant`'s due attempts.
+    pub fn wake(&self, tenant: &str) {
+        let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        self.loops
+            .wake(tenant, Arc::new(move |t: &str| me.run_pass(t)));
+    }
+
+    /// Whether `tenant` has an attempt running or due now (tests and tools).
+    pub async fn busy(&self, tenant: &str) -> Result<bool, StoreError> {
+        if self.loops.busy(tenant) {
+            return Ok(true);
+        }
+        if self
+            .registry
+            .actives(tenant)
+            .iter()
+            .all(|(_, a)| a.kind != PluginKind::ChannelAdapter)
+        {
+            return Ok(false);
+        }
+        let now = self.clock.now_ms();
+        let first = self
+            .db
+            .scan_prefix(&Space::tenant(tenant), log::DUE_PREFIX, 1)
+            .await?;
+        Ok(first
+            .first()
+            .and_then(|(k, _)| log::parse_due(k))
+            .is_some_and(|(at, _)| at <= now))
+    }
+
+    /// The lock serialising `tenant`'s delivery-log writes (see the field).
+    pub(crate) fn log_lock(&self, tenant: &str) -> Arc<Mutex<()>> {
+        self.log_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(tenant.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Runs the attempts due now, up to [`PASS_CHUNK`], [`SEND_CONCURRENCY`] at a time.
+    fn run_pass(&self, tenant: &str) -> Result<usize, StoreError> {
+        let b = self.db.backend().as_ref();
+        let sp = Space::tenant(tenant);
+        let now = self.clock.now_ms();
+        let due: Vec<(Vec<u8>, String)> = b
+            .scan_prefix(&sp, log::DUE_PREFIX, PASS_CHUNK)?
+            .into_iter()
+            .filter_map(|(k, _)| {
+                let (at, intent) = log::parse_due(&k)?;
+                (at <= now).then_some((k, intent))
+            })
+            .collect();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let adapters = self.adapters(tenant);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed: Mutex<Option<StoreError>> = Mutex::new(None);
+        let events = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..SEND_CONCURRENCY.min(due.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((key, intent)) = due.get(i) else {
+                        break;
+                    };
+                    let r = self.attempt(b, &sp, tenant, &adapters, key, intent);
+                    match r {
+                        Ok(e) => {
+                            if e {
+                                events.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => {
+                            *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        if events.load(std::sync::atomic::Ordering::Relaxed) {
+            self.ingest.processor().wake(tenant);
+        }
+        if let Some(e) = failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            return Err(e);
+        }
+        Ok(due.len())
+    }
+
+    /// The tenant's active adapters with their capabilities.
+    fn adapters(&self, tenant: &str) -> Vec<(String, Arc<Active>, ChannelCapabilities)> {
+        let mut out = Vec::new();
+        for (name, active) in self.registry.actives(tenant) {
+            if active.kind != PluginKind::ChannelAdapter {
+                continue;
+            }
+            let key = (tenant.to_string(), name.clone(), active.digest.clone());
+            let cached = self
+                .caps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key)
+                .cloned();
+            let caps = match cached {
+                Some(c) => c,
+                None => match self
+                    .registry
+                    .invoke_blocking(&active, Call::AdapterCapabilities)
+                    .output
+                {
+                    Some(Output::AdapterCapabilities(c)) => {
+                        self.caps
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(key, c.clone());
+                        c
+                    }
+                    other => {
+                        tracing::warn!(tenant, adapter = %name, ?other, "adapter capabilities failed; not sending through it");
+                        continue;
+                    }
+                },
+            };
+            out.push((name, active, caps));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// One due attempt of `intent` (due key `due_key`), written when decided. Returns
+    /// whether it queued track events.
+    fn attempt(
+        &self,
+        b: &dyn Backend,
+        sp: &Space,
+        tenant: &str,
+        adapters: &[(String, Arc<Active>, ChannelCapabilities)],
+        due_key: &[u8],
+        intent: &str,
+    ) -> Result<bool, StoreError> {
+        let mut out = Attempt {
+            ops: vec![BatchOp::delete(due_key.to_vec())],
+            events: false,
+        };
+        let flight = format!("{FLIGHT_PREFIX}{intent}").into_bytes();
+        let rec = log::get(b, sp, intent)?;
+        let mut rec = match rec {
+            Some(r) if r.status == OutboxStatus::Queued && !adapters.is_empty() => r,
+            // Gone, already decided, or the built-in outbox (no adapter): drop the due key.
+            _ => {
+                b.apply_batch(sp, &out.ops)?;
+                return Ok(false);
+            }
+        };
+        let now = self.clock.now_ms();
+        rec.delivery.next_attempt_at = None;
+        out.ops.push(BatchOp::delete(flight.clone()));
+        if b.get(sp, &flight)?.is_some() {
+            let reason = "the server stopped during a send; its outcome is unknown".to_string();
+            log::report(
+                &mut rec,
+                OutboxStatus::Ambiguous {
+                    reason: reason.clone(),
+                },
+                now,
+                Some(reason),
+            );
+            return self.write(b, sp, tenant, rec, out, None);
+        }
+        let Some(profile) = current_profile(b, sp, &rec.profile_id)? else {
+            log::report(
+                &mut rec,
+                OutboxStatus::Skipped {
+                    reason: "profile_erased".into(),
+                },
+                now,
+                None,
+            );
+            return self.write(b, sp, tenant, rec, out, None);
+        };
+        let mut sent_through: Option<(String, String)> = None;
+        // Walk the channels: the current one, then fallbacks.
+        loop {
+            let Some(kind) = rec.channel.as_deref().and_then(policy::channel_kind) else {
+                self.fail(&mut rec, "no_channel", None, now, &mut out, b)?;
+                break;
+            };
+            let Some((name, active, caps)) = adapters
+                .iter()
+                .find(|(_, _, c)| c.channel == kind || c.extra_channels.contains(&kind))
+            else {
+                if self.fall_back(b, sp, &mut rec, &profile, "no_adapter", now)? {
+                    continue;
+                }
+                self.fail(&mut rec, "no_adapter", None, now, &mut out, b)?;
+                break;
+            };
+            let Some(address) = outbox::address_identity(&profile, kind) else {
+                if self.fall_back(b, sp, &mut rec, &profile, "no_address", now)? {
+                    continue;
+                }
+                self.fail(&mut rec, "no_address", None, now, &mut out, b)?;
+                break;
+            };
+            let content = content::degrade(&rec.content, caps, kind);
+            if content.is_empty() {
+                if self.fall_back(b, sp, &mut rec, &profile, "content_unsupported", now)? {
+                    continue;
+                }
+                self.fail(&mut rec, "content_unsupported", None, now, &mut out, b)?;
+                break;
+            }
+            let msg = outbound(b, sp, &rec, &profile, kind, &address, content)?;
+            rec.delivery.attempts += 1;
+            rec.delivery.installation = Some(name.clone());
+            b.put(sp, &flight, rec.delivery.attempts.to_string().as_bytes())?;
+            b.commit_blocking()?;
+            let outcome = self.send(tenant, name, active, msg);
+            let now = self.clock.now_ms();
+            match outcome {
+                SendOutcome::Sent(ok) => {
+                    sent_through = Some((name.clone(), ok.provider_message_id.clone()));
+                    self.sent(b, &mut rec, (name, &address), ok, now, &mut out)?;
+                }
+                SendOutcome::Retry { after_ms, reason } => {
+                    if rec.delivery.attempts >= MAX_ATTEMPTS {
+                        log::report(
+                            &mut rec,
+                            OutboxStatus::DeadLettered {
+                                reason: reason.clone(),
+                            },
+                            now,
+                            Some(reason),
+                        );
+                        out.ops.push(BatchOp::put(
+                            format!("dlvdead/{now:020}/{}", rec.intent_id).into_bytes(),
+                            Vec::new(),
+                        ));
+                        self.status_event(b, &rec, "Message Failed", None, now, &mut out)?;
+                    } else {
+                        let at = now + backoff(&rec.intent_id, rec.delivery.attempts, after_ms);
+                        log::note(&mut rec, "retry", now, Some(reason), false);
+                        rec.delivery.next_attempt_at = Some(at);
+                        out.ops.push(log::due_op(at, &rec.intent_id));
+                    }
+                }
+                SendOutcome::FallBack(reason) => {
+                    if self.fall_back(b, sp, &mut rec, &profile, &reason, now)? {
+                        continue;
+                    }
+                    self.fail(&mut rec, &reason, None, now, &mut out, b)?;
+                }
+                SendOutcome::Failed(reason, detail) => {
+                    self.fail(&mut rec, &reason, detail, now, &mut out, b)?;
+                }
+                // `send` resolves it (refresh and retry), so it does not reach here.
+                SendOutcome::AuthExpired => {
+                    self.fail(&mut rec, "auth_expired", None, now, &mut out, b)?;
+                }
+                SendOutcome::Ambiguous(reason) => {
+                    log::report(
+                        &mut rec,
+                        OutboxStatus::Ambiguous {
+                            reason: reason.clone(),
+                        },
+                        now,
+                        Some(reason),
+                    );
+                }
+            }
+            break;
+        }
+        self.write(b, sp, tenant, rec, out, sent_through)
+    }
+
+    /// Writes an attempt's outcome under the tenant's log lock; after a send, status
+    /// reports that arrived before it was recorded are applied in the same batch.
+    fn write(
+        &self,
+        b: &dyn Backend,
+        sp: &Space,
+        tenant: &str,
+        mut rec: OutboxRecord,
+        mut out: Attempt,
+        sent_through: Option<(String, String)>,
+    ) -> Result<bool, StoreError> {
+        let lock = self.log_lock(tenant);
+        let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((plugin, provider_id)) = sent_through {
+            let early = webhook::orphan_prefix(&plugin, &provider_id);
+            for (key, value) in b.scan_prefix(sp, early.as_bytes(), usize::MAX)? {
+                if let Ok(o) = serde_json::from_slice::<webhook::Orphan>(&value) {
+                    self.apply_status(b, &mut rec, o.status, o.at, o.detail, &mut out)?;
+                }
+                out.ops.push(BatchOp::delete(key));
+            }
+        }
+        out.ops.push(log::put_op(&rec)?);
+        b.apply_batch(sp, &out.ops)?;
+        Ok(out.events)
+    }
+
+    /// Records a final failure and its `Message Failed` event.
+    fn fail(
+        &self,
+        rec: &mut OutboxRecord,
+        reason: &str,
+        detail: Option<String>,
+        now: i64,
+        out: &mut Attempt,
+        b: &dyn Backend,
+    ) -> Result<(), StoreError> {
+        let reason = match &detail {
+            Some(d) => format!("{reason}: {d}"),
+            None => reason.to_string(),
+        };
+        if log::report(
+            rec,
+            OutboxStatus::Failed {
+                reason: reason.clone(),
+            },
+            now,
+            detail,
+        ) {
+            self.status_event(b, rec, "Message Failed", None, now, out)?;
+        }
+        Ok(())
+    }
+
+    /// Moves `rec` to its next preferred channel that the profile has an address on and
+    /// the policy clears. False when none is left.
+    fn fall_back(
+        &self,
+        b: &dyn Backend,
+        sp: &Space,
+        rec: &mut OutboxRecord,
+        profile: &ProfileRecord,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let current = rec.channel.clone().unwrap_or_default();
+        rec.delivery.fallbacks.push(format!("{current}: {reason}"));
+        let start = rec
+            .preference
+            .iter()
+            .position(|c| *c == current)
+            .map_or(0, |i| i + 1);
+        let cfg = outbox::tenant_policy(b, sp)?;
+        for name in rec.preference.clone().iter().skip(start) {
+            let Some(kind) = policy::channel_kind(name) else {
+                continue;
+            };
+            let Some(addr) = outbox::address_identity(profile, kind) else {
+                rec.delivery.fallbacks.push(format!("{name}: no_address"));
+                continue;
+            };
+            let decision = policy::decide(
+                &cfg,
+                &policy::SendContext {
+                    category: rec.category,
+                    channel: name,
+                    profile,
+                    // The intent already counted toward the cap when it was cleared.
+                    marketing_sent_at: &[],
+                    now_ms: now,
+                },
+            );
+            match decision {
+                Decision::Skip { reason } => {
+                    rec.delivery
+                        .fallbacks
+                        .push(format!("{name}: {}", reason.code()));
+                }
+                Decision::Send | Decision::Hold { .. } => {
+                    rec.channel = Some(name.clone());
+                    rec.address = Some(addr.value);
+                    rec.delivery.attempts = 0;
+                    log::note(
+                        rec,
+                        "fallback",
+                        now,
+                        Some(format!("{current} → {name}: {reason}")),
+                        false,
+                    );
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Calls `send`, refreshing credentials once on `auth-expired`.
+    fn send(
+        &self,
+        tenant: &str,
+        name: &str,
+        active: &Arc<Active>,
+        msg: OutboundMessage,
+    ) -> SendOutcome {
+        let before = active.installation.settings();
+        let first = self.invoke_send(active, msg.clone());
+        if !matches!(first, SendOutcome::AuthExpired) {
+            return first;
+        }
+        let lock = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((tenant.to_string(), name.to_string()))
+            .or_default()
+            .clone();
+        {
+            let _one = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            // Another send may have rotated the secrets while this one waited.
+            if Arc::ptr_eq(&before, &active.installation.settings()) {
+                let r = self
+                    .registry
+                    .invoke_blocking(active, Call::AdapterRefreshCredentials);
+                match r.output {
+                    Some(Output::AdapterRefreshCredentials(Ok(()))) => {}
+                    Some(Output::AdapterRefreshCredentials(Err(e))) => {
+                        return SendOutcome::Failed(
+                            "auth_expired".into(),
+                            Some(format!("refreshing credentials failed: {e:?}")),
+                        );
+                    }
+                    _ => {
+                        return SendOutcome::Failed(
+                            "auth_expired".into(),
+                            Some(format!(
+                                "refreshing credentials failed: {}",
+                                r.error.map(|e| e.to_string()).unwrap_or_default()
+                            )),
+                        );
+                    }
+                }
+            }
+        }
+        match self.invoke_send(active, msg) {
+            SendOutcome::AuthExpired => SendOutcome::Failed(
+                "auth_expired".into(),
+                Some("still expired after a credentials refresh".into()),
+            ),
+            other => other,
+        }
+    }
+
+    fn invoke_send(&self, active: &Arc<Active>, msg: OutboundMessage) -> SendOutcome {
+        let r = self
+            .registry
+            .invoke_blocking(active, Call::AdapterSend(msg));
+        match (r.output, r.error) {
+            (Some(Output::AdapterSend(Ok(ok))), _) => SendOutcome::Sent(ok),
+            (Some(Output::AdapterSend(Err(e))), _) => interpret(e),
+            (_, Some(e)) => {
+                // A request answered (or timed out) may have sent the message.
+                let reached = r
+                    .report
+                    .http_calls
+                    .iter()
+                    .any(|c| c.status.is_some() || c.error.as_deref() == Some("timeout"));
+                if reached {
+                    SendOutcome::Ambiguous(format!(
+                        "the adapter failed ({}) after a request reached the provider: {e}",
+                        e.code()
+                    ))
+                } else {
+                    SendOutcome::Retry {
+                        after_ms: 0,
+                        reason: format!("adapter {}: {e}", e.code()),
+                    }
+                }
+            }
+            (other, None) => SendOutcome::Failed(
+                "adapter_error".into(),
+                Some(format!("unexpected output {other:?}")),
+            ),
+        }
+    }
+
+    /// Records an accepted send.
+    fn sent(
+        &self,
+        b: &dyn Backend,
+        rec: &mut OutboxRecord,
+        (plugin, address): (&str, &IdentityRecord),
+        ok: SendOk,
+        now: i64,
+        out: &mut Attempt,
+    ) -> Result<(), StoreError> {
+        rec.delivery.provider_message_id = Some(ok.provider_message_id.clone());
+        rec.delivery.sent_at = Some(now);
+        log::report(rec, OutboxStatus::Sent, now, None);
+        out.ops.push(BatchOp::put(
+            log::provider_key(plugin, &ok.provider_message_id),
+            rec.intent_id.as_bytes().to_vec(),
+        ));
+        out.ops.push(BatchOp::put(
+            log::recipient_key(plugin, &address.kind, &address.value, now, &rec.intent_id),
+            Vec::new(),
+        ));
+        self.status_event(b, rec, "Message Sent", None, now, out)
+    }
+
+    /// Applies one status to `rec`, with its track event when it changed the status.
+    fn apply_status(
+        &self,
+        b: &dyn Backend,
+        rec: &mut OutboxRecord,
+        status: OutboxStatus,
+        at: i64,
+        detail: Option<String>,
+        out: &mut Attempt,
+    ) -> Result<bool, StoreError> {
+        let event = match &status {
+            OutboxStatus::Delivered => Some("Message Delivered"),
+            OutboxStatus::Read | OutboxStatus::Opened => Some("Message Opened"),
+            OutboxStatus::Clicked => Some("Message Clicked"),
+            OutboxStatus::Replied => Some("Message Replied"),
+            OutboxStatus::Failed { .. }
+            | OutboxStatus::Undelivered { .. }
+            | OutboxStatus::Bounced { .. } => Some("Message Failed"),
+            _ => None,
+        };
+        let url = match &status {
+            OutboxStatus::Clicked => detail.clone(),
+            _ => None,
+        };
+        let applied = log::report(rec, status, at, detail);
+        if applied {
+            if let Some(name) = event {
+                self.status_event(b, rec, name, url, at, out)?;
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Queues the track event `name` about `rec` on its profile.
+    fn status_event(
+        &self,
+        b: &dyn Backend,
+        rec: &OutboxRecord,
+        name: &str,
+        url: Option<String>,
+        now: i64,
+        out: &mut Attempt,
+    ) -> Result<(), StoreError> {
+        let mut props = Map::new();
+        props.insert("intent_id".into(), json!(rec.intent_id));
+        props.insert("journey".into(), json!(rec.journey));
+        props.insert("instance".into(), json!(rec.instance));
+        props.insert("channel".into(), json!(rec.channel));
+        props.insert("status".into(), json!(log::code(&rec.status)));
+        if let Some(id) = &rec.delivery.provider_message_id {
+            props.insert("provider_message_id".into(), json!(id));
+        }
+        if let Some(u) = url {
+            props.insert("url".into(), json!(u));
+        }
+        if let OutboxStatus::Failed { reason }
+        | OutboxStatus::Undelivered { reason }
+        | OutboxStatus::Bounced { reason }
+        | OutboxStatus::DeadLettered { reason } = &rec.status
+        {
+            props.insert("reason".into(), json!(reason));
+        }
+        let m = Message::internal(
+            &rec.profile_id,
+            MessageType::Track,
+            Some(name.to_string()),
+            props,
+            Map::new(),
+            format!("dlv:{}:{name}:{now}", rec.intent_id),
+            now,
+        );
+        out.ops.push(crate::ingest::queue_op(b.next_id()?, &m)?);
+        out.events = true;
+        Ok(())
+    }
+}
+
+/// What one `send` came to.
+enum SendOutcome {
+    Sent(SendOk),
+    Retry { after_ms: u64, reason: String },
+    FallBack(String),
+    Failed(String, Option<String>),
+    Ambiguous(String),
+    AuthExpired,
+}
+
+/// The pipeline's reading of an adapter's `send-error`.
+fn interpret(e: SendError) -> SendOutcome {
+    match e {
+        SendError::RateLimited(ms) => SendOutcome::Retry {
+            after_ms: ms,
+            reason: format!("rate limited; retry after {ms} ms"),
+        },
+        SendError::Retryable(m) => SendOutcome::Retry {
+            after_ms: 0,
+            reason: m,
+        },
+        SendError::OutsideWindow => SendOutcome::FallBack("outside_window".into()),
+        SendError::QuotaExceeded => SendOutcome::FallBack("quota_exceeded".into()),
+        SendError::RecipientInvalid(m) => SendOutcome::Failed("recipient_invalid".into(), Some(m)),
+        SendError::RecipientUnreachable(m) => {
+            SendOutcome::Failed("recipient_unreachable".into(), Some(m))
+        }
+        SendError::AuthExpired => SendOutcome::AuthExpired,
+        SendError::ContentRejected(m) => SendOutcome::Failed("content_rejected".into(), Some(m)),
+        SendError::Ambiguous(m) => SendOutcome::Ambiguous(m),
+        SendError::Permanent(m) => SendOutcome::Failed("permanent".into(), Some(m)),
+    }
+}
+
+/// Delay before try `attempts + 1`: exponential from [`RETRY_BASE_MS`] plus up to 50%
+/// jitter (derived from the intent, so retries of many intents spread out), at least the
+/// provider's `retry_after_ms`, at most [`RETRY_CAP_MS`].
+pub fn backoff(intent: &str, attempts: u32, retry_after_ms: u64) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let exp = RETRY_BASE_MS.saturating_mul(1i64 << attempts.saturating_sub(1).min(20));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (intent, attempts).hash(&mut h);
+    let jitter = (h.finish() % 1000) as i64 * exp / 2000;
+    let after = i64::try_from(retry_after_ms).unwrap_or(i64::MAX);
+    (exp + jitter).max(after).min(RETRY_CAP_MS)
+}
+
+/// The profile an intent is for, following merges; `None` once erased.
+fn current_profile(
+    b: &dyn Backend,
+    sp: &Space,
+    id: &str,
+) -> Result<Option<ProfileRecord>, StoreError> {
+    let mut pid = id.to_string();
+    for _ in 0..MAX_REDIRECTS {
+        match b.get(sp, format!("merged/{pid}").as_bytes())? {
+            Some(next) => pid = String::from_utf8_lossy(&next).into_owned(),
+            None => break,
+        }
+    }
+    profiles::get(b, sp, &pid).map_err(|e| match e {
+        profiles::ProfileError::Store(s) => s,
+        profiles::ProfileError::Corrupt(c) => StoreError::Codec(c),
+    })
+}
+
+/// The adapter's input for `rec` on `kind`.
+fn outbound(
+    b: &dyn Backend,
+    sp: &Space,
+    rec: &OutboxRecord,
+    profile: &ProfileRecord,
+    kind: ChannelKind,
+    address: &IdentityRecord,
+    content: Vec<crate::runtime::bindings::types::Content>,
+) -> Result<OutboundMessage, StoreError> {
+    let last_inbound_at = b
+        .get(sp, &last_inbound_key(&address.kind, &address.value))?
+        .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok());
+    let display_name = ["name", "first_name", "firstName"]
+        .iter()
+        .find_map(|k| profile.traits.get(*k).and_then(Value::as_str))
+        .map(str::to_owned);
+    Ok(OutboundMessage {
+        idempotency_key: rec.intent_id.clone(),
+        tracking_id: rec.intent_id.clone(),
+        channel: kind,
+        recipient: Recipient {
+            profile_id: profile.id.clone(),
+            address: Identity {
+                kind: address.kind.clone(),
+                value: address.value.clone(),
+            },
+            display_name,
+            last_inbound_at,
+        },
+        category: match rec.category {
+            policy::Category::Marketing => MessageCategory::Marketing,
+            policy::Category::Transactional => MessageCategory::Transactional,
+        },
+        content,
+        tag: None,
+        metadata: json!({"journey": rec.journey, "instance": rec.instance}).to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_honours_retry_after_and_is_capped() {
+        let d1 = backoff("i", 1, 0);
+        let d2 = backoff("i", 2, 0);
+        let d5 = backoff("i", 5, 0);
+        assert!((1_000..=1_500).contains(&d1), "{d1}");
+        assert!((2_000..=3_000).contains(&d2), "{d2}");
+        assert!((16_000..=24_000).contains(&d5), "{d5}");
+        assert_eq!(
+            backoff("i", 1, 60_000),
+            60_000,
+            "the provider's retry-after wins"
+        );
+        assert_eq!(backoff("i", 30, 0), RETRY_CAP_MS);
+        assert_eq!(backoff("i", 1, u64::MAX), RETRY_CAP_MS);
+        let spread: std::collections::HashSet<i64> =
+            (0..20).map(|n| backoff(&format!("i{n}"), 3, 0)).collect();
+        assert!(spread.len() > 10, "jitter spreads intents: {spread:?}");
+    }
+
+    #[test]
+    fn send_errors_map_to_pipeline_decisions() {
+        assert!(matches!(
+            interpret(SendError::RateLimited(5_000)),
+            SendOutcome::Retry {
+                after_ms: 5_000,
+                ..
+            }
+        ));
+        assert!(matches!(
+            interpret(SendError::Retryable("503".into())),
+            SendOutcome::Retry { after_ms: 0, .. }
+        ));
+        assert!(
+            matches!(interpret(SendError::OutsideWindow), SendOutcome::FallBack(r) if r == "outside_window")
+        );
+        assert!(matches!(
+            interpret(SendError::QuotaExceeded),
+            SendOutcome::FallBack(_)
+        ));
+        assert!(matches!(
+            interpret(SendError::AuthExpired),
+            SendOutcome::AuthExpired
+        ));
+        assert!(matches!(
+            interpret(SendError::Ambiguous("t".into())),
+            SendOutcome::Ambiguous(_)
+        ));
+        assert!(matches!(
+            interpret(SendError::RecipientInvalid("x".into())),
+            SendOutcome::Failed(r, _) if r == "recipient_invalid"
+        ));
+        assert!(matches!(
+            interpret(SendError::ContentRejected("x".into())),
+            SendOutcome::Failed(r, _) if r == "content_rejected"
+        ));
+    }
+}

@@ -1,0 +1,809 @@
+//! The send pipeline end to end: journeys → messaging policy → channel adapters → a fake
+//! provider on 127.0.0.1 → signed webhooks back → the delivery log and the funnel.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use weft::clock::Clock as _;
+use weft_tests::{error_code, plugins, TestHost, TestTenant};
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+const APP_ID: &str = "app-1";
+const OA_SECRET: &str = "oa-secret-key";
+const ZNS_TEMPLATE: &str = "231241";
+
+/// What the fake provider saw: path, headers, body.
+type Seen = Arc<Mutex<Vec<(String, HeaderMap, Value)>>>;
+
+/// A fake Zalo (OA API, ZNS API and OAuth on one port). OA sends answer from a script of
+/// queued answers, else success with ids `oa-1`, `oa-2`, …; a send with a stale access
+/// token gets Zalo's -216; a refresh hands out the next token pair.
+struct FakeZalo {
+    addr: SocketAddr,
+    seen: Seen,
+    script: Arc<Mutex<VecDeque<(u16, Value)>>>,
+    zns_script: Arc<Mutex<VecDeque<(u16, Value)>>>,
+    token: Arc<Mutex<String>>,
+}
+
+impl FakeZalo {
+    async fn start() -> FakeZalo {
+        let seen: Seen = Arc::default();
+        let script: Arc<Mutex<VecDeque<(u16, Value)>>> = Arc::default();
+        let zns_script: Arc<Mutex<VecDeque<(u16, Value)>>> = Arc::default();
+        let token = Arc::new(Mutex::new("at-0".to_string()));
+        let counter = Arc::new(Mutex::new(0u32));
+        let app = axum::Router::new()
+            .route(
+                "/v3.0/oa/message/cs",
+                axum::routing::post({
+                    let (seen, script, token, counter) =
+                        (seen.clone(), script.clone(), token.clone(), counter.clone());
+                    move |headers: HeaderMap, body: axum::body::Bytes| {
+                        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        seen.lock().unwrap().push(("cs".into(), headers.clone(), body));
+                        let answer = if headers.get("access_token").and_then(|v| v.to_str().ok())
+                            != Some(token.lock().unwrap().as_str())
+                        {
+                            (200, json!({"error": -216, "message": "Access token is invalid"}))
+                        } else if let Some(a) = script.lock().unwrap().pop_front() {
+                            a
+                        } else {
+                            let mut n = counter.lock().unwrap();
+                            *n += 1;
+                            (200, json!({"error": 0, "message": "Success", "data": {"message_id": format!("oa-{n}")}}))
+                        };
+                        async move {
+                            (StatusCode::from_u16(answer.0).unwrap(), axum::Json(answer.1))
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/message/template",
+                axum::routing::post({
+                    let (seen, zns_script) = (seen.clone(), zns_script.clone());
+                    move |headers: HeaderMap, body: axum::body::Bytes| {
+                        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        seen.lock().unwrap().push(("zns".into(), headers, body));
+                        let answer = zns_script.lock().unwrap().pop_front().unwrap_or((
+                            200,
+                            json!({"error": 0, "message": "Success", "data": {"msg_id": "zns-1", "quota": {"remainingQuota": 499}}}),
+                        ));
+                        async move {
+                            (StatusCode::from_u16(answer.0).unwrap(), axum::Json(answer.1))
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/v4/oa/access_token",
+                axum::routing::post({
+                    let (seen, token) = (seen.clone(), token.clone());
+                    move |headers: HeaderMap, body: String| {
+                        seen.lock()
+                            .unwrap()
+                            .push(("oauth".into(), headers, Value::String(body)));
+                        let mut t = token.lock().unwrap();
+                        let n: u32 = t.trim_start_matches("at-").parse().unwrap_or(0) + 1;
+                        *t = format!("at-{n}");
+                        let answer = json!({"access_token": format!("at-{n}"), "refresh_token": format!("rt-{n}"), "expires_in": "90000"});
+                        async move { axum::Json(answer) }
+                    }
+                }),
+            );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        FakeZalo {
+            addr,
+            seen,
+            script,
+            zns_script,
+            token,
+        }
+    }
+
+    fn requests(&self, kind: &str) -> Vec<Value> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _, _)| k == kind)
+            .map(|(_, _, b)| b.clone())
+            .collect()
+    }
+
+    fn answer_next(&self, status: u16, body: Value) {
+        self.script.lock().unwrap().push_back((status, body));
+    }
+}
+
+/// A host with abandoned-cart and zalo-oa installed, zalo-oa pointed at `zalo`.
+async fn setup(zalo: &FakeZalo) -> (TestHost, TestTenant) {
+    let h = TestHost::new().await;
+    let t = h.tenant().await;
+    h.install(
+        &t,
+        "abandoned-cart",
+        "journey-rule",
+        plugins::ABANDONED_CART,
+    )
+    .await;
+    configure(
+        &h,
+        &t,
+        "abandoned-cart",
+        json!({"config": {"zns_template_id": ZNS_TEMPLATE}}),
+    )
+    .await;
+    h.install(&t, "zalo-oa", "channel-adapter", plugins::ZALO_OA)
+        .await;
+    let base = format!("http://{}", zalo.addr);
+    configure(
+        &h,
+        &t,
+        "zalo-oa",
+        json!({
+            "config": {"api_base": base, "zns_api_base": base, "oauth_base": base,
+                       "app_id": APP_ID, "oa_id": "oa-1"},
+            "secrets": {"access_token": "at-0", "refresh_token": "rt-0",
+                        "app_secret": "app-secret", "oa_secret_key": OA_SECRET},
+            "allowed_hosts": [zalo.addr.to_string()],
+        }),
+    )
+    .await;
+    (h, t)
+}
+
+async fn configure(h: &TestHost, t: &TestTenant, plugin: &str, body: Value) {
+    let (s, v) = h
+        .request(
+            Method::PUT,
+            &format!("/v1/plugins/{plugin}/config"),
+            Some(&t.secret),
+            body.to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+async fn segment(h: &TestHost, t: &TestTenant, call: &str, body: Value) {
+    let (s, v) = h.segment(t, call, &body).await;
+    assert_eq!(s, StatusCode::OK, "{call} {body}: {v}");
+}
+
+/// Lan: gold, a phone number, marketing accepted.
+async fn lan(h: &TestHost, t: &TestTenant) {
+    segment(
+        h,
+        t,
+        "identify",
+        json!({"userId": "lan", "traits": {"tier": "gold", "phone": "0901234567", "name": "Lan"},
+               "context": {"consent": {"categoryPreferences": {"marketing": true}}}}),
+    )
+    .await;
+}
+
+/// Posts a Zalo webhook signed as Zalo signs it; returns status and body.
+async fn zalo_webhook(
+    h: &TestHost,
+    t: &TestTenant,
+    mut body: Value,
+    sign_with: &str,
+) -> (StatusCode, Value) {
+    let ts = h.clock.now_ms().to_string();
+    body["timestamp"] = json!(ts);
+    body["app_id"] = json!(APP_ID);
+    let raw = body.to_string();
+    let mac = Sha256::digest(format!("{APP_ID}{raw}{ts}{sign_with}").as_bytes());
+    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+    h.request_with(
+        Method::POST,
+        &format!("/v1/webhooks/{}/zalo-oa", t.id),
+        &[
+            ("x-zevent-signature", format!("mac={hex}")),
+            ("content-type", "application/json".into()),
+        ],
+        raw,
+    )
+    .await
+}
+
+/// Zalo user `zu-1` of OA `oa-1` shares Lan's phone, then writes to the OA.
+async fn lan_on_zalo(h: &TestHost, t: &TestTenant) {
+    let (s, v) = zalo_webhook(
+        h,
+        t,
+        json!({"event_name": "user_submit_info", "oa_id": "oa-1",
+               "sender": {"id": "zu-1"}, "recipient": {"id": "oa-1"},
+               "info": {"name": "Lan", "phone": "0901234567"}}),
+        OA_SECRET,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = zalo_webhook(
+        h,
+        t,
+        json!({"event_name": "user_send_text", "oa_id": "oa-1",
+               "sender": {"id": "zu-1"}, "recipient": {"id": "oa-1"},
+               "message": {"msg_id": "in-1", "text": "Shop ơi, còn size M không?"}}),
+        OA_SECRET,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    h.settle(t).await;
+}
+
+async fn cart(h: &TestHost, t: &TestTenant, cart: &str) {
+    segment(
+        h,
+        t,
+        "track",
+        json!({"userId": "lan", "event": "Product Added", "messageId": format!("add-{cart}"),
+               "properties": {"cart_id": cart, "product_id": "sku-7", "name": "Áo dài lụa"}}),
+    )
+    .await;
+    h.settle(t).await;
+}
+
+async fn deliveries(h: &TestHost, t: &TestTenant, query: &str) -> Vec<Value> {
+    h.get_ok(t, &format!("/v1/deliveries{query}")).await["deliveries"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_cart_reaches_zalo_oa_and_its_webhooks_fill_the_log_and_funnel() {
+    let zalo = FakeZalo::start().await;
+    let (h, t) = setup(&zalo).await;
+    lan(&h, &t).await;
+    lan_on_zalo(&h, &t).await;
+    let v = h.get_ok(&t, "/v1/profiles/zalo:oa-1:zu-1").await;
+    assert_eq!(
+        v["profile"]["traits"]["name"], "Lan",
+        "the hint merged the Zalo user into Lan: {v}"
+    );
+
+    cart(&h, &t, "c-1").await;
+    h.advance(&t, HOUR).await;
+
+    let sent = zalo.requests("cs");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["recipient"]["user_id"], "zu-1");
+    assert!(sent[0]["message"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("GOLD10"));
+    assert!(
+        zalo.requests("zns").is_empty(),
+        "inside the 48 h window: no ZNS"
+    );
+    let d = deliveries(&h, &t, "?channel=zalo-oa").await;
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["status"], "sent", "{}", d[0]);
+    assert_eq!(d[0]["delivery"]["provider_message_id"], "oa-1");
+    assert_eq!(d[0]["delivery"]["installation"], "zalo-oa");
+    let intent = d[0]["intent_id"].as_str().unwrap().to_string();
+
+    // Zalo reports delivery, then the read; the read comes twice (a provider retry).
+    let delivered = json!({"event_name": "user_received_message", "oa_id": "oa-1",
+        "sender": {"id": "oa-1"}, "recipient": {"id": "zu-1"}, "message": {"msg_ids": ["oa-1"]}});
+    assert_eq!(
+        zalo_webhook(&h, &t, delivered, OA_SECRET).await.0,
+        StatusCode::OK
+    );
+    h.clock.advance(1_000);
+    let seen = json!({"event_name": "user_seen_message", "oa_id": "oa-1",
+        "sender": {"id": "zu-1"}, "recipient": {"id": "oa-1"}, "message": {"msg_ids": ["oa-1"]}});
+    let ts = h.clock.now_ms();
+    assert_eq!(
+        zalo_webhook(&h, &t, seen.clone(), OA_SECRET).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        zalo_webhook(&h, &t, seen, OA_SECRET).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(h.clock.now_ms(), ts);
+    h.settle(&t).await;
+
+    let one = h.get_ok(&t, &format!("/v1/deliveries/{intent}")).await;
+    assert_eq!(one["status"], "read", "{one}");
+    let history: Vec<&str> = one["delivery"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        history,
+        ["sent", "delivered", "read"],
+        "the duplicate is ignored"
+    );
+
+    let funnel = h
+        .get_ok(&t, "/v1/deliveries/funnel?journey=abandoned-cart")
+        .await;
+    let row = &funnel["funnel"][0];
+    assert_eq!(
+        (
+            row["channel"].as_str(),
+            row["sent"].as_u64(),
+            row["delivered"].as_u64(),
+            row["opened"].as_u64()
+        ),
+        (Some("zalo-oa"), Some(1), Some(1), Some(1)),
+        "{funnel}"
+    );
+    assert_eq!(row["converted"], 0);
+
+    // The events journeys can wait on are on the profile.
+    let events = h
+        .get_ok(&t, "/v1/profiles/user_id:lan/events?limit=50")
+        .await;
+    let names: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    for n in [
+        "Message Sent",
+        "Message Delivered",
+        "Message Opened",
+        "Message Received",
+        "Identity Linked",
+    ] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+
+    // A purchase within a week counts as a conversion.
+    segment(
+        &h,
+        &t,
+        "track",
+        json!({"userId": "lan", "event": "Order Completed", "properties": {"order_id": "o-1", "revenue": 850000}}),
+    )
+    .await;
+    h.settle(&t).await;
+    let funnel = h.get_ok(&t, "/v1/deliveries/funnel").await;
+    assert_eq!(funnel["funnel"][0]["converted"], 1, "{funnel}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_the_oa_window_the_reminder_falls_back_to_the_zns_template() {
+    let zalo = FakeZalo::start().await;
+    let (h, t) = setup(&zalo).await;
+    lan(&h, &t).await;
+    lan_on_zalo(&h, &t).await;
+    // Lan last wrote 49 hours before the reminder is due.
+    h.advance(&t, 48 * HOUR).await;
+    cart(&h, &t, "c-2").await;
+    h.advance(&t, HOUR).await;
+
+    assert!(
+        zalo.requests("cs").is_empty(),
+        "the adapter refuses OA outside the window"
+    );
+    let zns = zalo.requests("zns");
+    assert_eq!(zns.len(), 1, "{zns:?}");
+    assert_eq!(zns[0]["phone"], "84901234567");
+    assert_eq!(zns[0]["template_id"], ZNS_TEMPLATE);
+    assert_eq!(zns[0]["template_data"]["discount_code"], "GOLD10");
+    let d = &deliveries(&h, &t, "").await[0];
+    assert_eq!(d["status"], "sent", "{d}");
+    assert_eq!(d["channel"], "zns");
+    assert_eq!(d["address"], "+84901234567");
+    assert_eq!(
+        d["delivery"]["fallbacks"][0], "zalo-oa: outside_window",
+        "{d}"
+    );
+    assert_eq!(zns[0]["tracking_id"], d["intent_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_answers_are_retried_with_backoff_then_sent_once() {
+    let zalo = FakeZalo::start().await;
+    let (h, t) = setup(&zalo).await;
+    lan(&h, &t).await;
+    lan_on_zalo(&h, &t).await;
+    zalo.answer_next(503, json!({"error": -1}));
+    zalo.answer_next(503, json!({"error": -1}));
+    cart(&h, &t, "c-3").await;
+    h.advance(&t, HOUR).await;
+    let d = &deliveries(&h, &t, "").await[0];
+    assert_eq!(d["status"], "queued", "waiting for the retry: {d}");
+    assert_eq!(d["delivery"]["attempts"], 1);
+    let next = d["delivery"]["next_attempt_at"].as_i64().unwrap();
+    let wait = next - h.clock.now_ms();
+    assert!(
+        (1_000..=1_500).contains(&wait),
+        "first backoff about 1 s: {wait}"
+    );
+    h.advance(&t, wait).await;
+    let d = &deliveries(&h, &t, "").await[0];
+    assert_eq!(d["delivery"]["attempts"], 2, "{d}");
+    h.advance(&t, 5_000).await;
+    let d = &deliveries(&h, &t, "").await[0];
+    assert_eq!(d["status"], "sent", "{d}");
+    assert_eq!(d["delivery"]["attempts"], 3);
+    assert_eq!(zalo.requests("cs").len(), 3, "two failures, one success");
+    h.advance(&t, HOUR).await;
+    assert_eq!(zalo.requests("cs").len(), 3, "never sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_failing_every_try_is_dead_lettered_not_lost() {
+    let zalo = FakeZalo::start().await;
+    let (h, t) = setup(&zalo).await;
+    lan(&h, &t).await;
+    lan_on_zalo(&h, &t).await;
+    for _ in 0..10 {
+        zalo.answer_next(503, json!({"error": -1}));
+    }
+    cart(&h, &t, "c-4").await;
+    h.advance(&t, HOUR).await;
+    for _ in 0..10 {
+        h.advance(&t, 60_000).await;
+    }
+    let d = &deliveries(&h, &t, "?status=dead_lettered").await;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["delivery"]["attempts"], 6);
+    assert_eq!(zalo.requests("cs").len(), 6, "MAX_ATTEMPTS tries, no more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_is_refreshed_once_and_the_send_retried() {
+    let zalo = FakeZalo::start().await;
+    let (h, t) = setup(&zalo).await;
+    lan(&h, &t).await;
+    lan_on_zalo(&h, &t).await;
+    // The provider moved on to a newer token: the installation's `at-0` is now stale.
+    *zalo.token.lock().unwrap() = "at-1".into();
+    // Two carts, so two sends see the stale token.
+    cart(&h, &t, "c-5").await;
+    cart(&h, &t, "c-6").await;
+    h.advance(&t, HOUR).await;
+    let d = deliveries(&h, &t, "?status=sent").await;
+    assert_eq!(d.len(), 2, "{:?}", deliveries(&h, &t, "").await);
+    let refreshes = zalo.requests("oauth");
+    assert!(
+        !refreshes.is_empty() && refreshes.len() <= 2,
+        "a single-use refresh token is used at most once per rotation: {refreshes:?}"
+    );
+    let cfg = h.get_ok(&t, "/v1/plugins/zalo-oa/config").await;
+    assert!(
+        !cfg.to_string().contains("at-2"),
+        "secret values are never shown: {cfg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_or_stale_webhooks_get_401_and_record_nothing() {
+    let zalo = FakeZalo::start().await;
+    let (h, t) = setup(&zalo).await;
+    lan(&h, &t).await;
+    let msg = json!({"event_name": "user_send_text", "oa_id": "oa-1",
+        "sender": {"id": "zu-9"}, "recipient": {"id": "oa-1"}, "message": {"msg_id": "in-9", "text": "hi"}});
+    let (s, v) = zalo_webhook(&h, &t, msg.clone(), "not-the-secret").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(error_code(&v), "bad_signature");
+    // Signed correctly but ten minutes old.
+    let ts = (h.clock.now_ms() - 10 * MINUTE).to_string();
+    let mut stale = msg.clone();
+    stale["timestamp"] = json!(ts);
+    stale["app_id"] = json!(APP_ID);
+    let raw = stale.to_string();
+    let mac = Sha256::digest(format!("{APP_ID}{raw}{ts}{OA_SECRET}").as_bytes());
+    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+    let (s, v) = h
+        .request_with(
+            Method::POST,
+            &format!("/v1/webhooks/{}/zalo-oa", t.id),
+            &[("x-zevent-signature", format!("mac={hex}"))],
+            raw,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(error_code(&v), "stale_timestamp");
+    h.settle(&t).await;
+    let (s, _) = h
+        .request(
+            Method::GET,
+            "/v1/profiles/zalo:oa-1:zu-9",
+            Some(&t.secret),
+            "",
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_for_unknown_installations_or_malformed_bodies_are_refused() {
+    let zalo = FakeZalo::start().await;
+    let (h, t) = setup(&zalo).await;
+    let (s, v) = h
+        .request(
+            Method::POST,
+            &format!("/v1/webhooks/{}/nope", t.id),
+            None,
+            "{}",
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "unknown_installation")
+    );
+    let (s, _) = h
+        .request(Method::POST, "/v1/webhooks/t_unknown/zalo-oa", None, "{}")
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // A journey rule is not a webhook target.
+    let (s, _) = h
+        .request(
+            Method::POST,
+            &format!("/v1/webhooks/{}/abandoned-cart", t.id),
+            None,
+            "{}",
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = zalo_webhook(&h, &t, json!({"oa_id": "oa-1"}), OA_SECRET).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(error_code(&v), "malformed_webhook");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_filters_are_validated() {
+    let zalo = FakeZalo::start().await;
+    let (h, t) = setup(&zalo).await;
+    for (q, needle) in [
+        ("?status=lost", "unknown status `lost`"),
+        ("?channel=fax", "unknown channel `fax`"),
+        ("?limit=0", "limit must be 1 to 500"),
+        ("?colour=red", "colour"),
+        ("?profile=nokind", "expected `<kind>:<value>`"),
+    ] {
+        let (s, v) = h
+            .request(
+                Method::GET,
+                &format!("/v1/deliveries{q}"),
+                Some(&t.secret),
+                "",
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{q}: {v}"
+        );
+    }
+    let (s, v) = h
+        .request(Method::GET, "/v1/deliveries/nope", Some(&t.secret), "")
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "delivery_not_found")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapter_cannot_reach_private_addresses_unless_the_operator_allows_them() {
+    let zalo = FakeZalo::start().await;
+    let h = TestHost::with_config(|c| c.runtime.allow_private_networks = false).await;
+    let t = h.tenant().await;
+    h.install(&t, "zalo-oa", "channel-adapter", plugins::ZALO_OA)
+        .await;
+    configure(
+        &h,
+        &t,
+        "zalo-oa",
+        json!({"config": {"api_base": format!("http://{}", zalo.addr)},
+               "secrets": {"access_token": "at-0"}, "allowed_hosts": [zalo.addr.to_string()]}),
+    )
+    .await;
+    let out = h
+        .invoke(&t, "zalo-oa", &weft::samples::adapter_send("Xin chào"))
+        .await;
+    assert!(
+        zalo.requests("cs").is_empty(),
+        "nothing reached the provider"
+    );
+    let calls = &out["report"]["http_calls"];
+    assert_eq!(calls[0]["method"], "POST", "{out}");
+    assert!(
+        calls[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("private or local"),
+        "{calls}"
+    );
+    assert!(calls[0].get("status").is_none());
+}
+
+/// A fake Twilio: every message is accepted as `SM<n>`; requests are kept.
+struct FakeTwilio {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeTwilio {
+    async fn start() -> FakeTwilio {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        let app = axum::Router::new().route(
+            "/2010-04-01/Accounts/{sid}/Messages.json",
+            axum::routing::post(move |body: String| {
+                let n = {
+                    let mut l = log.lock().unwrap();
+                    l.push(body);
+                    l.len()
+                };
+                async move {
+                    (
+                        StatusCode::CREATED,
+                        axum::Json(json!({"sid": format!("SM{n}"), "status": "queued"})),
+                    )
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        FakeTwilio { addr, seen }
+    }
+}
+
+const TWILIO_TOKEN: &str = "twilio-auth-token";
+const TWILIO_HOOK: &str = "https://weft.example.vn/hooks/sms";
+
+/// Posts a Twilio callback signed as Twilio signs it.
+async fn twilio_webhook(
+    h: &TestHost,
+    t: &TestTenant,
+    params: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut data = TWILIO_HOOK.to_string();
+    for (k, v) in &sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(TWILIO_TOKEN.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let body = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace('+', "%2B").replace(' ', "+")))
+        .collect::<Vec<_>>()
+        .join("&");
+    h.request_with(
+        Method::POST,
+        &format!("/v1/webhooks/{}/sms", t.id),
+        &[
+            ("x-twilio-signature", sig),
+            ("content-type", "application/x-www-form-urlencoded".into()),
+        ],
+        body,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zns_quota_used_up_falls_back_to_sms_and_stop_withdraws_sms_consent() {
+    let zalo = FakeZalo::start().await;
+    let twilio = FakeTwilio::start().await;
+    let (h, t) = setup(&zalo).await;
+    h.install(&t, "sms", "channel-adapter", plugins::SMS).await;
+    configure(
+        &h,
+        &t,
+        "sms",
+        json!({"config": {"api_base": format!("http://{}", twilio.addr), "account_sid": "AC1",
+                          "from_number": "+84900000000", "webhook_url": TWILIO_HOOK},
+               "secrets": {"auth_token": TWILIO_TOKEN},
+               "allowed_hosts": [twilio.addr.to_string()]}),
+    )
+    .await;
+    lan(&h, &t).await; // a phone, no Zalo id: OA has no address, ZNS is next
+    zalo.zns_script.lock().unwrap().push_back((
+        200,
+        json!({"error": -144, "message": "OA has exceeded the daily quota"}),
+    ));
+    cart(&h, &t, "c-7").await;
+    h.advance(&t, HOUR).await;
+
+    assert_eq!(zalo.requests("zns").len(), 1);
+    let sms = twilio.seen.lock().unwrap().clone();
+    assert_eq!(sms.len(), 1, "{sms:?}");
+    assert!(sms[0].contains("To=%2B84901234567"), "{}", sms[0]);
+    let d = &deliveries(&h, &t, "").await[0];
+    assert_eq!(
+        (d["channel"].as_str(), d["status"].as_str()),
+        (Some("sms"), Some("sent")),
+        "{d}"
+    );
+    assert_eq!(
+        d["delivery"]["fallbacks"],
+        json!(["zns: quota_exceeded"]),
+        "no Zalo id, so the intent started on ZNS: {d}"
+    );
+    assert_eq!(d["delivery"]["provider_message_id"], "SM1");
+
+    // Twilio's status callback, then the customer answers STOP.
+    let (s, v) = twilio_webhook(
+        &h,
+        &t,
+        &[
+            ("MessageSid", "SM1"),
+            ("MessageStatus", "delivered"),
+            ("To", "+84901234567"),
+            ("From", "+84900000000"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = twilio_webhook(
+        &h,
+        &t,
+        &[
+            ("MessageSid", "SM-in-1"),
+            ("From", "+84901234567"),
+            ("To", "+84900000000"),
+            ("Body", "STOP"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    h.settle(&t).await;
+    let d = &deliveries(&h, &t, "").await[0];
+    assert_eq!(
+        d["status"], "replied",
+        "delivered, then the customer answered: {d}"
+    );
+    let profile = h.get_ok(&t, "/v1/profiles/user_id:lan").await;
+    let withdrawn: Vec<&str> = profile["profile"]["consents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["channel"] == "sms" && c["granted"] == false)
+        .map(|c| c["purpose"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        withdrawn,
+        ["marketing", "transactional"],
+        "STOP withdraws everything on SMS: {profile}"
+    );
+
+    // The next marketing reminder is not sent by SMS any more.
+    zalo.zns_script.lock().unwrap().push_back((
+        200,
+        json!({"error": -144, "message": "OA has exceeded the daily quota"}),
+    ));
+    cart(&h, &t, "c-8").await;
+    h.advance(&t, HOUR).await;
+    assert_eq!(
+        twilio.seen.lock().unwrap().len(),
+        1,
+        "no second SMS after STOP"
+    );
+    let d = &deliveries(&h, &t, "?status=failed").await;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0]["delivery"]["fallbacks"]
+            .to_string()
+            .contains("sms: consent_withdrawn"),
+        "{}",
+        d[0]
+    );
+}
