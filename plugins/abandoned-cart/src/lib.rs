@@ -11,7 +11,7 @@ use weft_guest::journey::{
     Trigger, WaitSpec,
 };
 use weft_guest::json::{self, json};
-use weft_guest::types::{ChannelKind, Content, MessageCategory, Profile};
+use weft_guest::types::{ChannelKind, Content, MessageCategory, Profile, TemplateRef};
 
 /// The step that sends the reminder, run after the wait.
 const REMIND_STEP: &str = "remind";
@@ -99,15 +99,28 @@ fn remind(input: &StepInput) -> Result<Vec<Command>, PluginError> {
     let gold = is_gold(&input.profile);
     let english = prefers_english(&input.profile);
 
+    let mut content = vec![Content::Text(reminder_text(
+        product.name.as_deref(),
+        gold,
+        english,
+    ))];
+    // ZNS (the fallback outside Zalo OA's 48 h window) sends only registered templates.
+    if let Some(id) = weft_guest::config::get("zns_template_id").filter(|t| !t.is_empty()) {
+        content.push(Content::Template(TemplateRef {
+            id,
+            language: Some(if english { "en" } else { "vi" }.into()),
+            params: json::to(&json!({
+                "customer_name": input.profile.trait_str("name").unwrap_or_default(),
+                "product_name": product.name.clone().unwrap_or_default(),
+                "discount_code": if gold { GOLD_CODE } else { "" },
+            }))?,
+        }));
+    }
     let mut commands = vec![Command::Send(SendIntent {
         intent_id: intent_id(input, "reminder"),
         channel_preference: vec![ChannelKind::ZaloOa, ChannelKind::ZaloZns, ChannelKind::Sms],
         category: MessageCategory::Marketing,
-        content: vec![Content::Text(reminder_text(
-            product.name.as_deref(),
-            gold,
-            english,
-        ))],
+        content,
     })];
     if gold {
         commands.push(Command::Emit(EmittedEvent {
@@ -254,6 +267,32 @@ mod tests {
             "{text}"
         );
         assert_eq!(out[1], Command::Exit("reminded".into()));
+    }
+
+    #[test]
+    fn reminder_carries_the_zns_template_when_one_is_configured() {
+        weft_guest::config::testing::set("zns_template_id", "231241");
+        let out = AbandonedCart::step(input(
+            Trigger::TimerFired("t".into()),
+            "remind",
+            r#"{"tier":"gold","name":"Lan"}"#,
+            CONTEXT,
+        ))
+        .unwrap();
+        weft_guest::config::testing::clear();
+        let Command::Send(intent) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let [Content::Text(_), Content::Template(t)] = intent.content.as_slice() else {
+            panic!("{:?}", intent.content)
+        };
+        assert_eq!(t.id, "231241");
+        assert_eq!(t.language.as_deref(), Some("vi"));
+        let params: serde_json::Value = serde_json::from_str(&t.params).unwrap();
+        assert_eq!(
+            params,
+            serde_json::json!({"customer_name": "Lan", "product_name": "Áo dài lụa", "discount_code": GOLD_CODE})
+        );
     }
 
     #[test]
