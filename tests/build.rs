@@ -15,6 +15,8 @@ fn main() {
     // Watch sources, not `plugins/target` (the build writes there and would rerun us).
     for p in [
         "plugins/Cargo.toml",
+        // A new plugin crate enters the lock file when it is first built.
+        "plugins/Cargo.lock",
         "guest-sdk/src",
         "guest-sdk/Cargo.toml",
         "wit",

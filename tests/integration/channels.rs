@@ -807,3 +807,106 @@ async fn zns_quota_used_up_falls_back_to_sms_and_stop_withdraws_sms_consent() {
         d[0]
     );
 }
+
+/// A host whose only adapter is `test-flaky-adapter` (as the SMS channel) in `mode`,
+/// posting to a fake Twilio; adapter deadlines cut to 300 ms so a hang ends quickly.
+async fn flaky(mode: &str) -> (TestHost, TestTenant, FakeTwilio) {
+    let twilio = FakeTwilio::start().await;
+    let h = TestHost::with_config(|c| c.runtime.channel_adapter.deadline_ms = 300).await;
+    let t = h.tenant().await;
+    h.install(
+        &t,
+        "abandoned-cart",
+        "journey-rule",
+        plugins::ABANDONED_CART,
+    )
+    .await;
+    h.install(&t, "flaky", "channel-adapter", plugins::TEST_FLAKY_ADAPTER)
+        .await;
+    configure(
+        &h,
+        &t,
+        "flaky",
+        json!({"config": {"mode": mode,
+                          "url": format!("http://{}/2010-04-01/Accounts/AC1/Messages.json", twilio.addr)},
+               "allowed_hosts": [twilio.addr.to_string()]}),
+    )
+    .await;
+    lan(&h, &t).await;
+    cart(&h, &t, "c-9").await;
+    h.advance(&t, HOUR).await;
+    (h, t, twilio)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapter_trapping_before_any_request_is_retried_then_dead_lettered() {
+    let (h, t, twilio) = flaky("panic").await;
+    for _ in 0..10 {
+        h.advance(&t, 60_000).await;
+    }
+    let d = &deliveries(&h, &t, "").await[0];
+    assert_eq!(d["status"], "dead_lettered", "{d}");
+    assert_eq!(d["channel"], "sms", "no ZNS adapter: fell back to SMS");
+    assert_eq!(d["delivery"]["attempts"], 6);
+    assert!(
+        d["reason"].as_str().unwrap().contains("deliberate panic"),
+        "{d}"
+    );
+    assert!(twilio.seen.lock().unwrap().is_empty(), "nothing was sent");
+    let inv = h.get_ok(&t, "/v1/plugins/flaky/invocations").await;
+    assert!(inv.to_string().contains("deliberate panic"), "{inv}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapter_hanging_after_its_request_is_ambiguous_and_never_sent_twice() {
+    let (h, t, twilio) = flaky("send-then-hang").await;
+    let d = &deliveries(&h, &t, "").await[0];
+    assert_eq!(d["status"], "ambiguous", "{d}");
+    assert!(d["reason"].as_str().unwrap().contains("deadline"), "{d}");
+    h.advance(&t, HOUR).await;
+    assert_eq!(
+        twilio.seen.lock().unwrap().len(),
+        1,
+        "sent once, never again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_cut_short_by_a_crash_is_ambiguous_not_resent() {
+    let (h, t, twilio) = flaky("ok").await;
+    let d = deliveries(&h, &t, "").await[0].clone();
+    assert_eq!(d["status"], "sent", "{d}");
+    assert_eq!(twilio.seen.lock().unwrap().len(), 1);
+    // What the disk holds if the server died after the request left but before the
+    // outcome was written: the intent still queued and due, its in-flight marker set.
+    let intent = d["intent_id"].as_str().unwrap();
+    let mut queued = d.clone();
+    queued["status"] = json!("queued");
+    let sp = weft::store::Space::tenant(&t.id);
+    let db = &h.app.state.db;
+    db.put(
+        &sp,
+        format!("outbox/{intent}").as_bytes(),
+        queued.to_string().as_bytes(),
+    )
+    .await
+    .unwrap();
+    db.put(
+        &sp,
+        weft::delivery::log::due_key(h.clock.now_ms(), intent).as_slice(),
+        b"",
+    )
+    .await
+    .unwrap();
+    db.put(&sp, format!("dlvflight/{intent}").as_bytes(), b"1")
+        .await
+        .unwrap();
+    h.settle(&t).await;
+    let d = h.get_ok(&t, &format!("/v1/deliveries/{intent}")).await;
+    assert_eq!(d["status"], "ambiguous", "{d}");
+    assert_eq!(
+        twilio.seen.lock().unwrap().len(),
+        1,
+        "not sent a second time"
+    );
+}

@@ -122,6 +122,10 @@ pub fn progress(s: &OutboxStatus) -> Option<u8> {
 /// Whether a message now at `current` moves to `next`: forward only; a failure only before
 /// delivery; nothing after a final state.
 pub fn moves_forward(current: &OutboxStatus, next: &OutboxStatus) -> bool {
+    if let OutboxStatus::Ambiguous { .. } = next {
+        // Only a send's own outcome is ambiguous, and only while it was queued.
+        return matches!(current, OutboxStatus::Queued | OutboxStatus::Held { .. });
+    }
     match (progress(current), progress(next)) {
         (None, _) => false,
         (Some(now), Some(then)) => then > now,
@@ -293,6 +297,14 @@ mod tests {
             reason: "no_consent".into(),
         });
         assert!(!report(&mut s, OutboxStatus::Sent, 1, None));
+        let ambiguous = || OutboxStatus::Ambiguous { reason: "?".into() };
+        let mut q = rec(OutboxStatus::Queued);
+        assert!(report(&mut q, ambiguous(), 1, None));
+        assert!(
+            report(&mut q, OutboxStatus::Delivered, 2, None),
+            "a report settles it"
+        );
+        assert!(!report(&mut q, ambiguous(), 3, None));
     }
 
     #[test]
