@@ -241,6 +241,16 @@ pub enum ProfileError {
     Corrupt(#[source] serde_json::Error),
 }
 
+impl From<ProfileError> for StoreError {
+    /// A corrupt record is a codec error to storage callers.
+    fn from(e: ProfileError) -> StoreError {
+        match e {
+            ProfileError::Store(s) => s,
+            ProfileError::Corrupt(c) => StoreError::Codec(c),
+        }
+    }
+}
+
 /// Loads a profile by id.
 pub fn get(b: &dyn Backend, sp: &Space, id: &str) -> Result<Option<ProfileRecord>, ProfileError> {
     match b.get(sp, &profile_key(id))? {

@@ -910,3 +910,131 @@ async fn a_send_cut_short_by_a_crash_is_ambiguous_not_resent() {
         "not sent a second time"
     );
 }
+
+/// A host with only the SMS adapter, pointed at a fake Twilio, and Lan.
+async fn sms_only() -> (TestHost, TestTenant, FakeTwilio) {
+    let twilio = FakeTwilio::start().await;
+    let h = TestHost::new().await;
+    let t = h.tenant().await;
+    h.install(&t, "sms", "channel-adapter", plugins::SMS).await;
+    configure(
+        &h,
+        &t,
+        "sms",
+        json!({"config": {"api_base": format!("http://{}", twilio.addr), "account_sid": "AC1",
+                          "from_number": "+84900000000", "webhook_url": TWILIO_HOOK},
+               "secrets": {"auth_token": TWILIO_TOKEN},
+               "allowed_hosts": [twilio.addr.to_string()]}),
+    )
+    .await;
+    lan(&h, &t).await;
+    h.settle(&t).await;
+    (h, t, twilio)
+}
+
+async fn post_message(h: &TestHost, t: &TestTenant, body: Value) -> (StatusCode, Value) {
+    h.request(
+        Method::POST,
+        "/v1/messages",
+        Some(&t.secret),
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_message_goes_through_the_pipeline_once_per_intent_id() {
+    let (h, t, twilio) = sms_only().await;
+    let msg = json!({"intent_id": "order-1001-confirm", "to": "phone:0901234567",
+        "channels": ["zalo-oa", "sms"], "category": "transactional",
+        "content": [{"Text": "Đơn hàng #1001 đã được xác nhận."}]});
+    let (s, v) = post_message(&h, &t, msg.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["channel"].as_str()),
+        (Some("queued"), Some("sms"))
+    );
+    h.settle(&t).await;
+    let (s, v) = post_message(&h, &t, msg).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["duplicate"].as_bool(), v["status"].as_str()),
+        (Some(true), Some("sent"))
+    );
+    h.settle(&t).await;
+    let sent = twilio.seen.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].contains("1001"), "{}", sent[0]);
+    let d = h.get_ok(&t, "/v1/deliveries?profile=user_id:lan").await;
+    assert_eq!(d["deliveries"][0]["journey"], "api", "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_marketing_message_in_quiet_hours_waits_for_the_morning() {
+    let (h, t, twilio) = sms_only().await;
+    // 23:00 in Ho Chi Minh City (NOW is 09:00 there).
+    h.advance(&t, 14 * HOUR).await;
+    let (s, v) = post_message(
+        &h,
+        &t,
+        json!({"to": "user_id:lan", "channels": ["sms"], "category": "marketing",
+               "content": [{"Text": "Sale 50% hôm nay"}]}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("held")),
+        "{v}"
+    );
+    h.advance(&t, 7 * HOUR).await;
+    assert!(twilio.seen.lock().unwrap().is_empty(), "still 06:00");
+    h.advance(&t, HOUR).await;
+    let sent = twilio.seen.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "sent at 07:00: {sent:?}");
+    assert!(
+        sent[0].contains("Reply%20STOP"),
+        "marketing SMS carry the opt-out hint: {}",
+        sent[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_message_bad_input_is_refused_with_the_problem_named() {
+    let (h, t, twilio) = sms_only().await;
+    let ok = json!({"to": "user_id:lan", "channels": ["sms"], "category": "transactional",
+                    "content": [{"Text": "x"}]});
+    let with = |k: &str, v: Value| {
+        let mut m = ok.clone();
+        m[k] = v;
+        m
+    };
+    for (body, needle) in [
+        (with("channels", json!(["fax"])), "unknown channel `fax`"),
+        (with("channels", json!([])), "`channels` is empty"),
+        (with("channels", json!(["sms", "sms"])), "named twice"),
+        (with("category", json!("spam")), "unknown category `spam`"),
+        (with("content", json!([])), "1 to 20 items"),
+        (
+            with("content", json!([{"Text": "x".repeat(40_000)}])),
+            "the limit is 32768",
+        ),
+        (with("intent_id", json!("a b")), "invalid intent_id"),
+        (with("to", json!("lan")), "expected `<kind>:<value>`"),
+        (with("colour", json!("red")), "unknown field `colour`"),
+    ] {
+        let (s, v) = post_message(&h, &t, body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{needle}: {v}"
+        );
+    }
+    let (s, v) = post_message(&h, &t, with("to", json!("user_id:nobody"))).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "profile_not_found")
+    );
+    h.settle(&t).await;
+    assert!(twilio.seen.lock().unwrap().is_empty(), "nothing sent");
+    assert!(deliveries(&h, &t, "").await.is_empty(), "nothing stored");
+}

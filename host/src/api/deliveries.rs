@@ -109,9 +109,7 @@ pub(super) async fn list(
             };
             let (mut records, truncated) = match profile {
                 Some(id) => {
-                    let Some(pid) =
-                        crate::profiles::owner(b, &sp, &id.kind, &id.value).map_err(profile_err)?
-                    else {
+                    let Some(pid) = crate::profiles::owner(b, &sp, &id.kind, &id.value)? else {
                         return Ok(Listing {
                             deliveries: Vec::new(),
                             truncated: false,
@@ -140,13 +138,6 @@ pub(super) async fn list(
         })
         .await?;
     Ok(Json(listing))
-}
-
-fn profile_err(e: crate::profiles::ProfileError) -> StoreError {
-    match e {
-        crate::profiles::ProfileError::Store(s) => s,
-        crate::profiles::ProfileError::Corrupt(c) => StoreError::Codec(c),
-    }
 }
 
 /// Every delivery record of the tenant, up to [`MAX_SCAN`].

@@ -25,6 +25,7 @@
 //! | `GET/POST /v1/audiences` | secret key | list audiences with counts / define one (backfilled at once) |
 //! | `GET/DELETE /v1/audiences/{id}` | secret key | an audience and its count / delete it and its memberships |
 //! | `GET /v1/audiences/{id}/members?limit=&before=` | secret key | member profile ids, paged |
+//! | `POST /v1/messages` | secret key | send one message to a profile through the policy and the pipeline |
 //! | `GET /v1/deliveries?profile=&journey=&channel=&status=&limit=` | secret key | the delivery log, newest first |
 //! | `GET /v1/deliveries/{intent}` | secret key | one delivery with its tries, fallbacks and reports |
 //! | `GET /v1/deliveries/funnel?journey=&channel=` | secret key | sent → delivered → opened → clicked → converted |
@@ -35,6 +36,7 @@ mod auth;
 mod deliveries;
 pub mod error;
 mod ingest;
+mod messages;
 mod messaging;
 mod plugins;
 mod profiles;
@@ -145,6 +147,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/messaging/policy",
             get(messaging::get).put(messaging::put),
         )
+        .route("/v1/messages", post(messages::send))
         .route("/v1/deliveries", get(deliveries::list))
         .route("/v1/deliveries/funnel", get(deliveries::funnel))
         .route("/v1/deliveries/{intent}", get(deliveries::show))

@@ -311,6 +311,18 @@ impl Deliveries {
         };
         let flight = format!("{FLIGHT_PREFIX}{intent}").into_bytes();
         let rec = log::get(b, sp, intent)?;
+        if let Some(OutboxStatus::Held { until }) = rec.as_ref().map(|r| &r.status) {
+            if *until <= self.clock.now_ms() {
+                // Quiet hours are over: the policy looks again (and queues it if clear).
+                let (mut ops, hold) = outbox::release(b, sp, intent, self.clock.now_ms())?;
+                if let Some(next) = hold {
+                    ops.push(log::due_op(next, intent));
+                }
+                out.ops.extend(ops);
+            }
+            b.apply_batch(sp, &out.ops)?;
+            return Ok(false);
+        }
         let mut rec = match rec {
             Some(r) if r.status == OutboxStatus::Queued && !adapters.is_empty() => r,
             // Gone, already decided, or the built-in outbox (no adapter): drop the due key.
@@ -806,10 +818,7 @@ fn current_profile(
             None => break,
         }
     }
-    profiles::get(b, sp, &pid).map_err(|e| match e {
-        profiles::ProfileError::Store(s) => s,
-        profiles::ProfileError::Corrupt(c) => StoreError::Codec(c),
-    })
+    Ok(profiles::get(b, sp, &pid)?)
 }
 
 /// The adapter's input for `rec` on `kind`.
