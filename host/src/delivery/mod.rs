@@ -52,19 +52,22 @@ const RETRY_BASE_MS: i64 = 1_000;
 /// late is worse than a dead letter an operator can replay.
 const RETRY_CAP_MS: i64 = 15 * 60 * 1000;
 /// Attempts taken per pass: bounds one pass's time; the loop runs again while work is left.
-const PASS_CHUNK: usize = 64;
-/// Sends one tenant runs at once: providers answer in tens of milliseconds, so sends
-/// overlap; 16 stays within a provider's per-account rate limits.
-const SEND_CONCURRENCY: usize = 16;
+const PASS_CHUNK: usize = 256;
+/// Sends one tenant runs at once. Each send waits for its in-flight marker's fsync (shared
+/// by the sends waiting together: group commit) and for the provider, so throughput needs
+/// many in the air; 64 blocking threads cost ~64 stacks, a fraction of a provider's rate
+/// limits per account.
+const SEND_CONCURRENCY: usize = 64;
 /// How often the scheduler looks for due attempts (retries wait a second or more).
 const SCHEDULER_TICK: Duration = Duration::from_millis(20);
 /// Most `merged/` redirects followed to find a merged profile.
 const MAX_REDIRECTS: usize = 16;
 
-/// Prefix of sends in flight: `dlvflight/<intent>`, written durably before the adapter is
-/// called and removed with the outcome. Found at the next attempt, it means the server
-/// stopped mid-send: the outcome is unknown, so the intent becomes `ambiguous`, never
-/// sent twice.
+/// Prefix of sends in flight: `dlvflight/<intent>` → the pass that took it. A pass writes
+/// the markers of all its attempts durably (one fsync) before calling any adapter, and each
+/// outcome removes its marker. A marker from another pass means the server stopped
+/// mid-send: the outcome is unknown, so the intent becomes `ambiguous`, never sent twice
+/// (a crash can so mark at most one pass, [`PASS_CHUNK`] intents, that had not gone out).
 const FLIGHT_PREFIX: &str = "dlvflight/";
 
 /// Where a message's recipient last wrote on a channel: `lastin/<kind>:<value>` → Unix ms.
@@ -89,6 +92,9 @@ pub struct Deliveries {
     /// Per tenant: serialises the delivery log's writes after a send and webhook events
     /// (storage work only; sends run outside it).
     log_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// This process's id in in-flight markers, and the pass counter.
+    boot: u64,
+    passes: std::sync::atomic::AtomicU64,
     me: OnceLock<Weak<Deliveries>>,
 }
 
@@ -103,6 +109,19 @@ struct Attempt {
     ops: Vec<BatchOp>,
     events: bool,
 }
+
+/// One attempt's outcome, written with the rest of its pass.
+struct Decided {
+    out: Attempt,
+    /// The record to store (none when the attempt only dropped its due key).
+    rec: Option<OutboxRecord>,
+    /// The adapter and provider id of an accepted send.
+    sent_through: Option<(String, String)>,
+}
+
+/// Attempts written per sled batch: one batch per attempt made the store's write lock
+/// the pipeline's bottleneck; 64 keeps a batch around a few hundred KB.
+const WRITE_CHUNK: usize = 64;
 
 impl Deliveries {
     /// Starts the service and its scheduler (which also resumes work left by a restart).
@@ -121,6 +140,8 @@ impl Deliveries {
             caps: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(HashMap::new()),
             log_locks: Mutex::new(HashMap::new()),
+            boot: rand::random(),
+            passes: std::sync::atomic::AtomicU64::new(0),
             me: OnceLock::new(),
         });
         let _ = d.me.set(Arc::downgrade(&d));
@@ -220,9 +241,26 @@ impl Deliveries {
             return Ok(0);
         }
         let adapters = self.adapters(tenant);
+        // In-flight markers for the whole pass, durable before any adapter runs.
+        let pass = self
+            .passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = format!("{:016x}.{pass}", self.boot).into_bytes();
+        let mut marks = Vec::new();
+        for (_, intent) in &due {
+            let key = flight_key(intent);
+            if b.get(&sp, &key)?.is_none() {
+                marks.push(BatchOp::put(key, token.clone()));
+            }
+        }
+        if !marks.is_empty() && !adapters.is_empty() {
+            b.apply_batch(&sp, &marks)?;
+            b.commit_blocking()?;
+        }
+        let token = token.as_slice();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let failed: Mutex<Option<StoreError>> = Mutex::new(None);
-        let events = std::sync::atomic::AtomicBool::new(false);
+        let decided: Mutex<Vec<Decided>> = Mutex::new(Vec::with_capacity(due.len()));
         std::thread::scope(|s| {
             for _ in 0..SEND_CONCURRENCY.min(due.len()) {
                 s.spawn(|| loop {
@@ -230,13 +268,11 @@ impl Deliveries {
                     let Some((key, intent)) = due.get(i) else {
                         break;
                     };
-                    let r = self.attempt(b, &sp, tenant, &adapters, key, intent);
-                    match r {
-                        Ok(e) => {
-                            if e {
-                                events.store(true, std::sync::atomic::Ordering::Relaxed);
-                            }
-                        }
+                    match self.attempt(b, &sp, tenant, &adapters, (key, token), intent) {
+                        Ok(d) => decided
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(d),
                         Err(e) => {
                             *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
                             break;
@@ -245,7 +281,9 @@ impl Deliveries {
                 });
             }
         });
-        if events.load(std::sync::atomic::Ordering::Relaxed) {
+        // Outcomes decided before a storage error are still written: their sends went out.
+        let decided = decided.into_inner().unwrap_or_else(PoisonError::into_inner);
+        if self.write(b, &sp, tenant, decided)? {
             self.ingest.processor().wake(tenant);
         }
         if let Some(e) = failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
@@ -302,14 +340,17 @@ impl Deliveries {
         sp: &Space,
         tenant: &str,
         adapters: &[(String, Arc<Active>, ChannelCapabilities)],
-        due_key: &[u8],
+        (due_key, pass): (&[u8], &[u8]),
         intent: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Decided, StoreError> {
+        let flight = flight_key(intent);
         let mut out = Attempt {
-            ops: vec![BatchOp::delete(due_key.to_vec())],
+            ops: vec![
+                BatchOp::delete(due_key.to_vec()),
+                BatchOp::delete(flight.clone()),
+            ],
             events: false,
         };
-        let flight = format!("{FLIGHT_PREFIX}{intent}").into_bytes();
         let rec = log::get(b, sp, intent)?;
         if let Some(OutboxStatus::Held { until }) = rec.as_ref().map(|r| &r.status) {
             if *until <= self.clock.now_ms() {
@@ -320,21 +361,26 @@ impl Deliveries {
                 }
                 out.ops.extend(ops);
             }
-            b.apply_batch(sp, &out.ops)?;
-            return Ok(false);
+            return Ok(Decided {
+                out,
+                rec: None,
+                sent_through: None,
+            });
         }
         let mut rec = match rec {
             Some(r) if r.status == OutboxStatus::Queued && !adapters.is_empty() => r,
             // Gone, already decided, or the built-in outbox (no adapter): drop the due key.
             _ => {
-                b.apply_batch(sp, &out.ops)?;
-                return Ok(false);
+                return Ok(Decided {
+                    out,
+                    rec: None,
+                    sent_through: None,
+                })
             }
         };
         let now = self.clock.now_ms();
         rec.delivery.next_attempt_at = None;
-        out.ops.push(BatchOp::delete(flight.clone()));
-        if b.get(sp, &flight)?.is_some() {
+        if b.get(sp, &flight)?.is_some_and(|t| t != pass) {
             let reason = "the server stopped during a send; its outcome is unknown".to_string();
             log::report(
                 &mut rec,
@@ -344,7 +390,11 @@ impl Deliveries {
                 now,
                 Some(reason),
             );
-            return self.write(b, sp, tenant, rec, out, None);
+            return Ok(Decided {
+                out,
+                rec: Some(rec),
+                sent_through: None,
+            });
         }
         let Some(profile) = current_profile(b, sp, &rec.profile_id)? else {
             log::report(
@@ -355,7 +405,11 @@ impl Deliveries {
                 now,
                 None,
             );
-            return self.write(b, sp, tenant, rec, out, None);
+            return Ok(Decided {
+                out,
+                rec: Some(rec),
+                sent_through: None,
+            });
         };
         let mut sent_through: Option<(String, String)> = None;
         // Walk the channels: the current one, then fallbacks.
@@ -392,8 +446,6 @@ impl Deliveries {
             let msg = outbound(b, sp, &rec, &profile, kind, &address, content)?;
             rec.delivery.attempts += 1;
             rec.delivery.installation = Some(name.clone());
-            b.put(sp, &flight, rec.delivery.attempts.to_string().as_bytes())?;
-            b.commit_blocking()?;
             let outcome = self.send(tenant, name, active, msg);
             let now = self.clock.now_ms();
             match outcome {
@@ -449,34 +501,51 @@ impl Deliveries {
             }
             break;
         }
-        self.write(b, sp, tenant, rec, out, sent_through)
+        Ok(Decided {
+            out,
+            rec: Some(rec),
+            sent_through,
+        })
     }
 
-    /// Writes an attempt's outcome under the tenant's log lock; after a send, status
-    /// reports that arrived before it was recorded are applied in the same batch.
+    /// Writes a pass's outcomes under the tenant's log lock, [`WRITE_CHUNK`] attempts per
+    /// batch; after a send, status reports that arrived before it was recorded are applied
+    /// with it. Returns whether track events were queued.
     fn write(
         &self,
         b: &dyn Backend,
         sp: &Space,
         tenant: &str,
-        mut rec: OutboxRecord,
-        mut out: Attempt,
-        sent_through: Option<(String, String)>,
+        decided: Vec<Decided>,
     ) -> Result<bool, StoreError> {
         let lock = self.log_lock(tenant);
         let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((plugin, provider_id)) = sent_through {
-            let early = webhook::orphan_prefix(&plugin, &provider_id);
-            for (key, value) in b.scan_prefix(sp, early.as_bytes(), usize::MAX)? {
-                if let Ok(o) = serde_json::from_slice::<webhook::Orphan>(&value) {
-                    self.apply_status(b, &mut rec, o.status, o.at, o.detail, &mut out)?;
+        let mut events = false;
+        let mut ops = Vec::new();
+        for (n, mut d) in decided.into_iter().enumerate() {
+            if let (Some(rec), Some((plugin, provider_id))) = (&mut d.rec, &d.sent_through) {
+                let early = webhook::orphan_prefix(plugin, provider_id);
+                for (key, value) in b.scan_prefix(sp, early.as_bytes(), usize::MAX)? {
+                    if let Ok(o) = serde_json::from_slice::<webhook::Orphan>(&value) {
+                        self.apply_status(b, rec, o.status, o.at, o.detail, &mut d.out)?;
+                    }
+                    d.out.ops.push(BatchOp::delete(key));
                 }
-                out.ops.push(BatchOp::delete(key));
+            }
+            if let Some(rec) = &d.rec {
+                d.out.ops.push(log::put_op(rec)?);
+            }
+            events |= d.out.events;
+            ops.append(&mut d.out.ops);
+            if (n + 1) % WRITE_CHUNK == 0 {
+                b.apply_batch(sp, &ops)?;
+                ops.clear();
             }
         }
-        out.ops.push(log::put_op(&rec)?);
-        b.apply_batch(sp, &out.ops)?;
-        Ok(out.events)
+        if !ops.is_empty() {
+            b.apply_batch(sp, &ops)?;
+        }
+        Ok(events)
     }
 
     /// Records a final failure and its `Message Failed` event.
@@ -803,6 +872,11 @@ pub fn backoff(intent: &str, attempts: u32, retry_after_ms: u64) -> i64 {
     let jitter = (h.finish() % 1000) as i64 * exp / 2000;
     let after = i64::try_from(retry_after_ms).unwrap_or(i64::MAX);
     (exp + jitter).max(after).min(RETRY_CAP_MS)
+}
+
+/// Key of an intent's in-flight marker.
+fn flight_key(intent: &str) -> Vec<u8> {
+    format!("{FLIGHT_PREFIX}{intent}").into_bytes()
 }
 
 /// The profile an intent is for, following merges; `None` once erased.
