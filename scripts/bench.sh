@@ -7,6 +7,8 @@
 #   5. ingest   - Segment ingestion with abandoned-cart installed: accepted and processed
 #                 events/s, p99 at a fixed 10,000 events/s, profile lookups
 #                 (scripts/wrk-ingest.lua, examples/loadgen.rs ingest, scripts/wrk-profile.lua)
+#   6. sends    - the send pipeline at 500 and 5,000 messages/s to a fake Twilio, then its
+#                 signed status webhooks (examples/loadgen.rs sends)
 #
 #   bash scripts/bench.sh                 # everything (about 6-8 minutes on 2 cores)
 #   bash scripts/bench.sh invoke http     # a subset
@@ -20,7 +22,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(invoke upload restart http ingest)
+[ ${#sections[@]} -eq 0 ] && sections=(invoke upload restart http ingest sends)
 port="${WEFT_BENCH_PORT:-18080}"
 seconds="${WEFT_BENCH_SECONDS:-10}"
 conns="${WEFT_BENCH_CONNECTIONS:-16}"
@@ -28,7 +30,7 @@ threads="${WEFT_BENCH_THREADS:-2}"
 results="$root/target/bench-results"
 mkdir -p "$results"
 
-for p in abandoned-cart tier-personalize zalo-oa faq-bot test-well-behaved; do
+for p in abandoned-cart tier-personalize zalo-oa faq-bot test-well-behaved sms; do
     if [ ! -f "target/plugins/$p.wasm" ]; then
         echo "error: target/plugins/$p.wasm is missing; run \`bash scripts/build-plugins.sh\` first" >&2
         exit 1
@@ -209,8 +211,45 @@ for s in "${sections[@]}"; do
         rm -rf "$data"
         trap - EXIT
         ;;
+    sends)
+        echo "== sends: weft serve on 127.0.0.1:$port, sms adapter -> loadgen's fake Twilio"
+        cargo build --release -p weft --bin weft --example loadgen
+        data="$(mktemp -d)"
+        token="wat_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+        # The fake provider listens on 127.0.0.1, which a server refuses by default.
+        printf '[runtime]\nallow_private_networks = true\n' >"$data/weft.toml"
+        RUST_LOG="${RUST_LOG:-warn}" WEFT_ADMIN_TOKEN="$token" \
+            target/release/weft serve --listen "127.0.0.1:$port" --data-dir "$data/data" \
+            --config "$data/weft.toml" >"$results/serve-sends.log" 2>&1 &
+        server=$!
+        trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
+        for _ in $(seq 1 100); do
+            curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        summary+=("" "| Sends (POST /v1/messages -> policy -> sms adapter -> fake Twilio) | Requested/s | Sent/s | to provider p50 | p99 | Webhooks/s (signed status callbacks) | p50 | p99 |" "|---|---|---|---|---|---|---|---|")
+        for rate in 500 5000; do
+            target/release/examples/loadgen sends --url "http://127.0.0.1:$port" --admin-token "$token" \
+                --rate "$rate" --seconds "$seconds" --profiles 10000 --webhook-connections 64 \
+                | tee "$results/sends-$rate.txt"
+            s_line="$(grep '^RESULT sends' "$results/sends-$rate.txt")"
+            w_line="$(grep '^RESULT webhooks' "$results/sends-$rate.txt")"
+            sget() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<" $2"; }
+            summary+=("$(printf '| %s | %s | %s | %.2f ms | %.2f ms | %s | %.2f ms | %.2f ms |' "open loop at $rate/s" "$rate" \
+                "$(sget sends_per_s "$s_line")" \
+                "$(awk -v v="$(sget to_provider_p50_us "$s_line")" 'BEGIN{print v/1000}')" \
+                "$(awk -v v="$(sget to_provider_p99_us "$s_line")" 'BEGIN{print v/1000}')" \
+                "$(sget rps "$w_line")" \
+                "$(awk -v v="$(sget p50_us "$w_line")" 'BEGIN{print v/1000}')" \
+                "$(awk -v v="$(sget p99_us "$w_line")" 'BEGIN{print v/1000}')")")
+        done
+        kill "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+        rm -rf "$data"
+        trap - EXIT
+        ;;
     *)
-        echo "error: unknown section \`$s\` (invoke, upload, restart, http, ingest)" >&2
+        echo "error: unknown section \`$s\` (invoke, upload, restart, http, ingest, sends)" >&2
         exit 1
         ;;
     esac
