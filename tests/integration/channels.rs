@@ -1038,3 +1038,351 @@ async fn api_message_bad_input_is_refused_with_the_problem_named() {
     assert!(twilio.seen.lock().unwrap().is_empty(), "nothing sent");
     assert!(deliveries(&h, &t, "").await.is_empty(), "nothing stored");
 }
+
+// ---------------------------------------------------------------------------------------
+// Meta (Messenger, WhatsApp) and SendGrid
+// ---------------------------------------------------------------------------------------
+
+const PAGE: &str = "105000000000001";
+const WA_NUMBER: &str = "106540352242922";
+const META_SECRET: &str = "meta-app-secret";
+
+/// A fake Graph API: Messenger sends answer `m_<n>`, WhatsApp sends `wamid.<n>`.
+struct FakeGraph {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Value>>>,
+}
+
+impl FakeGraph {
+    async fn start() -> FakeGraph {
+        let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let log = seen.clone();
+        let app = axum::Router::new().route(
+            "/{ver}/{id}/messages",
+            axum::routing::post(
+                move |axum::extract::Path((_, id)): axum::extract::Path<(String, String)>,
+                      body: axum::body::Bytes| {
+                    let n = {
+                        let mut l = log.lock().unwrap();
+                        l.push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                        l.len()
+                    };
+                    let answer = if id == WA_NUMBER {
+                        json!({"messaging_product": "whatsapp", "messages": [{"id": format!("wamid.{n}")}]})
+                    } else {
+                        json!({"recipient_id": "psid-lan", "message_id": format!("m_{n}")})
+                    };
+                    async move { axum::Json(answer) }
+                },
+            ),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        FakeGraph { addr, seen }
+    }
+}
+
+/// Posts a Meta webhook signed with `X-Hub-Signature-256`.
+async fn meta_webhook(
+    h: &TestHost,
+    t: &TestTenant,
+    installation: &str,
+    body: &Value,
+) -> StatusCode {
+    use hmac::Mac as _;
+    let raw = body.to_string();
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(META_SECRET.as_bytes()).unwrap();
+    mac.update(raw.as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (s, v) = h
+        .request_with(
+            Method::POST,
+            &format!("/v1/webhooks/{}/{installation}", t.id),
+            &[("x-hub-signature-256", format!("sha256={hex}"))],
+            raw,
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    s
+}
+
+/// A host with `messenger` and `whatsapp-cloud` pointed at a fake Graph API, and Lan
+/// (phone, and a Messenger PSID on the page).
+async fn meta() -> (TestHost, TestTenant, FakeGraph) {
+    let graph = FakeGraph::start().await;
+    let h = TestHost::new().await;
+    let t = h.tenant().await;
+    for (name, wasm, cfg) in [
+        ("messenger", plugins::MESSENGER, json!({"page_id": PAGE})),
+        (
+            "whatsapp-cloud",
+            plugins::WHATSAPP_CLOUD,
+            json!({"phone_number_id": WA_NUMBER}),
+        ),
+    ] {
+        h.install(&t, name, "channel-adapter", wasm).await;
+        let mut config = cfg;
+        config["api_base"] = json!(format!("http://{}", graph.addr));
+        configure(
+            &h,
+            &t,
+            name,
+            json!({"config": config, "secrets": {"access_token": "page-token", "app_secret": META_SECRET},
+                   "allowed_hosts": [graph.addr.to_string()]}),
+        )
+        .await;
+    }
+    segment(
+        &h,
+        &t,
+        "identify",
+        json!({"userId": "lan", "traits": {"phone": "0901234567", "name": "Lan"},
+               "context": {"externalIds": [{"type": format!("psid:{PAGE}"), "id": "psid-lan"}]}}),
+    )
+    .await;
+    h.settle(&t).await;
+    (h, t, graph)
+}
+
+async fn api_send(h: &TestHost, t: &TestTenant, intent: &str, channel: &str) {
+    let (s, v) = post_message(
+        h,
+        t,
+        json!({"intent_id": intent, "to": "user_id:lan", "channels": [channel],
+               "category": "transactional", "content": [{"Text": format!("tin nhắn {intent}")}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    h.settle(t).await;
+}
+
+async fn status_of(h: &TestHost, t: &TestTenant, intent: &str) -> Value {
+    h.get_ok(t, &format!("/v1/deliveries/{intent}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_statuses_out_of_order_end_in_the_right_state() {
+    let (h, t, graph) = meta().await;
+    // Lan writes first: the 24 h window opens, so free-form text may go out.
+    let inbound = json!({"object": "whatsapp_business_account", "entry": [{"id": "waba", "changes": [{"field": "messages",
+        "value": {"messaging_product": "whatsapp", "metadata": {"phone_number_id": WA_NUMBER},
+                  "contacts": [{"wa_id": "84901234567", "profile": {"name": "Lan"}}],
+                  "messages": [{"from": "84901234567", "id": "wamid.in1", "timestamp": "1795312800", "type": "text", "text": {"body": "Còn hàng không?"}}]}}]}]});
+    meta_webhook(&h, &t, "whatsapp-cloud", &inbound).await;
+    h.settle(&t).await;
+    api_send(&h, &t, "wa-1", "whatsapp").await;
+    api_send(&h, &t, "wa-2", "whatsapp").await;
+    let sent = graph.seen.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0]["to"], "84901234567");
+    assert_eq!(sent[0]["type"], "text", "inside the window: free-form");
+    let wamid = |i: &Value| {
+        i["delivery"]["provider_message_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (w1, w2) = (
+        wamid(&status_of(&h, &t, "wa-1").await),
+        wamid(&status_of(&h, &t, "wa-2").await),
+    );
+    let statuses = |list: Vec<(&str, &str)>| {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "waba", "changes": [{"field": "messages",
+            "value": {"messaging_product": "whatsapp", "metadata": {"phone_number_id": WA_NUMBER},
+                      "statuses": list.iter().map(|(id, st)| json!({"id": id, "status": st, "timestamp": "1795312900",
+                          "recipient_id": "84901234567",
+                          "errors": if *st == "failed" { json!([{"code": 131026, "title": "Message undeliverable"}]) } else { json!(null) }}))
+                          .collect::<Vec<_>>()}}]}]})
+    };
+    // wa-1: read arrives before delivered. wa-2: failed, then a late delivered.
+    meta_webhook(
+        &h,
+        &t,
+        "whatsapp-cloud",
+        &statuses(vec![(&w1, "read"), (&w2, "failed")]),
+    )
+    .await;
+    meta_webhook(
+        &h,
+        &t,
+        "whatsapp-cloud",
+        &statuses(vec![(&w1, "delivered"), (&w2, "delivered")]),
+    )
+    .await;
+    h.settle(&t).await;
+    let one = status_of(&h, &t, "wa-1").await;
+    assert_eq!(one["status"], "read", "{one}");
+    let two = status_of(&h, &t, "wa-2").await;
+    assert_eq!(two["status"], "failed", "{two}");
+    assert!(two["reason"].as_str().unwrap().contains("131026"), "{two}");
+    let funnel = h.get_ok(&t, "/v1/deliveries/funnel?channel=whatsapp").await;
+    let row = &funnel["funnel"][0];
+    assert_eq!(
+        (
+            row["sent"].as_u64(),
+            row["delivered"].as_u64(),
+            row["failed"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{funnel}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messenger_read_watermark_covers_every_earlier_message_and_no_later_one() {
+    let (h, t, graph) = meta().await;
+    for n in 1..=3 {
+        api_send(&h, &t, &format!("fb-{n}"), "messenger").await;
+        h.advance(&t, 1_000).await;
+    }
+    let watermark = h.clock.now_ms();
+    h.advance(&t, 5_000).await;
+    api_send(&h, &t, "fb-4", "messenger").await;
+    let sent = graph.seen.lock().unwrap().clone();
+    assert_eq!(sent.len(), 4);
+    assert_eq!(sent[0]["recipient"]["id"], "psid-lan");
+    let read = json!({"object": "page", "entry": [{"id": PAGE, "time": watermark, "messaging": [
+        {"sender": {"id": "psid-lan"}, "recipient": {"id": PAGE}, "timestamp": watermark, "read": {"watermark": watermark}}]}]});
+    meta_webhook(&h, &t, "messenger", &read).await;
+    // The same report again (Meta retries): nothing changes.
+    meta_webhook(&h, &t, "messenger", &read).await;
+    h.settle(&t).await;
+    for n in 1..=3 {
+        let d = status_of(&h, &t, &format!("fb-{n}")).await;
+        assert_eq!(d["status"], "read", "fb-{n}: {d}");
+        assert_eq!(
+            d["delivery"]["history"].as_array().unwrap().len(),
+            2,
+            "sent, read once: {d}"
+        );
+    }
+    assert_eq!(
+        status_of(&h, &t, "fb-4").await["status"],
+        "sent",
+        "sent after the watermark"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_open_and_click_events_signed_by_sendgrid_reach_the_funnel() {
+    use base64::Engine as _;
+    use p256::ecdsa::signature::Signer as _;
+    use p256::pkcs8::EncodePublicKey as _;
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/v3/mail/send",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            log.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+            async move { (StatusCode::ACCEPTED, [("x-message-id", "sgmsg1")], "") }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let key = p256::ecdsa::SigningKey::from_slice(&[9u8; 32]).unwrap();
+    let public = p256::PublicKey::from(*key.verifying_key())
+        .to_public_key_der()
+        .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+
+    let h = TestHost::new().await;
+    let t = h.tenant().await;
+    h.install(&t, "email", "channel-adapter", plugins::EMAIL)
+        .await;
+    configure(
+        &h,
+        &t,
+        "email",
+        json!({"config": {"api_base": format!("http://{addr}"), "from_email": "shop@example.vn",
+                          "webhook_public_key": b64.encode(public.as_bytes()), "webhook_max_skew_ms": "0"},
+               "secrets": {"api_key": "SG.key"}, "allowed_hosts": [addr.to_string()]}),
+    )
+    .await;
+    segment(
+        &h,
+        &t,
+        "identify",
+        json!({"userId": "lan", "traits": {"email": "lan@example.vn"}}),
+    )
+    .await;
+    h.settle(&t).await;
+    api_send(&h, &t, "mail-1", "email").await;
+    let sent = seen.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0]["personalizations"][0]["to"][0]["email"],
+        "lan@example.vn"
+    );
+    assert_eq!(
+        sent[0]["personalizations"][0]["custom_args"]["weft_intent"],
+        "mail-1"
+    );
+
+    let events = json!([
+        {"email": "lan@example.vn", "timestamp": 1795312900, "event": "delivered", "sg_event_id": "e1", "sg_message_id": "sgmsg1.filterdrecv-1"},
+        {"email": "lan@example.vn", "timestamp": 1795312950, "event": "open", "sg_event_id": "e2", "sg_message_id": "sgmsg1.filterdrecv-1"},
+        {"email": "lan@example.vn", "timestamp": 1795313000, "event": "click", "url": "https://shop.example.vn/cart", "sg_event_id": "e3", "sg_message_id": "sgmsg1.filterdrecv-1"}
+    ])
+    .to_string();
+    let ts = "1795312999";
+    let sig: p256::ecdsa::Signature = key.sign(format!("{ts}{events}").as_bytes());
+    let post = |sig: String| {
+        let events = events.clone();
+        let h = &h;
+        let t = &t;
+        async move {
+            h.request_with(
+                Method::POST,
+                &format!("/v1/webhooks/{}/email", t.id),
+                &[
+                    ("x-twilio-email-event-webhook-signature", sig),
+                    ("x-twilio-email-event-webhook-timestamp", ts.to_string()),
+                ],
+                events,
+            )
+            .await
+        }
+    };
+    let forged: p256::ecdsa::Signature = key.sign(b"something else");
+    let (s, v) = post(b64.encode(forged.to_der().as_bytes())).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNAUTHORIZED, "bad_signature")
+    );
+    let (s, v) = post(b64.encode(sig.to_der().as_bytes())).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    h.settle(&t).await;
+    let d = status_of(&h, &t, "mail-1").await;
+    assert_eq!(d["status"], "clicked", "{d}");
+    let funnel = h.get_ok(&t, "/v1/deliveries/funnel?channel=email").await;
+    let row = &funnel["funnel"][0];
+    assert_eq!(
+        (
+            row["sent"].as_u64(),
+            row["delivered"].as_u64(),
+            row["opened"].as_u64(),
+            row["clicked"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1)),
+        "{funnel}"
+    );
+    let events = h
+        .get_ok(&t, "/v1/profiles/user_id:lan/events?limit=20")
+        .await;
+    let clicked = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "Message Clicked")
+        .unwrap_or_else(|| panic!("{events}"));
+    assert_eq!(clicked["properties"]["url"], "https://shop.example.vn/cart");
+}
