@@ -355,7 +355,6 @@ async fn abandoned_cart_reaches_zalo_oa_and_its_webhooks_fill_the_log_and_funnel
         .filter_map(|e| e["event"].as_str())
         .collect();
     for n in [
-        "Message Sent",
         "Message Delivered",
         "Message Opened",
         "Message Received",
@@ -1385,4 +1384,42 @@ async fn email_open_and_click_events_signed_by_sendgrid_reach_the_funnel() {
         .find(|e| e["event"] == "Message Clicked")
         .unwrap_or_else(|| panic!("{events}"));
     assert_eq!(clicked["properties"]["url"], "https://shop.example.vn/cart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapter_calling_a_host_off_its_allowlist_fails_the_send_with_the_call_recorded() {
+    let zalo = FakeZalo::start().await;
+    let (h, t) = setup(&zalo).await;
+    // The provider is no longer on the installation's allowlist.
+    let base = format!("http://{}", zalo.addr);
+    configure(
+        &h,
+        &t,
+        "zalo-oa",
+        json!({"config": {"api_base": base, "zns_api_base": base, "app_id": APP_ID, "oa_id": "oa-1"},
+               "secrets": {"access_token": "at-0", "oa_secret_key": OA_SECRET},
+               "allowed_hosts": ["openapi.zalo.me"]}),
+    )
+    .await;
+    lan(&h, &t).await;
+    lan_on_zalo(&h, &t).await;
+    cart(&h, &t, "c-10").await;
+    h.advance(&t, HOUR).await;
+    assert!(
+        zalo.requests("cs").is_empty() && zalo.requests("zns").is_empty(),
+        "nothing sent"
+    );
+    let d = &deliveries(&h, &t, "").await[0];
+    assert!(
+        matches!(d["status"].as_str(), Some("failed" | "dead_lettered")),
+        "{d}"
+    );
+    let inv = h
+        .get_ok(&t, "/v1/plugins/zalo-oa/invocations?limit=5")
+        .await;
+    assert!(
+        inv.to_string()
+            .contains("not on this installation's allowlist"),
+        "the refused call is on the invocation record: {inv}"
+    );
 }

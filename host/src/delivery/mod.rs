@@ -36,7 +36,7 @@ use crate::messaging::policy::{self, Decision};
 use crate::profiles::{self, IdentityRecord, ProfileRecord};
 use crate::registry::{Active, Registry};
 use crate::runtime::bindings::exports::adapter::{
-    ChannelCapabilities, OutboundMessage, Recipient, SendError, SendOk,
+    ChannelCapabilities, OutboundMessage, Recipient, SendError, SendOk, StatusGranularity,
 };
 use crate::runtime::bindings::types::{ChannelKind, Identity, MessageCategory};
 use crate::runtime::{Call, Output};
@@ -451,7 +451,8 @@ impl Deliveries {
             match outcome {
                 SendOutcome::Sent(ok) => {
                     sent_through = Some((name.clone(), ok.provider_message_id.clone()));
-                    self.sent(b, &mut rec, (name, &address), ok, now, &mut out)?;
+                    let silent = caps.status == StatusGranularity::None;
+                    self.sent(b, &mut rec, (name, &address, silent), ok, now, &mut out)?;
                 }
                 SendOutcome::Retry { after_ms, reason } => {
                     if rec.delivery.attempts >= MAX_ATTEMPTS {
@@ -726,12 +727,14 @@ impl Deliveries {
         }
     }
 
-    /// Records an accepted send.
+    /// Records an accepted send. `Message Sent` becomes an event only on channels that
+    /// report no delivery statuses (`silent`): elsewhere `Message Delivered` follows, and an
+    /// event per send would double the profile processor's work for little.
     fn sent(
         &self,
         b: &dyn Backend,
         rec: &mut OutboxRecord,
-        (plugin, address): (&str, &IdentityRecord),
+        (plugin, address, silent): (&str, &IdentityRecord, bool),
         ok: SendOk,
         now: i64,
         out: &mut Attempt,
@@ -747,7 +750,11 @@ impl Deliveries {
             log::recipient_key(plugin, &address.kind, &address.value, now, &rec.intent_id),
             Vec::new(),
         ));
-        self.status_event(b, rec, "Message Sent", None, now, out)
+        if silent {
+            self.status_event(b, rec, "Message Sent", None, now, out)
+        } else {
+            Ok(())
+        }
     }
 
     /// Applies one status to `rec`, with its track event when it changed the status.
