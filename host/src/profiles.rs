@@ -444,6 +444,17 @@ pub fn erase_by_identity(
     let mut ops = vec![crate::store::BatchOp::delete(profile_key(&rec.id))];
     for i in &rec.identities {
         ops.push(crate::store::BatchOp::delete(ident_key(&i.kind, &i.value)));
+        // What the customer wrote on a channel, and its care window.
+        ops.push(crate::store::BatchOp::delete(
+            crate::delivery::last_inbound_key(&i.kind, &i.value),
+        ));
+        for (k, _) in b.scan_prefix(
+            sp,
+            format!("conv/{}:{}/", i.kind, i.value).as_bytes(),
+            usize::MAX,
+        )? {
+            ops.push(crate::store::BatchOp::delete(k));
+        }
     }
     ops.extend(crate::audience::engine::erase_ops(b, sp, &rec.id)?);
     // History, counts, merges, journey links and waits, deliveries and cap counters.
@@ -454,13 +465,36 @@ pub fn erase_by_identity(
         }
     }
     let outp = format!("outp/{}/", rec.id);
+    let mut adapters = std::collections::BTreeSet::new();
     for (k, _) in b.scan_prefix(sp, outp.as_bytes(), usize::MAX)? {
         if let Some((_, intent)) = String::from_utf8_lossy(&k[outp.len()..]).split_once('/') {
+            // The provider-id index of a sent message points at the record.
+            if let Some(d) = crate::delivery::log::get(b, sp, intent)? {
+                if let (Some(p), Some(id)) =
+                    (&d.delivery.installation, &d.delivery.provider_message_id)
+                {
+                    ops.push(crate::store::BatchOp::delete(
+                        crate::delivery::log::provider_key(p, id),
+                    ));
+                }
+                if let Some(p) = d.delivery.installation {
+                    adapters.insert(p);
+                }
+            }
             ops.push(crate::store::BatchOp::delete(
                 format!("outbox/{intent}").into_bytes(),
             ));
         }
         ops.push(crate::store::BatchOp::delete(k));
+    }
+    // The per-recipient delivery index of every adapter that sent to the profile.
+    for p in &adapters {
+        for i in &rec.identities {
+            let prefix = crate::delivery::log::recipient_prefix(p, &i.kind, &i.value);
+            for (k, _) in b.scan_prefix(sp, prefix.as_bytes(), usize::MAX)? {
+                ops.push(crate::store::BatchOp::delete(k));
+            }
+        }
     }
     // Journey instances hold the profile id and context.
     let jall = format!("jall/{}/", rec.id);

@@ -374,6 +374,27 @@ async fn abandoned_cart_reaches_zalo_oa_and_its_webhooks_fill_the_log_and_funnel
     h.settle(&t).await;
     let funnel = h.get_ok(&t, "/v1/deliveries/funnel").await;
     assert_eq!(funnel["funnel"][0]["converted"], 1, "{funnel}");
+
+    // What Lan wrote is on her 360 view; erasing her leaves nothing that names her.
+    let v = h.get_ok(&t, "/v1/profiles/user_id:lan").await;
+    assert_eq!(v["conversations"][0]["text"], "Shop ơi, còn size M không?", "{v}");
+    let (s, _) = h
+        .request(Method::DELETE, "/v1/profiles/user_id:lan", Some(&t.secret), "")
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    h.settle(&t).await;
+    let left: Vec<String> = h
+        .app
+        .state
+        .db
+        .scan_prefix(&weft::store::Space::tenant(&t.id), b"", usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+        .filter(|k| k.contains("zu-1") || k.contains("84901234567") || k.contains(&intent))
+        .collect();
+    assert!(left.is_empty(), "keys left after erasure: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

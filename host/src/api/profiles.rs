@@ -125,6 +125,12 @@ pub(super) async fn get(
                     profiles::RECENT_EVENTS,
                 )?)
                 .map_err(profiles::ProfileError::Corrupt)?;
+                view["conversations"] = Value::Array(crate::delivery::webhook::inbound_of(
+                    b,
+                    &sp,
+                    &rec.identities,
+                    profiles::RECENT_EVENTS,
+                )?);
                 Ok(Some(view))
             }
             None => Ok(None),

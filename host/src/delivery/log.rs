@@ -11,7 +11,7 @@
 //! - `dlvdue/<due:020>/<intent>`: a send attempt due at `due` (Unix ms);
 //! - `dlvpm/<plugin>/<provider message id>` → intent: finds a message from a status report;
 //! - `dlvrc/<plugin>/<identity>/<sent:020>/<intent>`: messages per recipient, for watermarks;
-//! - `dlvev/<plugin>/<provider event id>`: a provider event already applied (deduplication).
+//! - `dlvev/<plugin>/<hash of the provider event id>`: a provider event already applied.
 
 use serde::{Deserialize, Serialize};
 
@@ -222,9 +222,13 @@ pub fn recipient_key(plugin: &str, kind: &str, value: &str, sent_at: i64, intent
     .into_bytes()
 }
 
-/// Key marking a provider event as applied.
+/// Key marking a provider event as applied. The id is hashed: providers build event ids
+/// from phone numbers and user ids, and the marker outlives an erased profile.
 pub fn event_key(plugin: &str, provider_event_id: &str) -> Vec<u8> {
-    format!("dlvev/{plugin}/{provider_event_id}").into_bytes()
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(provider_event_id.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("dlvev/{plugin}/{hex}").into_bytes()
 }
 
 #[cfg(test)]

@@ -457,6 +457,29 @@ impl Deliveries {
     }
 }
 
+/// The newest inbound messages (at most `limit` per identity) from any of `identities`,
+/// newest first: what the customer wrote on every channel.
+pub fn inbound_of(
+    b: &dyn Backend,
+    sp: &Space,
+    identities: &[crate::profiles::IdentityRecord],
+    limit: usize,
+) -> Result<Vec<Value>, StoreError> {
+    let mut out: Vec<Value> = Vec::new();
+    for i in identities {
+        let prefix = format!("conv/{}:{}/", i.kind, i.value);
+        for (_, v) in b.scan_prefix_rev(sp, prefix.as_bytes(), limit)? {
+            if let Ok(mut m) = serde_json::from_slice::<Value>(&v) {
+                m["from"] = json!({"kind": i.kind, "value": i.value});
+                out.push(m);
+            }
+        }
+    }
+    out.sort_by(|a, b| b["at"].as_i64().cmp(&a["at"].as_i64()));
+    out.truncate(limit);
+    Ok(out)
+}
+
 /// Applies `ops` with the marker `guard` (a provider event id) in one batch, unless the
 /// marker exists: the event was applied before. Callers hold the tenant's log lock.
 fn once(
