@@ -218,8 +218,52 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .and_then(Value::as_str)
         .unwrap_or("Bạn còn sản phẩm trong giỏ hàng.")
         .to_string();
-    let sent = api.invoke("zalo-oa", &samples::adapter_send(&text)).await?;
-    println!("  zalo-oa send   → {}", brief(&sent["output"]["output"]));
+    // The reminder through the real send pipeline: policy, outbox, zalo-oa, the sandbox Zalo.
+    let write = tenant["write_key"].as_str().unwrap_or_default();
+    api.http
+        .post(format!("{base}/v1/identify"))
+        .basic_auth(write, Some(""))
+        .json(&json!({"userId": "42", "context": {"externalIds": [{"type": "zalo:oa-1", "id": "zalo-user-1"}]}}))
+        .send()
+        .await?
+        .error_for_status()?;
+    for _ in 0..100 {
+        let st = api
+            .call(reqwest::Method::GET, "/v1/ingest/status", None)
+            .await?;
+        if st["backlog"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let queued = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/messages",
+            Some(serde_json::to_vec(&json!({
+                "intent_id": "demo-reminder-1", "to": "user_id:42", "channels": ["zalo-oa", "sms"],
+                "category": "transactional", "content": [{"Text": text}]
+            }))?),
+        )
+        .await?;
+    let mut delivery = queued.clone();
+    for _ in 0..100 {
+        delivery = api
+            .call(reqwest::Method::GET, "/v1/deliveries/demo-reminder-1", None)
+            .await?;
+        if delivery["status"] != "queued" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "  POST /v1/messages → {} via {}, provider id {}",
+        delivery["status"].as_str().unwrap_or("?"),
+        delivery["delivery"]["installation"].as_str().unwrap_or("?"),
+        delivery["delivery"]["provider_message_id"]
+            .as_str()
+            .unwrap_or("-")
+    );
     let decided = api.invoke("tier-personalize", &samples::decide()).await?;
     println!(
         "\n== Personalization for the product page ==\n  {}",
@@ -253,6 +297,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  # the profile's 360 view: traits, events, the waiting journey instance, deliveries"
     );
     println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/profiles/user_id:42");
+    println!("  # the delivery log and the funnel");
+    println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/deliveries");
     println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/plugins");
     println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/plugins/abandoned-cart/invocations?limit=2");
     println!("  cargo run --release -- plugin run target/plugins/abandoned-cart.wasm --kind journey-rule --input plugins/abandoned-cart/fixtures/entered.json");

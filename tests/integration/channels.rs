@@ -377,9 +377,17 @@ async fn abandoned_cart_reaches_zalo_oa_and_its_webhooks_fill_the_log_and_funnel
 
     // What Lan wrote is on her 360 view; erasing her leaves nothing that names her.
     let v = h.get_ok(&t, "/v1/profiles/user_id:lan").await;
-    assert_eq!(v["conversations"][0]["text"], "Shop ơi, còn size M không?", "{v}");
+    assert_eq!(
+        v["conversations"][0]["text"], "Shop ơi, còn size M không?",
+        "{v}"
+    );
     let (s, _) = h
-        .request(Method::DELETE, "/v1/profiles/user_id:lan", Some(&t.secret), "")
+        .request(
+            Method::DELETE,
+            "/v1/profiles/user_id:lan",
+            Some(&t.secret),
+            "",
+        )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     h.settle(&t).await;

@@ -32,3 +32,32 @@ async fn abandoned_cart_reminds_gold_customer_with_code() {
     let (s, _) = h.request(Method::GET, "/healthz", None, "").await;
     assert_eq!(s, StatusCode::OK);
 }
+
+/// The quick start's main job: `weft demo` installs the examples, runs a journey step, and
+/// sends a message through the real pipeline to its sandbox Zalo.
+#[test]
+fn demo_runs_the_examples_and_sends_through_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = std::path::Path::new(weft_tests::plugins::ABANDONED_CART)
+        .parent()
+        .unwrap();
+    let out = std::process::Command::new(weft_tests::weft_bin())
+        .args(["demo", "--exit", "--listen", "127.0.0.1:0", "--plugins-dir"])
+        .arg(plugins)
+        .arg("--data-dir")
+        .arg(dir.path().join("demo"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("GOLD10"), "{text}");
+    assert!(
+        text.contains("POST /v1/messages → sent via zalo-oa, provider id zmsg-1"),
+        "{text}"
+    );
+}
