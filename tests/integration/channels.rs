@@ -502,9 +502,22 @@ async fn expired_token_is_refreshed_once_and_the_send_retried() {
     let d = deliveries(&h, &t, "?status=sent").await;
     assert_eq!(d.len(), 2, "{:?}", deliveries(&h, &t, "").await);
     let refreshes = zalo.requests("oauth");
+    assert_eq!(
+        refreshes.len(),
+        1,
+        "both sends saw the stale token; one refresh, the single-use token used once: {refreshes:?}"
+    );
     assert!(
-        !refreshes.is_empty() && refreshes.len() <= 2,
-        "a single-use refresh token is used at most once per rotation: {refreshes:?}"
+        refreshes[0]
+            .as_str()
+            .unwrap()
+            .contains("refresh_token=rt-0"),
+        "{refreshes:?}"
+    );
+    let cs = zalo.requests("cs");
+    assert!(
+        (3..=4).contains(&cs.len()),
+        "stale tries, then retries with the new token: {cs:?}"
     );
     let cfg = h.get_ok(&t, "/v1/plugins/zalo-oa/config").await;
     assert!(

@@ -482,7 +482,9 @@ fn interpret_send_response(resp: &Response) -> Result<(String, Option<u32>), Sen
         return Err(SendError::Retryable(format!("zalo http {}", resp.status)));
     }
     if resp.status == 429 {
-        return Err(SendError::RateLimited(RATE_LIMIT_BACKOFF_MS));
+        return Err(SendError::RateLimited(retry_after_ms(
+            resp.header("retry-after"),
+        )));
     }
     let body: Option<Value> = resp.json().ok();
     let code = body
@@ -876,6 +878,20 @@ mod tests {
             headers: vec![],
             body: body.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn oa_rate_limit_honours_retry_after() {
+        let mut r = response(429, "");
+        assert_eq!(
+            interpret_send_response(&r),
+            Err(SendError::RateLimited(RATE_LIMIT_BACKOFF_MS))
+        );
+        r.headers.push(("Retry-After".into(), "7".into()));
+        assert_eq!(
+            interpret_send_response(&r),
+            Err(SendError::RateLimited(7_000))
+        );
     }
 
     #[test]
