@@ -75,6 +75,7 @@ impl App {
             clock.clone(),
             registry.clone(),
             ingest.clone(),
+            config.public_url.as_deref(),
         );
         Ok(App {
             state: AppState {

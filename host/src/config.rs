@@ -23,6 +23,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Runtime limits.
     pub runtime: RuntimeConfig,
+    /// The server's public base URL (`https://weft.example.vn`). When set, links in
+    /// messages are rewritten to `<public_url>/v1/c/…` so clicks reach the delivery log on
+    /// every channel, not only those whose provider reports clicks.
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -33,6 +37,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             runtime: RuntimeConfig::default(),
+            public_url: None,
         }
     }
 }

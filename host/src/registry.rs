@@ -385,6 +385,15 @@ impl Registry {
             .collect()
     }
 
+    /// A key for `purpose` derived from the server's secret (kept in the data directory):
+    /// signed click links, for example.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut m =
+            <Hmac<Sha256>>::new_from_slice(&self.hmac_key).expect("HMAC accepts any key length");
+        m.update(purpose.as_bytes());
+        m.finalize().into_bytes().into()
+    }
+
     /// Tenants with at least one active plugin of `kind` (the delivery scheduler's list).
     pub fn tenants_with(&self, kind: PluginKind) -> Vec<String> {
         let mut out = Vec::new();

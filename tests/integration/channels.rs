@@ -1465,3 +1465,93 @@ async fn adapter_calling_a_host_off_its_allowlist_fails_the_send_with_the_call_r
         "the refused call is on the invocation record: {inv}"
     );
 }
+
+/// `application/x-www-form-urlencoded` decoding of one value.
+fn form_value(body: &str, name: &str) -> String {
+    let raw = body
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap_or_default()
+        .replace('+', " ");
+    let bytes = raw.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&raw[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_are_tracked_on_any_channel_and_a_click_reaches_the_log_and_redirects() {
+    let twilio = FakeTwilio::start().await;
+    let h = TestHost::with_config(|c| c.public_url = Some("https://weft.example.vn".into())).await;
+    let t = h.tenant().await;
+    h.install(&t, "sms", "channel-adapter", plugins::SMS).await;
+    configure(
+        &h,
+        &t,
+        "sms",
+        json!({"config": {"api_base": format!("http://{}", twilio.addr), "account_sid": "AC1",
+                          "from_number": "+84900000000", "webhook_url": TWILIO_HOOK},
+               "secrets": {"auth_token": TWILIO_TOKEN}, "allowed_hosts": [twilio.addr.to_string()]}),
+    )
+    .await;
+    lan(&h, &t).await;
+    h.settle(&t).await;
+    let (s, v) = post_message(
+        &h,
+        &t,
+        json!({"intent_id": "ship-1", "to": "user_id:lan", "channels": ["sms"], "category": "transactional",
+               "content": [{"Text": "Đơn hàng đang giao: https://shop.vn/track/1001."}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    h.settle(&t).await;
+    let body = form_value(&twilio.seen.lock().unwrap()[0], "Body");
+    let start = body.find("https://weft.example.vn/v1/c/").expect(&body);
+    let tracked: String = body[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect::<String>()
+        .trim_end_matches('.')
+        .to_string();
+    assert!(
+        !body.contains("shop.vn"),
+        "the original URL is not sent: {body}"
+    );
+    let path = tracked.trim_start_matches("https://weft.example.vn");
+    use tower::ServiceExt as _;
+    let resp = weft::api::router(h.app.state.clone())
+        .oneshot(
+            axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(resp.headers()["location"], "https://shop.vn/track/1001");
+    h.settle(&t).await;
+    let d = status_of(&h, &t, "ship-1").await;
+    assert_eq!(d["status"], "clicked", "{d}");
+    // A forged token, or another tenant's path, finds nothing.
+    let last = if path.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}{last}", &path[..path.len() - 1]);
+    for p in [forged.as_str(), &path.replace(&t.id, "t_other")] {
+        let (s, v) = h.request(Method::GET, p, None, "").await;
+        assert_eq!(
+            (s, error_code(&v)),
+            (StatusCode::NOT_FOUND, "link_not_found"),
+            "{p}"
+        );
+    }
+}

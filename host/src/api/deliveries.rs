@@ -5,7 +5,8 @@
 //! - `GET /v1/deliveries/funnel?journey=&channel=`: per journey and channel, how many were
 //!   sent, delivered, opened, clicked and converted;
 //! - `GET`/`POST /v1/webhooks/{tenant}/{installation}[/{*path}]`: a provider's callback,
-//!   handed to the adapter (no key: the adapter checks the provider's signature).
+//!   handed to the adapter (no key: the adapter checks the provider's signature);
+//! - `GET /v1/c/{tenant}/{token}`: a tracked link (see [`crate::delivery::links`]).
 
 use std::collections::BTreeMap;
 
@@ -261,6 +262,28 @@ fn converted(b: &dyn Backend, sp: &Space, profile: &str, sent: i64) -> Result<bo
         (sent + CONVERSION_WINDOW_MS).div_euclid(crate::profiles::DAY_MS),
     );
     Ok(stats.last.is_some_and(|l| l >= sent) && stats.days.range(from..=to).next().is_some())
+}
+
+/// A click on a tracked link: recorded, then redirected to the original URL.
+pub(super) async fn click(
+    State(s): State<AppState>,
+    Path((tenant, token)): Path<(String, String)>,
+) -> Response {
+    match s.deliveries.click(&tenant, &token).await {
+        Ok(Some(url)) => Response::builder()
+            .status(StatusCode::FOUND)
+            .header("location", url)
+            .header("cache-control", "no-store")
+            .body(axum::body::Body::empty())
+            .unwrap_or_else(|e| ApiError::internal(e).into_response()),
+        Ok(None) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "link_not_found",
+            "no such link (it may have been erased with its profile)",
+        )
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// A provider's callback: handed to the installation's adapter.

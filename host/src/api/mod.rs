@@ -30,6 +30,7 @@
 //! | `GET /v1/deliveries/{intent}` | secret key | one delivery with its tries, fallbacks and reports |
 //! | `GET /v1/deliveries/funnel?journey=&channel=` | secret key | sent → delivered → opened → clicked → converted |
 //! | `GET/POST /v1/webhooks/{tenant}/{installation}[/{*path}]` | provider signature (checked by the adapter) | provider callbacks |
+//! | `GET /v1/c/{tenant}/{token}` | the link's signature | a tracked link: records the click, redirects |
 
 mod audiences;
 mod auth;
@@ -151,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deliveries", get(deliveries::list))
         .route("/v1/deliveries/funnel", get(deliveries::funnel))
         .route("/v1/deliveries/{intent}", get(deliveries::show))
+        .route("/v1/c/{tenant}/{token}", get(deliveries::click))
         .route(
             "/v1/webhooks/{tenant}/{installation}",
             get(deliveries::webhook).post(deliveries::webhook),

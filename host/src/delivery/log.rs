@@ -57,6 +57,9 @@ pub struct DeliveryState {
     /// Channels given up before the current one, each as `channel: reason`.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub fallbacks: Vec<String>,
+    /// The original URLs of the message's tracked links, in link order.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub links: Vec<String>,
     /// Every report and decision, oldest first (at most [`MAX_HISTORY`]).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub history: Vec<StatusEvent>,

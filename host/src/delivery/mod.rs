@@ -19,6 +19,7 @@
 //! `queued` for API readers. Provider webhooks come in through [`webhook`].
 
 pub mod content;
+pub mod links;
 pub mod log;
 pub mod webhook;
 
@@ -95,6 +96,8 @@ pub struct Deliveries {
     /// This process's id in in-flight markers, and the pass counter.
     boot: u64,
     passes: std::sync::atomic::AtomicU64,
+    /// Signs tracked links, when the server has a public URL.
+    links: Option<links::LinkSigner>,
     me: OnceLock<Weak<Deliveries>>,
 }
 
@@ -130,7 +133,10 @@ impl Deliveries {
         clock: SharedClock,
         registry: Arc<Registry>,
         ingest: Arc<Ingest>,
+        public_url: Option<&str>,
     ) -> Arc<Deliveries> {
+        let links =
+            public_url.map(|u| links::LinkSigner::new(u, registry.derive_key("click-links")));
         let d = Arc::new(Deliveries {
             db,
             clock,
@@ -142,6 +148,7 @@ impl Deliveries {
             log_locks: Mutex::new(HashMap::new()),
             boot: rand::random(),
             passes: std::sync::atomic::AtomicU64::new(0),
+            links,
             me: OnceLock::new(),
         });
         let _ = d.me.set(Arc::downgrade(&d));
@@ -435,7 +442,13 @@ impl Deliveries {
                 self.fail(&mut rec, "no_address", None, now, &mut out, b)?;
                 break;
             };
-            let content = content::degrade(&rec.content, caps, kind);
+            let mut content = content::degrade(&rec.content, caps, kind);
+            if let Some(signer) = &self.links {
+                let tracked = links::rewrite(&mut content, signer, tenant, &rec.intent_id);
+                if !tracked.is_empty() {
+                    rec.delivery.links = tracked;
+                }
+            }
             if content.is_empty() {
                 if self.fall_back(b, sp, &mut rec, &profile, "content_unsupported", now)? {
                     continue;
