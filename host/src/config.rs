@@ -224,6 +224,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_config_file_parses() {
+        let c = Config::from_toml(include_str!("../../examples/weft.toml")).expect("parses");
+        assert!(!c.runtime.allow_private_networks);
+        assert_eq!(c.public_url, None);
+        let c = Config::from_toml(
+            "public_url = \"https://weft.example.vn\"\n[runtime]\nallow_private_networks = true\n",
+        )
+        .expect("parses");
+        assert!(c.runtime.allow_private_networks);
+        assert_eq!(c.public_url.as_deref(), Some("https://weft.example.vn"));
+    }
+
+    #[test]
     fn defaults_match_the_documented_deadlines() {
         let c = RuntimeConfig::default();
         assert_eq!(c.limits(PluginKind::Personalization).deadline_ms, 20);
