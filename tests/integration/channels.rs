@@ -485,6 +485,39 @@ async fn a_send_failing_every_try_is_dead_lettered_not_lost() {
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0]["delivery"]["attempts"], 6);
     assert_eq!(zalo.requests("cs").len(), 6, "MAX_ATTEMPTS tries, no more");
+
+    // The provider is back: an operator replays the dead letter, once.
+    zalo.script.lock().unwrap().clear();
+    let intent = d[0]["intent_id"].as_str().unwrap();
+    let retry = format!("/v1/deliveries/{intent}/retry");
+    let (s, v) = h.request(Method::POST, &retry, Some(&t.secret), "").await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("queued")),
+        "{v}"
+    );
+    h.settle(&t).await;
+    let d = status_of(&h, &t, intent).await;
+    assert_eq!(d["status"], "sent", "{d}");
+    assert_eq!(zalo.requests("cs").len(), 7);
+    let (s, v) = h.request(Method::POST, &retry, Some(&t.secret), "").await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::CONFLICT, "not_retryable"),
+        "{v}"
+    );
+    let (s, v) = h
+        .request(
+            Method::POST,
+            "/v1/deliveries/nope/retry",
+            Some(&t.secret),
+            "",
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::NOT_FOUND, "delivery_not_found")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

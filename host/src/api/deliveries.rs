@@ -1,7 +1,8 @@
 //! The delivery log and provider webhooks:
 //! - `GET /v1/deliveries?profile=&journey=&channel=&status=&limit=`: send intents, newest
 //!   first, with their status, tries, fallbacks and every provider report;
-//! - `GET /v1/deliveries/{intent}`: one of them;
+//! - `GET /v1/deliveries/{intent}`: one of them; `POST /v1/deliveries/{intent}/retry` puts
+//!   a dead-lettered or ambiguous one back in the queue;
 //! - `GET /v1/deliveries/funnel?journey=&channel=`: per journey and channel, how many were
 //!   sent, delivered, opened, clicked and converted;
 //! - `GET`/`POST /v1/webhooks/{tenant}/{installation}[/{*path}]`: a provider's callback,
@@ -21,6 +22,7 @@ use serde_json::{json, Value};
 use super::{ApiError, AppState, TenantAuth};
 use crate::delivery::log;
 use crate::delivery::webhook::WebhookFailure;
+use crate::delivery::RetryOutcome;
 use crate::messaging::outbox::{OutboxRecord, OutboxStatus};
 use crate::messaging::policy::CHANNEL_NAMES;
 use crate::runtime::bindings::exports::adapter::HttpRequest;
@@ -163,6 +165,29 @@ pub(super) async fn show(
             StatusCode::NOT_FOUND,
             "delivery_not_found",
             format!("no delivery with intent id `{intent}`"),
+        )),
+    }
+}
+
+/// Puts a dead-lettered or ambiguous delivery back in the queue.
+pub(super) async fn retry(
+    auth: TenantAuth,
+    State(s): State<AppState>,
+    Path(intent): Path<String>,
+) -> Result<(StatusCode, Json<OutboxRecord>), ApiError> {
+    match s.deliveries.retry(&auth.tenant_id, &intent).await? {
+        RetryOutcome::Queued(rec) => Ok((StatusCode::ACCEPTED, Json(*rec))),
+        RetryOutcome::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "delivery_not_found",
+            format!("no delivery with intent id `{intent}`"),
+        )),
+        RetryOutcome::NotRetryable(code) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_retryable",
+            format!(
+                "delivery `{intent}` is `{code}`; only dead_lettered and ambiguous deliveries are retried"
+            ),
         )),
     }
 }

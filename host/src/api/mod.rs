@@ -28,6 +28,7 @@
 //! | `POST /v1/messages` | secret key | send one message to a profile through the policy and the pipeline |
 //! | `GET /v1/deliveries?profile=&journey=&channel=&status=&limit=` | secret key | the delivery log, newest first |
 //! | `GET /v1/deliveries/{intent}` | secret key | one delivery with its tries, fallbacks and reports |
+//! | `POST /v1/deliveries/{intent}/retry` | secret key | put a dead-lettered or ambiguous delivery back in the queue |
 //! | `GET /v1/deliveries/funnel?journey=&channel=` | secret key | sent → delivered → opened → clicked → converted |
 //! | `GET/POST /v1/webhooks/{tenant}/{installation}[/{*path}]` | provider signature (checked by the adapter) | provider callbacks |
 //! | `GET /v1/c/{tenant}/{token}` | the link's signature | a tracked link: records the click, redirects |
@@ -152,6 +153,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deliveries", get(deliveries::list))
         .route("/v1/deliveries/funnel", get(deliveries::funnel))
         .route("/v1/deliveries/{intent}", get(deliveries::show))
+        .route("/v1/deliveries/{intent}/retry", post(deliveries::retry))
         .route("/v1/c/{tenant}/{token}", get(deliveries::click))
         .route(
             "/v1/webhooks/{tenant}/{installation}",

@@ -197,6 +197,55 @@ impl Deliveries {
             .wake(tenant, Arc::new(move |t: &str| me.run_pass(t)));
     }
 
+    /// Puts a dead-lettered (or ambiguous) intent back in the queue, due now, with its tries
+    /// reset: an operator's decision after fixing the cause (or checking the provider for
+    /// an ambiguous send). Returns the record, or why not.
+    pub async fn retry(&self, tenant: &str, intent: &str) -> Result<RetryOutcome, StoreError> {
+        let me = self
+            .me
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| StoreError::Backend("the delivery service has stopped".into()))?;
+        let (tenant_owned, intent) = (tenant.to_string(), intent.to_string());
+        let outcome = tokio::task::spawn_blocking(move || -> Result<RetryOutcome, StoreError> {
+            let b = me.db.backend().as_ref();
+            let sp = Space::tenant(&tenant_owned);
+            let lock = me.log_lock(&tenant_owned);
+            let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(mut rec) = log::get(b, &sp, &intent)? else {
+                return Ok(RetryOutcome::NotFound);
+            };
+            if !matches!(
+                rec.status,
+                OutboxStatus::DeadLettered { .. } | OutboxStatus::Ambiguous { .. }
+            ) {
+                return Ok(RetryOutcome::NotRetryable(log::code(&rec.status)));
+            }
+            let now = me.clock.now_ms();
+            let was = format!("was {}", log::code(&rec.status));
+            log::note(&mut rec, "requeued", now, Some(was), true);
+            rec.status = OutboxStatus::Queued;
+            rec.delivery.attempts = 0;
+            rec.delivery.next_attempt_at = None;
+            b.apply_batch(
+                &sp,
+                &[
+                    log::put_op(&rec)?,
+                    log::due_op(now, &intent),
+                    BatchOp::delete(flight_key(&intent)),
+                ],
+            )?;
+            Ok(RetryOutcome::Queued(Box::new(rec)))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))??;
+        if matches!(outcome, RetryOutcome::Queued(_)) {
+            self.db.commit().await?;
+            self.wake(tenant);
+        }
+        Ok(outcome)
+    }
+
     /// Whether `tenant` has an attempt running or due now (tests and tools).
     pub async fn busy(&self, tenant: &str) -> Result<bool, StoreError> {
         if self.loops.busy(tenant) {
@@ -845,6 +894,17 @@ impl Deliveries {
         out.events = true;
         Ok(())
     }
+}
+
+/// What [`Deliveries::retry`] did.
+#[derive(Debug)]
+pub enum RetryOutcome {
+    /// Back in the queue.
+    Queued(Box<OutboxRecord>),
+    /// No such intent.
+    NotFound,
+    /// Its status (the code) is not one an operator retries.
+    NotRetryable(&'static str),
 }
 
 /// What one `send` came to.
