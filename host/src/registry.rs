@@ -970,15 +970,27 @@ impl Registry {
             return Err(RegistryError::Busy);
         };
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.invoke_blocking(&active, call))
+        tokio::task::spawn_blocking(move || this.invoke_admitted(&active, call))
             .await
             .map_err(internal)
     }
 
-    /// Invokes a typed call on a blocking thread and writes the invocation record, without
-    /// admission control: for background workers that already bound their own concurrency
-    /// (one journey runner per tenant).
+    /// Invokes a typed call from a blocking thread (background workers: journey runners,
+    /// the delivery worker) and writes the invocation record. It waits for a slot of the
+    /// global pool, shared with API invocations, so background work can never ask the
+    /// pooling allocator for more instances than it has; the per-tenant API budget does not
+    /// apply (the workers bound their own concurrency per tenant).
     pub fn invoke_blocking(&self, active: &Arc<Active>, call: Call) -> Invoked {
+        let _slot = self
+            .runtime
+            .services()
+            .rt
+            .block_on(self.global_permits.clone().acquire_owned());
+        self.invoke_admitted(active, call)
+    }
+
+    /// Invokes a call whose admission the caller has settled.
+    fn invoke_admitted(&self, active: &Arc<Active>, call: Call) -> Invoked {
         let at = self.runtime.services().clock.now_ms();
         let call_name = call.name().to_string();
         let inv = self.runtime.invoke(&active.pre, &active.installation, call);

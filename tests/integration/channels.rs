@@ -710,6 +710,11 @@ struct FakeTwilio {
 
 impl FakeTwilio {
     async fn start() -> FakeTwilio {
+        FakeTwilio::answering_after(std::time::Duration::ZERO).await
+    }
+
+    /// A fake Twilio that takes `delay` to answer each message.
+    async fn answering_after(delay: std::time::Duration) -> FakeTwilio {
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let log = seen.clone();
         let app = axum::Router::new().route(
@@ -721,6 +726,7 @@ impl FakeTwilio {
                     l.len()
                 };
                 async move {
+                    tokio::time::sleep(delay).await;
                     (
                         StatusCode::CREATED,
                         axum::Json(json!({"sid": format!("SM{n}"), "status": "queued"})),
@@ -1587,4 +1593,48 @@ async fn links_are_tracked_on_any_channel_and_a_click_reaches_the_log_and_redire
             "{p}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_sends_share_the_instance_pool_without_exhausting_it() {
+    // A pool of 4 instances, 40 sends, a provider taking 100 ms (so sends overlap; the
+    // worker runs up to 64 at once): every send waits for a slot instead of failing to
+    // instantiate.
+    let twilio = FakeTwilio::answering_after(std::time::Duration::from_millis(100)).await;
+    let h = TestHost::with_config(|c| c.runtime.pool_instances = 4).await;
+    let t = h.tenant().await;
+    h.install(&t, "sms", "channel-adapter", plugins::SMS).await;
+    configure(
+        &h,
+        &t,
+        "sms",
+        json!({"config": {"api_base": format!("http://{}", twilio.addr), "account_sid": "AC1",
+                          "from_number": "+84900000000", "webhook_url": TWILIO_HOOK},
+               "secrets": {"auth_token": TWILIO_TOKEN}, "allowed_hosts": [twilio.addr.to_string()]}),
+    )
+    .await;
+    lan(&h, &t).await;
+    h.settle(&t).await;
+    for n in 0..40 {
+        let (s, v) = post_message(
+            &h,
+            &t,
+            json!({"intent_id": format!("bulk-{n}"), "to": "user_id:lan", "channels": ["sms"],
+                   "category": "transactional", "content": [{"Text": format!("tin {n}")}]}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    }
+    h.settle(&t).await;
+    let d = h.get_ok(&t, "/v1/deliveries?limit=100").await;
+    let all = d["deliveries"].as_array().unwrap();
+    assert_eq!(all.len(), 40);
+    for r in all {
+        assert_eq!(
+            (r["status"].as_str(), r["delivery"]["attempts"].as_u64()),
+            (Some("sent"), Some(1)),
+            "{r}"
+        );
+    }
+    assert_eq!(twilio.seen.lock().unwrap().len(), 40);
 }
