@@ -88,6 +88,7 @@ pub mod http;
 pub mod journey;
 pub mod json;
 pub mod log;
+pub mod meta;
 pub mod personalize;
 pub mod profile;
 pub mod state;

@@ -261,6 +261,23 @@ pub fn get(b: &dyn Backend, sp: &Space, id: &str) -> Result<Option<ProfileRecord
     }
 }
 
+/// Most `merged/` redirects followed to find a merged-away profile's current id: merges
+/// chain only as often as one person's profiles are merged again.
+const MAX_REDIRECTS: usize = 16;
+
+/// The current id of profile `id`: itself, or the profile it was merged into (following
+/// `merged/` redirects).
+pub fn current_id(b: &dyn Backend, sp: &Space, id: &str) -> Result<String, StoreError> {
+    let mut pid = id.to_string();
+    for _ in 0..MAX_REDIRECTS {
+        match b.get(sp, format!("merged/{pid}").as_bytes())? {
+            Some(next) => pid = String::from_utf8_lossy(&next).into_owned(),
+            None => break,
+        }
+    }
+    Ok(pid)
+}
+
 /// The id of the profile owning an identity.
 pub fn owner(
     b: &dyn Backend,

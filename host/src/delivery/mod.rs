@@ -61,8 +61,6 @@ const PASS_CHUNK: usize = 256;
 const SEND_CONCURRENCY: usize = 64;
 /// How often the scheduler looks for due attempts (retries wait a second or more).
 const SCHEDULER_TICK: Duration = Duration::from_millis(20);
-/// Most `merged/` redirects followed to find a merged profile.
-const MAX_REDIRECTS: usize = 16;
 
 /// Prefix of sends in flight: `dlvflight/<intent>` → the pass that took it. A pass writes
 /// the markers of all its attempts durably (one fsync) before calling any adapter, and each
@@ -350,42 +348,54 @@ impl Deliveries {
 
     /// The tenant's active adapters with their capabilities.
     fn adapters(&self, tenant: &str) -> Vec<(String, Arc<Active>, ChannelCapabilities)> {
-        let mut out = Vec::new();
-        for (name, active) in self.registry.actives(tenant) {
-            if active.kind != PluginKind::ChannelAdapter {
-                continue;
-            }
-            let key = (tenant.to_string(), name.clone(), active.digest.clone());
-            let cached = self
-                .caps
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&key)
-                .cloned();
-            let caps = match cached {
-                Some(c) => c,
-                None => match self
-                    .registry
-                    .invoke_blocking(&active, Call::AdapterCapabilities)
-                    .output
-                {
-                    Some(Output::AdapterCapabilities(c)) => {
-                        self.caps
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(key, c.clone());
-                        c
-                    }
-                    other => {
-                        tracing::warn!(tenant, adapter = %name, ?other, "adapter capabilities failed; not sending through it");
-                        continue;
-                    }
-                },
-            };
-            out.push((name, active, caps));
-        }
+        let mut out: Vec<_> = self
+            .registry
+            .actives(tenant)
+            .into_iter()
+            .filter(|(_, a)| a.kind == PluginKind::ChannelAdapter)
+            .filter_map(|(name, active)| {
+                let caps = self.capabilities(tenant, &name, &active)?;
+                Some((name, active, caps))
+            })
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// One adapter's capabilities: asked once per version (a `capabilities` call), then
+    /// cached. `None` when the call fails (the adapter is then not used).
+    fn capabilities(
+        &self,
+        tenant: &str,
+        name: &str,
+        active: &Arc<Active>,
+    ) -> Option<ChannelCapabilities> {
+        let key = (tenant.to_string(), name.to_string(), active.digest.clone());
+        if let Some(c) = self
+            .caps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Some(c.clone());
+        }
+        match self
+            .registry
+            .invoke_blocking(active, Call::AdapterCapabilities)
+            .output
+        {
+            Some(Output::AdapterCapabilities(c)) => {
+                self.caps
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key, c.clone());
+                Some(c)
+            }
+            other => {
+                tracing::warn!(tenant, adapter = %name, ?other, "adapter capabilities failed; not sending through it");
+                None
+            }
+        }
     }
 
     /// One due attempt of `intent` (due key `due_key`), written when decided. Returns
@@ -965,13 +975,7 @@ fn current_profile(
     sp: &Space,
     id: &str,
 ) -> Result<Option<ProfileRecord>, StoreError> {
-    let mut pid = id.to_string();
-    for _ in 0..MAX_REDIRECTS {
-        match b.get(sp, format!("merged/{pid}").as_bytes())? {
-            Some(next) => pid = String::from_utf8_lossy(&next).into_owned(),
-            None => break,
-        }
-    }
+    let pid = profiles::current_id(b, sp, id)?;
     Ok(profiles::get(b, sp, &pid)?)
 }
 

@@ -106,7 +106,7 @@ impl Deliveries {
         }
         let inv = match self
             .registry
-            .invoke(tenant, active, Call::AdapterHandleWebhook(req))
+            .invoke(tenant, active.clone(), Call::AdapterHandleWebhook(req))
             .await
         {
             Ok(i) => i,
@@ -144,7 +144,7 @@ impl Deliveries {
             let (tenant_owned, plugin_owned) = (tenant.to_string(), plugin.to_string());
             let events = result.events;
             let queued = tokio::task::spawn_blocking(move || {
-                me.apply_events(&tenant_owned, &plugin_owned, events)
+                me.apply_events(&tenant_owned, (&plugin_owned, &active), events)
             })
             .await
             .map_err(|e| WebhookFailure::Adapter(format!("event task failed: {e}")))??;
@@ -161,17 +161,15 @@ impl Deliveries {
     fn apply_events(
         &self,
         tenant: &str,
-        plugin: &str,
+        (plugin, active): (&str, &std::sync::Arc<crate::registry::Active>),
         events: Vec<InboundEvent>,
     ) -> Result<bool, StoreError> {
         let b = self.db.backend().as_ref();
         let sp = Space::tenant(tenant);
-        let channel = self
-            .adapters(tenant)
-            .into_iter()
-            .find(|(n, _, _)| n == plugin)
-            .map(|(_, _, c)| policy::channel_name(c.channel).to_string())
-            .unwrap_or_else(|| "*".into());
+        let channel = self.capabilities(tenant, plugin, active).map_or_else(
+            || "*".into(),
+            |c| policy::channel_name(c.channel).to_string(),
+        );
         let now = self.clock.now_ms();
         let mut queued = false;
         let lock = self.log_lock(tenant);

@@ -396,13 +396,7 @@ fn apply(
     let mut matched = Vec::new();
     if let Some(pid) = &m.profile_id {
         // Weft's own event for a known profile (a journey's traits or emit): no resolution.
-        let mut pid = pid.clone();
-        for _ in 0..MAX_REDIRECTS {
-            match b.get(sp, format!("merged/{pid}").as_bytes())? {
-                Some(next) => pid = String::from_utf8_lossy(&next).into_owned(),
-                None => break,
-            }
-        }
+        let pid = profiles::current_id(b, sp, pid)?;
         match profiles::get(b, sp, &pid)? {
             Some(p) => matched.push(p),
             None => {
@@ -454,9 +448,6 @@ pub fn audience_event(
 
 /// Most consent entries read per object of one event: keeps a profile's ledger small.
 const MAX_CONSENT_ENTRIES: usize = 32;
-
-/// Most `merged/` redirects followed to find a merged-away profile's current id.
-const MAX_REDIRECTS: usize = 16;
 
 /// Matches `ids` to profiles, giving up the weakest incoming identity while the merge would
 /// exceed a per-kind limit (Segment Unify's rule); with one identity left, it attaches

@@ -23,7 +23,7 @@ use weft_guest::types::{
     Button, ButtonAction, Card, ChannelKind, Choices, Content, Geo, Identity, Media,
     MessageCategory,
 };
-use weft_guest::{clock, config, crypto, log, serde_json};
+use weft_guest::{clock, config, log, serde_json};
 
 /// Default Graph API base URL (setting `api_base`).
 const DEFAULT_API_BASE: &str = "https://graph.facebook.com";
@@ -150,9 +150,9 @@ impl Guest for Messenger {
 
     fn handle_webhook(req: HttpRequest) -> Result<WebhookResult, WebhookError> {
         if req.method.eq_ignore_ascii_case("GET") {
-            return verification_handshake(&req);
+            return weft_guest::meta::verification_handshake(&req, "messenger");
         }
-        verify_signature(&req)?;
+        weft_guest::meta::verify_signature(&req, "messenger")?;
         let body: Value = serde_json::from_slice(&req.body)
             .map_err(|e| WebhookError::Malformed(format!("body is not JSON: {e}")))?;
         let only_page = config::get("page_id").filter(|p| !p.is_empty());
@@ -543,60 +543,6 @@ fn map_graph_error(error: &GraphError, status: u16, backoff_ms: u64) -> SendErro
         (1 | 2 | 1200, _) => SendError::Retryable(what),
         _ if status >= 500 || error.transient => SendError::Retryable(what),
         _ => SendError::Permanent(what),
-    }
-}
-
-/// Answers a GET: echoes `hub.challenge` for `hub.mode=subscribe` when `hub.verify_token`
-/// matches the `verify_token` secret; a GET without a challenge gets a plain 200.
-fn verification_handshake(req: &HttpRequest) -> Result<WebhookResult, WebhookError> {
-    let Some(challenge) = req.query_param("hub.challenge") else {
-        return Ok(WebhookResult {
-            response: HttpResponse::text(200, "ok"),
-            events: vec![],
-        });
-    };
-    if req.query_param("hub.mode") != Some("subscribe") {
-        return Err(WebhookError::Malformed(
-            "hub.mode must be `subscribe`".into(),
-        ));
-    }
-    let Some(expected) = config::get_secret("verify_token").filter(|t| !t.is_empty()) else {
-        log::error("messenger: secret `verify_token` is not set; refusing the subscription");
-        return Err(WebhookError::BadSignature);
-    };
-    let given = req.query_param("hub.verify_token").unwrap_or_default();
-    if !crypto::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
-        return Err(WebhookError::BadSignature);
-    }
-    Ok(WebhookResult {
-        response: HttpResponse::text(200, challenge),
-        events: vec![],
-    })
-}
-
-/// The MAC in an `X-Hub-Signature-256: sha256=<hex>` header (32 bytes), if well formed.
-fn signature_from_header(header: Option<&str>) -> Option<Vec<u8>> {
-    let value = header?.trim();
-    let hex = value
-        .strip_prefix("sha256=")
-        .or_else(|| value.strip_prefix("SHA256="))?;
-    crypto::unhex(hex).filter(|mac| mac.len() == 32)
-}
-
-/// Checks `X-Hub-Signature-256` = HMAC-SHA256 of the raw body under the `app_secret`
-/// secret, compared in constant time.
-fn verify_signature(req: &HttpRequest) -> Result<(), WebhookError> {
-    let given = signature_from_header(req.header("x-hub-signature-256"))
-        .ok_or(WebhookError::BadSignature)?;
-    let Some(secret) = config::get_secret("app_secret").filter(|s| !s.is_empty()) else {
-        log::error("messenger: secret `app_secret` is not set; refusing webhooks");
-        return Err(WebhookError::BadSignature);
-    };
-    let expected = crypto::hmac_sha256(secret.as_bytes(), &req.body);
-    if crypto::constant_time_eq(&expected, &given) {
-        Ok(())
-    } else {
-        Err(WebhookError::BadSignature)
     }
 }
 
@@ -1193,23 +1139,6 @@ mod tests {
         assert_eq!(parts.concat().replace(' ', ""), long.replace(' ', ""));
         assert!(split_text("   ", 5).is_empty());
         assert_eq!(truncate("đổi trả", 3), "đổi");
-    }
-
-    #[test]
-    fn parses_signature_headers() {
-        let hex = "a".repeat(64);
-        assert_eq!(
-            signature_from_header(Some(&format!("sha256={hex}"))),
-            Some(vec![0xaa; 32])
-        );
-        assert_eq!(
-            signature_from_header(Some(&format!(" sha256={} ", hex.to_uppercase()))),
-            Some(vec![0xaa; 32])
-        );
-        assert_eq!(signature_from_header(Some(&hex)), None, "prefix required");
-        assert_eq!(signature_from_header(Some("sha256=abcd")), None, "32 bytes");
-        assert_eq!(signature_from_header(Some("sha1=abcd")), None);
-        assert_eq!(signature_from_header(None), None);
     }
 
     fn webhook(items: Value) -> Value {

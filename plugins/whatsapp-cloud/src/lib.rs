@@ -22,7 +22,7 @@ use weft_guest::json::{self, json, Map, Value};
 use weft_guest::types::{
     ButtonAction, Card, ChannelKind, Choices, Content, Geo, Identity, Media, TemplateRef,
 };
-use weft_guest::{clock, config, crypto, log, serde_json};
+use weft_guest::{clock, config, log, serde_json};
 
 /// Default Graph API base URL (setting `api_base`).
 const DEFAULT_API_BASE: &str = "https://graph.facebook.com";
@@ -165,9 +165,9 @@ impl Guest for WhatsappCloud {
 
     fn handle_webhook(req: HttpRequest) -> Result<WebhookResult, WebhookError> {
         if req.method.eq_ignore_ascii_case("GET") {
-            return verification_handshake(&req);
+            return weft_guest::meta::verification_handshake(&req, "whatsapp-cloud");
         }
-        verify_signature(&req)?;
+        weft_guest::meta::verify_signature(&req, "whatsapp-cloud")?;
         let body: Value = serde_json::from_slice(&req.body)
             .map_err(|e| WebhookError::Malformed(format!("body is not JSON: {e}")))?;
         let only_number = config::get("phone_number_id").filter(|v| !v.is_empty());
@@ -809,60 +809,6 @@ fn map_graph_error(error: &GraphError, status: u16, backoff_ms: u64) -> SendErro
         1 | 2 | 131000 | 131016 | 131057 | 133004 => SendError::Retryable(what),
         _ if status >= 500 || error.transient => SendError::Retryable(what),
         _ => SendError::Permanent(what),
-    }
-}
-
-/// Answers a GET: echoes `hub.challenge` for `hub.mode=subscribe` when `hub.verify_token`
-/// matches the `verify_token` secret; a GET without a challenge gets a plain 200.
-fn verification_handshake(req: &HttpRequest) -> Result<WebhookResult, WebhookError> {
-    let Some(challenge) = req.query_param("hub.challenge") else {
-        return Ok(WebhookResult {
-            response: HttpResponse::text(200, "ok"),
-            events: vec![],
-        });
-    };
-    if req.query_param("hub.mode") != Some("subscribe") {
-        return Err(WebhookError::Malformed(
-            "hub.mode must be `subscribe`".into(),
-        ));
-    }
-    let Some(expected) = config::get_secret("verify_token").filter(|t| !t.is_empty()) else {
-        log::error("whatsapp-cloud: secret `verify_token` is not set; refusing the subscription");
-        return Err(WebhookError::BadSignature);
-    };
-    let given = req.query_param("hub.verify_token").unwrap_or_default();
-    if !crypto::constant_time_eq(expected.as_bytes(), given.as_bytes()) {
-        return Err(WebhookError::BadSignature);
-    }
-    Ok(WebhookResult {
-        response: HttpResponse::text(200, challenge),
-        events: vec![],
-    })
-}
-
-/// The MAC in an `X-Hub-Signature-256: sha256=<hex>` header (32 bytes), if well formed.
-fn signature_from_header(header: Option<&str>) -> Option<Vec<u8>> {
-    let value = header?.trim();
-    let hex = value
-        .strip_prefix("sha256=")
-        .or_else(|| value.strip_prefix("SHA256="))?;
-    crypto::unhex(hex).filter(|mac| mac.len() == 32)
-}
-
-/// Checks `X-Hub-Signature-256` = HMAC-SHA256 of the raw body under the `app_secret`
-/// secret, compared in constant time.
-fn verify_signature(req: &HttpRequest) -> Result<(), WebhookError> {
-    let given = signature_from_header(req.header("x-hub-signature-256"))
-        .ok_or(WebhookError::BadSignature)?;
-    let Some(secret) = config::get_secret("app_secret").filter(|s| !s.is_empty()) else {
-        log::error("whatsapp-cloud: secret `app_secret` is not set; refusing webhooks");
-        return Err(WebhookError::BadSignature);
-    };
-    let expected = crypto::hmac_sha256(secret.as_bytes(), &req.body);
-    if crypto::constant_time_eq(&expected, &given) {
-        Ok(())
-    } else {
-        Err(WebhookError::BadSignature)
     }
 }
 
@@ -1561,18 +1507,6 @@ mod tests {
         assert_eq!(split_text("abcdef", 4), vec!["abcd", "ef"]);
         assert!(split_text(" \n ", 4).is_empty());
         assert_eq!(truncate("đổi trả", 3), "đổi");
-    }
-
-    #[test]
-    fn parses_signature_headers() {
-        let hex = "0f".repeat(32);
-        assert_eq!(
-            signature_from_header(Some(&format!("sha256={hex}"))),
-            Some(vec![0x0f; 32])
-        );
-        assert_eq!(signature_from_header(Some(&hex)), None);
-        assert_eq!(signature_from_header(Some("sha256=zz")), None);
-        assert_eq!(signature_from_header(None), None);
     }
 
     fn webhook(value: Value) -> Value {
