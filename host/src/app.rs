@@ -77,12 +77,20 @@ impl App {
             ingest.clone(),
             config.public_url.as_deref(),
         );
+        let conversations = crate::conversations::Conversations::start(
+            db.clone(),
+            clock.clone(),
+            registry.clone(),
+            ingest.clone(),
+            deliveries.clone(),
+        );
         Ok(App {
             state: AppState {
                 registry,
                 ingest,
                 journeys,
                 deliveries,
+                conversations,
                 keys: Arc::new(crate::tenants::KeyCache::default()),
                 db,
                 clock,

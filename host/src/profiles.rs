@@ -299,7 +299,8 @@ pub fn move_data_ops(
 ) -> Result<Vec<crate::store::BatchOp>, ProfileError> {
     use crate::store::BatchOp;
     let mut ops = Vec::new();
-    for family in ["event", "mergelog"] {
+    // History, merge log, and the conversation index (`cvp/`).
+    for family in ["event", "mergelog", "cvp"] {
         let from = format!("{family}/{loser}/");
         for (k, v) in b.scan_prefix(sp, from.as_bytes(), usize::MAX)? {
             let mut to = format!("{family}/{winner}/").into_bytes();
@@ -474,6 +475,8 @@ pub fn erase_by_identity(
         }
     }
     ops.extend(crate::audience::engine::erase_ops(b, sp, &rec.id)?);
+    // Conversations: messages, page context, surveys' links.
+    ops.extend(crate::conversations::store::erase_ops(b, sp, &rec.id)?);
     // History, counts, merges, journey links and waits, deliveries and cap counters.
     for family in ["event", "stats", "mergelog", "jact", "jwait", "mkt"] {
         let prefix = format!("{family}/{}/", rec.id);

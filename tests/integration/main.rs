@@ -4,6 +4,7 @@
 mod api;
 mod audiences;
 mod channels;
+mod chat;
 mod durability;
 mod ingest;
 mod journey_plugins;

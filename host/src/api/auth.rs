@@ -20,7 +20,7 @@ pub struct TenantAuth {
 #[derive(Debug, Clone, Copy)]
 pub struct AdminAuth;
 
-fn bearer(parts: &Parts, what: &str) -> Result<String, ApiError> {
+pub(super) fn bearer(parts: &Parts, what: &str) -> Result<String, ApiError> {
     let Some(h) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -32,9 +32,21 @@
 //! | `GET /v1/deliveries/funnel?journey=&channel=` | secret key | sent → delivered → opened → clicked → converted |
 //! | `GET/POST /v1/webhooks/{tenant}/{installation}[/{*path}]` | provider signature (checked by the adapter) | provider callbacks |
 //! | `GET /v1/c/{tenant}/{token}` | the link's signature | a tracked link: records the click, redirects |
+//! | `GET /v1/chat/ws?writeKey=&anonymousId=` | write key + origin allowlist | the visitor's web-chat WebSocket (`docs/webchat.md`) |
+//! | `GET /v1/chat/widget.js` | none | the embeddable chat widget |
+//! | `GET/PUT /v1/chat/settings` | secret key | origins, default flow, fallback message, SLA, business hours |
+//! | `GET /v1/conversations?profile=` | secret key | a profile's conversations, or the agent queue |
+//! | `GET /v1/conversations/{id}` | secret key | a conversation, its messages, the customer's 360 view |
+//! | `GET /v1/reports/csat`, `/v1/reports/nps` `?from=&to=` | secret key | survey scores and response rates |
+//! | `POST /v1/agents` | secret key | create an agent; answers its token |
+//! | `GET /v1/agent/queue` | agent token | conversations waiting for or with an agent |
+//! | `GET /v1/agent/conversations/{id}` | agent token | messages, page context, 360 view |
+//! | `POST /v1/agent/conversations/{id}/claim`, `/messages`, `/resolve`, `/survey` | agent token | take, reply, resolve, ask NPS/CSAT |
 
+mod agents;
 mod audiences;
 mod auth;
+mod chat;
 mod deliveries;
 pub mod error;
 mod ingest;
@@ -76,6 +88,8 @@ pub struct AppState {
     pub journeys: Arc<crate::journeys::Journeys>,
     /// The send pipeline and provider webhooks.
     pub deliveries: Arc<crate::delivery::Deliveries>,
+    /// Conversations: web chat, chatbot flows, handoff, surveys.
+    pub conversations: Arc<crate::conversations::Conversations>,
     /// Cached API key lookups.
     pub keys: Arc<KeyCache>,
 }
@@ -163,6 +177,25 @@ pub fn router(state: AppState) -> Router {
             "/v1/webhooks/{tenant}/{installation}/{*path}",
             get(deliveries::webhook).post(deliveries::webhook),
         )
+        .route("/v1/chat/ws", get(chat::socket))
+        .route("/v1/chat/widget.js", get(chat::widget))
+        .route(
+            "/v1/chat/settings",
+            get(chat::get_settings).put(chat::put_settings),
+        )
+        .route("/v1/conversations", get(chat::list))
+        .route("/v1/conversations/{id}", get(chat::show))
+        .route("/v1/reports/{kind}", get(chat::report))
+        .route("/v1/agents", post(agents::create))
+        .route("/v1/agent/queue", get(agents::queue))
+        .route("/v1/agent/conversations/{id}", get(agents::show))
+        .route("/v1/agent/conversations/{id}/claim", post(agents::claim))
+        .route("/v1/agent/conversations/{id}/messages", post(agents::reply))
+        .route(
+            "/v1/agent/conversations/{id}/resolve",
+            post(agents::resolve),
+        )
+        .route("/v1/agent/conversations/{id}/survey", post(agents::survey))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .merge(uploads)
         .merge(ingestion)

@@ -71,6 +71,7 @@ pub struct Processor {
     counters: std::sync::RwLock<HashMap<String, Arc<Counters>>>,
     /// Weak: the journey engine holds ingestion, not the other way round.
     journeys: std::sync::OnceLock<std::sync::Weak<crate::journeys::Journeys>>,
+    conversations: std::sync::OnceLock<std::sync::Weak<crate::conversations::Conversations>>,
 }
 
 impl std::fmt::Debug for Processor {
@@ -89,6 +90,7 @@ impl Processor {
             locks: Mutex::new(HashMap::new()),
             counters: std::sync::RwLock::new(HashMap::new()),
             journeys: std::sync::OnceLock::new(),
+            conversations: std::sync::OnceLock::new(),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&p);
@@ -190,6 +192,12 @@ impl Processor {
             .map(|j| j.routes(tenant))
             .unwrap_or_default();
         let mut journey_work = false;
+        let chat_starts = self
+            .conversations
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .map(|c| c.start_events(tenant))
+            .unwrap_or_default();
         // Audience definitions change only under the tenant lock, which this pass holds.
         let view = TenantView {
             routes,
@@ -204,7 +212,16 @@ impl Processor {
                 .map_err(|e| ApplyError::Invalid(format!("undecodable queued message: {e}")))
                 .and_then(|m| {
                     let mut next_seq = || b.next_id();
-                    apply(b, &sp, &m, seq, self.clock.now_ms(), &view, &mut next_seq)
+                    let mut ops =
+                        apply(b, &sp, &m, seq, self.clock.now_ms(), &view, &mut next_seq)?;
+                    // A `Payment Failed` that starts a chatbot flow: queued for the
+                    // conversation engine with the event, in the same batch.
+                    if m.kind == MessageType::Track
+                        && m.event.as_ref().is_some_and(|e| chat_starts.contains(e))
+                    {
+                        ops.push(BatchOp::put(format!("cvs/{seq:016x}"), value.clone()));
+                    }
+                    Ok(ops)
                 });
             let mut ops = match result {
                 Ok(ops) => ops,
@@ -271,6 +288,12 @@ impl Processor {
             self.wake(tenant);
         }
         Ok(changed)
+    }
+
+    /// Hooks the conversation engine in (once, at start): track events that start a
+    /// chatbot flow are queued for it in the same batch that applies them.
+    pub fn set_conversations(&self, c: &Arc<crate::conversations::Conversations>) {
+        let _ = self.conversations.set(Arc::downgrade(c));
     }
 
     /// Hooks the journey engine in (once, at start).

@@ -180,7 +180,7 @@ impl LocalTime {
     }
 
     /// Minutes since midnight.
-    fn minute_of_day(self) -> u32 {
+    pub fn minute_of_day(self) -> u32 {
         u32::from(self.hour) * MINUTES_PER_HOUR + u32::from(self.minute)
     }
 
