@@ -16,3 +16,4 @@ mod runner;
 mod sandbox;
 mod scaffold;
 mod smoke;
+mod widget_browser;
