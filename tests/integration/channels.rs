@@ -1638,3 +1638,137 @@ async fn background_sends_share_the_instance_pool_without_exhausting_it() {
     }
     assert_eq!(twilio.seen.lock().unwrap().len(), 40);
 }
+
+/// Waits (real time: the delivery worker runs by itself) until an OA send to the fake
+/// Zalo contains `needle`; returns every OA message body sent so far, as JSON text.
+async fn zalo_sent(zalo: &FakeZalo, needle: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let sent: Vec<String> = zalo
+            .requests("cs")
+            .iter()
+            .map(|b| b["message"].to_string())
+            .collect();
+        if sent.iter().any(|m| m.contains(needle)) {
+            return sent;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no OA send contains {needle:?}: {sent:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A customer's Zalo message, signed as Zalo signs it.
+async fn zalo_says(h: &TestHost, t: &TestTenant, id: &str, text: &str) {
+    let (s, v) = zalo_webhook(
+        h,
+        t,
+        json!({"event_name": "user_send_text", "oa_id": "oa-1",
+               "sender": {"id": "zu-1"}, "recipient": {"id": "oa-1"},
+               "message": {"msg_id": id, "text": text}}),
+        OA_SECRET,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zalo_messages_run_the_chatbot_and_agent_replies_and_csat_go_out_through_zalo() {
+    let zalo = FakeZalo::start().await;
+    let (h, t) = setup(&zalo).await;
+    h.install(&t, "faq-bot", "chatbot-flow", plugins::FAQ_BOT)
+        .await;
+    lan(&h, &t).await;
+    h.settle(&t).await;
+    // Lan links her Zalo account and writes a FAQ keyword: the bot greets her on Zalo,
+    // its quick replies as Zalo buttons.
+    let (s, v) = zalo_webhook(
+        &h,
+        &t,
+        json!({"event_name": "user_submit_info", "oa_id": "oa-1",
+               "sender": {"id": "zu-1"}, "recipient": {"id": "oa-1"},
+               "info": {"name": "Lan", "phone": "0901234567"}}),
+        OA_SECRET,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    zalo_says(&h, &t, "in-1", "giao hàng").await;
+    let sent = zalo_sent(&zalo, "Xin chào").await;
+    assert!(sent[0].contains("topic:shipping"), "{sent:#?}");
+    // The same provider message again (Zalo retries webhooks): no second turn.
+    zalo_says(&h, &t, "in-1", "giao hàng").await;
+    // A question inside the session is answered.
+    zalo_says(&h, &t, "in-2", "phí ship thế nào").await;
+    zalo_sent(&zalo, "500.000").await;
+    // Handoff, then an agent's reply reaches Zalo.
+    zalo_says(&h, &t, "in-3", "cho mình gặp nhân viên").await;
+    zalo_sent(&zalo, "chuyển bạn tới nhân viên").await;
+    let q = h.get_ok(&t, "/v1/conversations?profile=user_id:lan").await;
+    let conv = q["conversations"][0].clone();
+    assert_eq!(conv["channel"], "zalo-oa", "{q}");
+    assert_eq!(conv["state"], "waiting_for_agent", "{q}");
+    let id = conv["id"].as_str().unwrap();
+    let (s, a) = h
+        .request(
+            Method::POST,
+            "/v1/agents",
+            Some(&t.secret),
+            json!({"name": "Hoa"}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let hoa = a["token"].as_str().unwrap().to_string();
+    let (s, _) = h
+        .request(
+            Method::POST,
+            &format!("/v1/agent/conversations/{id}/messages"),
+            Some(&hoa),
+            json!({"text": "Chào chị Lan, em là Hoa ạ."}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    zalo_sent(&zalo, "em là Hoa").await;
+    // Resolved: the CSAT question goes out with buttons 1–5; pressing 5 answers it.
+    let (s, _) = h
+        .request(
+            Method::POST,
+            &format!("/v1/agent/conversations/{id}/resolve"),
+            Some(&hoa),
+            axum::body::Body::empty(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    zalo_sent(&zalo, "csat:5").await;
+    zalo_says(&h, &t, "in-4", "csat:5").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let rep = h.get_ok(&t, "/v1/reports/csat").await;
+        if rep["answered"] == 1 {
+            assert_eq!(rep["score"], 100.0, "{rep}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rep}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Every message of the conversation is stored, in order, the duplicate once.
+    let c = h.get_ok(&t, &format!("/v1/conversations/{id}")).await;
+    let visitor: Vec<&str> = c["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["from"] == "visitor")
+        .map(|m| m["content"][0]["Text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        visitor,
+        [
+            "giao hàng",
+            "phí ship thế nào",
+            "cho mình gặp nhân viên",
+            "csat:5"
+        ],
+        "{c}"
+    );
+}

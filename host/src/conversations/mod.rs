@@ -72,6 +72,10 @@ const MAX_ACTIONS: usize = 32;
 /// Longest text a visitor or agent message may carry, in characters.
 pub const MAX_TEXT_CHARS: usize = 2000;
 
+/// How long an adapter's inbound message waits for the event processor to link its
+/// sender to a profile before the turn runs anyway.
+const INBOUND_PROFILE_WAIT: Duration = Duration::from_secs(5);
+
 /// The reminder id the host uses for an expected input's `timeout-ms`.
 const EXPECT_TIMEOUT_ID: &str = "expect-timeout";
 
@@ -364,6 +368,7 @@ impl Conversations {
             manifests: RwLock::new(HashMap::new()),
         });
         ingest.processor().set_conversations(&c);
+        c.deliveries.set_conversations(&c);
         let weak = Arc::downgrade(&c);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
@@ -640,6 +645,67 @@ impl Conversations {
         self.react(&mut txn, &settings, v.input).await?;
         self.commit(txn).await?;
         Ok(())
+    }
+
+    /// A customer's message that a channel adapter delivered (Zalo OA, Messenger, …),
+    /// already stored by the webhook: the same turn as a web visitor's, with replies going
+    /// out through the send pipeline. The provider's message id keeps it to one turn.
+    pub async fn inbound(
+        &self,
+        tenant: &str,
+        installation: &str,
+        channel: &str,
+        m: crate::runtime::bindings::exports::adapter::InboundMessage,
+    ) -> Result<(), ChatError> {
+        let input = match (&m.postback, m.content.first()) {
+            (Some(p), _) => UserInput::Postback(p.clone()),
+            (None, Some(Content::Text(t))) => UserInput::Text(t.clone()),
+            (
+                None,
+                Some(
+                    Content::Image(media)
+                    | Content::Video(media)
+                    | Content::Audio(media)
+                    | Content::File(media),
+                ),
+            ) => UserInput::Media(media.clone()),
+            (None, Some(Content::Location(g))) => UserInput::Location(g.clone()),
+            _ => return Ok(()),
+        };
+        // The sender's profile is made by the event processor from the webhook's event;
+        // wait for it, so replies have an address (bounded: a busy processor only delays
+        // the profile link, not the turn).
+        let _ =
+            tokio::time::timeout(INBOUND_PROFILE_WAIT, self.ingest.processor().drain(tenant)).await;
+        let address = Address {
+            kind: m.sender.kind.clone(),
+            value: m.sender.value.clone(),
+        };
+        let (conv, _) = self
+            .current_or_new(
+                tenant,
+                channel,
+                address,
+                Some(installation.to_string()),
+                None,
+            )
+            .await?;
+        let shown = crate::delivery::webhook::text_of(&m.content);
+        let shown = match (&m.postback, shown.is_empty()) {
+            (Some(p), true) => p.clone(),
+            _ => shown,
+        };
+        self.visitor(
+            tenant,
+            &conv.id,
+            VisitorInput {
+                input,
+                shown,
+                client_id: Some(format!("in:{}", m.provider_message_id)),
+            },
+            |_| {},
+        )
+        .await
     }
 
     /// What a stored visitor input triggers.
@@ -1253,8 +1319,9 @@ impl Conversations {
         };
         let sp = txn.sp.clone();
         let now = txn.now;
+        let intent_id = format!("chat_{}_{:016x}", txn.conv.id, rand::random::<u64>());
         let intent = crate::runtime::bindings::exports::journey::SendIntent {
-            intent_id: format!("chat_{}_{:016x}", txn.conv.id, self.db.backend().next_id()?),
+            intent_id: intent_id.clone(),
             channel_preference: vec![channel],
             category: crate::runtime::bindings::types::MessageCategory::Service,
             content,
@@ -1271,7 +1338,8 @@ impl Conversations {
                 let (mut ops, hold) =
                     crate::messaging::outbox::submit(b, &sp, &conv, "chat", &profile, intent, now)?;
                 if let Some(until) = hold {
-                    ops.push(crate::delivery::log::due_op(until, "chat"));
+                    // Quiet hours: the delivery worker looks again when they end.
+                    ops.push(crate::delivery::log::due_op(until, &intent_id));
                 }
                 let created = !ops.is_empty();
                 b.apply_batch(&sp, &ops)?;
@@ -1692,11 +1760,16 @@ fn expect_frame(e: &ExpectedInput, scale: Option<SurveyKind>) -> Value {
 fn survey_answer(kind: SurveyKind, input: &UserInput) -> Option<u8> {
     let n = match input {
         UserInput::Rating(r) => Some(*r),
-        UserInput::Postback(p) => p
-            .strip_prefix(kind.as_str())
-            .and_then(|r| r.strip_prefix(':'))
-            .and_then(|r| r.parse().ok()),
-        UserInput::Text(t) => t.trim().parse().ok(),
+        // A quick reply's value comes back as a postback, or as text on channels whose
+        // buttons send their payload as the customer's message (Zalo's `oa.query`).
+        UserInput::Postback(t) | UserInput::Text(t) => {
+            let t = t.trim();
+            t.strip_prefix(kind.as_str())
+                .and_then(|r| r.strip_prefix(':'))
+                .unwrap_or(t)
+                .parse()
+                .ok()
+        }
         _ => None,
     }?;
     kind.range().contains(&n).then_some(n)

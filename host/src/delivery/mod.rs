@@ -97,6 +97,8 @@ pub struct Deliveries {
     /// Signs tracked links, when the server has a public URL.
     links: Option<links::LinkSigner>,
     me: OnceLock<Weak<Deliveries>>,
+    /// The conversation engine, which new inbound messages are handed to.
+    chat: OnceLock<Weak<crate::conversations::Conversations>>,
 }
 
 impl std::fmt::Debug for Deliveries {
@@ -148,6 +150,7 @@ impl Deliveries {
             passes: std::sync::atomic::AtomicU64::new(0),
             links,
             me: OnceLock::new(),
+            chat: OnceLock::new(),
         });
         let _ = d.me.set(Arc::downgrade(&d));
         let weak = Arc::downgrade(&d);
@@ -184,6 +187,12 @@ impl Deliveries {
             }
         }
         Ok(woke)
+    }
+
+    /// Hooks the conversation engine in (once, at start): inbound messages from adapters
+    /// become conversation turns.
+    pub fn set_conversations(&self, c: &Arc<crate::conversations::Conversations>) {
+        let _ = self.chat.set(Arc::downgrade(c));
     }
 
     /// Makes sure the worker runs `tenant`'s due attempts.

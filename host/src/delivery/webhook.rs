@@ -143,7 +143,7 @@ impl Deliveries {
                 .ok_or_else(|| WebhookFailure::Adapter("shutting down".into()))?;
             let (tenant_owned, plugin_owned) = (tenant.to_string(), plugin.to_string());
             let events = result.events;
-            let queued = tokio::task::spawn_blocking(move || {
+            let (queued, inbound) = tokio::task::spawn_blocking(move || {
                 me.apply_events(&tenant_owned, (&plugin_owned, &active), events)
             })
             .await
@@ -152,18 +152,32 @@ impl Deliveries {
             if queued {
                 self.ingest.processor().wake(tenant);
             }
+            // New customer messages become conversation turns, after the provider has its
+            // answer: the message is stored (above) whatever the bot does with it.
+            if let Some(chat) = self.chat.get().and_then(std::sync::Weak::upgrade) {
+                if !inbound.is_empty() {
+                    let (tenant, plugin) = (tenant.to_string(), plugin.to_string());
+                    tokio::spawn(async move {
+                        for (channel, m) in inbound {
+                            if let Err(e) = chat.inbound(&tenant, &plugin, &channel, m).await {
+                                tracing::warn!(tenant, plugin, error = %e, "inbound message to the conversation engine");
+                            }
+                        }
+                    });
+                }
+            }
         }
         Ok(result.response)
     }
 
     /// Applies `events` from `plugin`, each provider event once. Returns whether track
-    /// events were queued.
+    /// events were queued, and the new inbound messages with their channel.
     fn apply_events(
         &self,
         tenant: &str,
         (plugin, active): (&str, &std::sync::Arc<crate::registry::Active>),
         events: Vec<InboundEvent>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(bool, Vec<(String, InboundMessage)>), StoreError> {
         let b = self.db.backend().as_ref();
         let sp = Space::tenant(tenant);
         let channel = self.capabilities(tenant, plugin, active).map_or_else(
@@ -172,6 +186,7 @@ impl Deliveries {
         );
         let now = self.clock.now_ms();
         let mut queued = false;
+        let mut inbound = Vec::new();
         let lock = self.log_lock(tenant);
         let _held = lock
             .lock()
@@ -179,7 +194,13 @@ impl Deliveries {
         for event in events {
             queued |= match event {
                 InboundEvent::Status(su) => self.apply_status_update(b, &sp, plugin, su, now)?,
-                InboundEvent::Message(m) => self.apply_inbound(b, &sp, plugin, &channel, m, now)?,
+                InboundEvent::Message(m) => {
+                    let new = self.apply_inbound(b, &sp, plugin, &channel, m.clone(), now)?;
+                    if new {
+                        inbound.push((channel.clone(), m));
+                    }
+                    new
+                }
                 InboundEvent::Followed(who) => once_named(
                     b,
                     &sp,
@@ -250,7 +271,7 @@ impl Deliveries {
                 )?,
             };
         }
-        Ok(queued)
+        Ok((queued, inbound))
     }
 
     /// One status report: finds the messages it covers and moves each forward.
@@ -542,7 +563,7 @@ fn status_of(s: &DeliveryStatus) -> (OutboxStatus, Option<String>) {
 }
 
 /// The text of inbound content (texts joined; other kinds named), cut to a sane length.
-fn text_of(content: &[Content]) -> String {
+pub(crate) fn text_of(content: &[Content]) -> String {
     let t = content
         .iter()
         .map(|c| match c {
