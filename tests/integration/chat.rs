@@ -909,3 +909,163 @@ async fn chat_settings_refuse_bad_values_with_the_field_named() {
         "nothing stored"
     );
 }
+
+/// Unix ms of a Vietnam local time.
+fn vn(d: u32, h: u32, m: u32) -> i64 {
+    use chrono::TimeZone;
+    chrono::FixedOffset::east_opt(7 * 3600)
+        .unwrap()
+        .with_ymd_and_hms(2026, 11, d, h, m, 0)
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[tokio::test]
+async fn sla_clocks_count_business_hours_only_and_a_late_next_response_is_breached() {
+    let h = TestHost::new().await;
+    let (t, lan) = shop(&h).await;
+    // The test clock starts on Sunday 2026-11-22 09:00 in Vietnam.
+    assert_eq!(weft::clock::Clock::now_ms(&*h.clock), vn(22, 9, 0));
+    let (s, v) = h
+        .request(
+            Method::PUT,
+            "/v1/chat/settings",
+            Some(&t.secret),
+            json!({"allowed_origins": [SHOP], "default_flow": "faq-bot",
+                   "business_hours": {"days": [1, 2, 3, 4, 5], "start": "08:00", "end": "17:00"}})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let addr = listen(&h).await;
+    let mut v = Visitor::connect(addr, &t.write, "anon-hours", Some(SHOP)).await;
+    let ready = v.hello("/").await;
+    let conv = ready["conversation_id"].as_str().unwrap().to_string();
+    v.say("nhan vien").await;
+    v.state("waiting_for_agent").await;
+    // Handed off on a Sunday: the 5-minute clock starts Monday 08:00.
+    let c = h.get_ok(&t, &format!("/v1/conversations/{conv}")).await;
+    assert_eq!(
+        c["conversation"]["sla"]["first_response_due"],
+        vn(23, 8, 5),
+        "{c}"
+    );
+    h.clock.set(vn(22, 9, 10));
+    h.app.state.conversations.tick().await.unwrap();
+    assert_eq!(
+        breaches(&h, &t, &conv).await,
+        json!([]),
+        "Sunday does not count"
+    );
+    // Monday 08:03: an agent answers in time.
+    h.clock.set(vn(23, 8, 3));
+    let (s, _) = as_agent(
+        &h,
+        &lan,
+        Method::POST,
+        &format!("/v1/agent/conversations/{conv}/messages"),
+        json!({"text": "Dạ em chào anh/chị"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // The visitor writes at 08:04; the agent's next reply is due 10 minutes later.
+    h.clock.set(vn(23, 8, 4));
+    v.say("Đơn của mình chưa tới").await;
+    h.clock.set(vn(23, 8, 13));
+    h.app.state.conversations.tick().await.unwrap();
+    assert_eq!(
+        breaches(&h, &t, &conv).await,
+        json!([]),
+        "within the next-response target"
+    );
+    h.clock.set(vn(23, 8, 15));
+    h.app.state.conversations.tick().await.unwrap();
+    assert_eq!(breaches(&h, &t, &conv).await, json!(["next_response"]));
+    h.drain(&t).await;
+    let ev = h
+        .get_ok(&t, "/v1/profiles/anonymous_id:anon-hours/events?limit=50")
+        .await;
+    let breach = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "SLA Breached")
+        .expect("a breach event");
+    assert_eq!(breach["properties"]["sla"], "next_response");
+    assert_eq!(breach["properties"]["due_at"], vn(23, 8, 14));
+}
+
+#[tokio::test]
+async fn the_longest_allowed_message_is_stored_whole() {
+    let h = TestHost::new().await;
+    let (t, _) = shop(&h).await;
+    let addr = listen(&h).await;
+    let mut v = Visitor::connect(addr, &t.write, "anon-long", Some(SHOP)).await;
+    let ready = v.hello("/").await;
+    let conv = ready["conversation_id"].as_str().unwrap().to_string();
+    // 2,000 characters of 3-byte Vietnamese: 6,000 bytes, inside the 8 KiB frame limit.
+    let long = "ả".repeat(2000);
+    let ack = v.say(&long).await;
+    let c = h.get_ok(&t, &format!("/v1/conversations/{conv}")).await;
+    let stored = c["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == ack["id"])
+        .unwrap();
+    assert_eq!(stored["content"][0]["Text"], long.as_str());
+    // One character more is refused, and the socket stays open.
+    v.send(json!({"type": "message", "text": "ả".repeat(2001), "client_id": "too-long"}))
+        .await;
+    let err = v.expect("error").await;
+    assert_eq!(err["code"], "invalid_text");
+    v.say("vẫn còn kết nối").await;
+}
+
+#[tokio::test]
+async fn erasing_a_profile_erases_its_conversations() {
+    let h = TestHost::new().await;
+    let (t, _) = shop(&h).await;
+    let addr = listen(&h).await;
+    let mut v = Visitor::connect(addr, &t.write, "anon-erase", Some(SHOP)).await;
+    let ready = v.hello("/").await;
+    let conv = ready["conversation_id"].as_str().unwrap().to_string();
+    v.say("số điện thoại của mình là 0909000111").await;
+    h.drain(&t).await;
+    let (s, _) = h
+        .request(
+            Method::DELETE,
+            "/v1/profiles/anonymous_id:anon-erase",
+            Some(&t.secret),
+            Body::empty(),
+        )
+        .await;
+    assert!(s.is_success(), "{s}");
+    let (s, e) = h
+        .request(
+            Method::GET,
+            &format!("/v1/conversations/{conv}"),
+            Some(&t.secret),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    let left = h
+        .app
+        .state
+        .db
+        .scan_prefix(
+            &weft::store::Space::tenant(&t.id),
+            format!("cvm/{conv}/").as_bytes(),
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "messages erased");
+}
+
+/// The SLA breaches recorded on a conversation.
+async fn breaches(h: &TestHost, t: &TestTenant, conv: &str) -> Value {
+    h.get_ok(t, &format!("/v1/conversations/{conv}")).await["conversation"]["sla"]["breaches"]
+        .clone()
+}
