@@ -590,22 +590,32 @@ impl Conversations {
         on_stored: impl FnOnce(Stored) + Send,
     ) -> Result<(), ChatError> {
         let _held = self.stripe(tenant, conv).lock().await;
-        let c = self.get(tenant, conv).await?;
+        // One read for the conversation, a resend's first id, and the settings.
+        let sp = Space::tenant(tenant);
+        let (id, cid) = (conv.to_string(), v.client_id.clone());
+        let (c, first_id, settings) = self
+            .db
+            .run(move |b| {
+                let c = store::get(b, &sp, &id)?;
+                let first = match &cid {
+                    Some(cid) => b.get(&sp, &store::client_key(&id, cid))?,
+                    None => None,
+                };
+                Ok((c, first, settings::load(b, &sp)?))
+            })
+            .await?;
+        let c = c.ok_or_else(|| ChatError::NotFound(conv.to_string()))?;
         // A resend after a reconnect: answer with the first id, store nothing.
-        if let Some(cid) = &v.client_id {
-            let sp = Space::tenant(tenant);
-            let key = store::client_key(conv, cid);
-            if let Some(id) = self.db.get(&sp, &key).await? {
-                let id = std::str::from_utf8(&id)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                on_stored(Stored {
-                    id,
-                    duplicate: true,
-                });
-                return Ok(());
-            }
+        if let Some(first) = first_id {
+            let id = std::str::from_utf8(&first)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            on_stored(Stored {
+                id,
+                duplicate: true,
+            });
+            return Ok(());
         }
         let now = self.clock.now_ms();
         let mut txn = Txn::new(tenant, c, now);
@@ -624,7 +634,6 @@ impl Conversations {
             s.last_user_at = now;
             s.reminders.retain(|r| !r.cancel_on_user);
         }
-        let settings = self.settings(tenant).await?;
         if txn.conv.state == ConvState::WithAgent && txn.conv.sla.next_response_due.is_none() {
             let due = settings.due(now, settings.sla.next_response_ms);
             txn.conv.sla.next_response_due = Some(due);
@@ -635,15 +644,17 @@ impl Conversations {
                 },
             )?;
         }
-        // Stored and fsynced before anything else happens.
-        let c = self.commit(txn).await?;
+        // The message and what it triggered are stored in one batch and one fsync, before
+        // the ack and before any reply is shown. A flow's failure is handled inside the
+        // turn (fallback); a crash before the fsync loses only an unacknowledged message,
+        // which the widget sends again.
+        self.react(&mut txn, &settings, v.input).await?;
+        self.persist(&mut txn).await?;
         on_stored(Stored {
             id,
             duplicate: false,
         });
-        let mut txn = Txn::new(tenant, c, now);
-        self.react(&mut txn, &settings, v.input).await?;
-        self.commit(txn).await?;
+        self.dispatch(txn).await;
         Ok(())
     }
 
@@ -1264,49 +1275,71 @@ impl Conversations {
         )
     }
 
-    /// Writes a change in one batch, waits for its fsync, then publishes its frames, hands
-    /// its events to ingestion and its replies to the send pipeline.
+    /// Writes a change in one batch, waits for its fsync, then publishes its frames, wakes
+    /// the event processor and hands replies to the send pipeline.
     async fn commit(&self, mut txn: Txn) -> Result<Conversation, ChatError> {
+        self.persist(&mut txn).await?;
+        Ok(self.dispatch(txn).await)
+    }
+
+    /// Writes the change — the conversation, its messages and timers, and its events for
+    /// the profile — in one batch, and waits for the fsync that covers it.
+    async fn persist(&self, txn: &mut Txn) -> Result<(), ChatError> {
         txn.conv.updated_at = txn.now;
-        // Index by profile once the visitor has one.
         let sp = txn.sp.clone();
-        let address = txn.conv.address.clone();
-        if txn.conv.profile_id.is_none() {
-            let (sp2, a) = (sp.clone(), address.clone());
-            let owner = self
-                .db
-                .run(move |b| {
-                    crate::profiles::owner(b, &sp2, &a.kind, &a.value).map_err(StoreError::from)
-                })
-                .await?;
-            if let Some(p) = owner {
-                txn.ops.push(BatchOp::put(
-                    store::profile_index_key(&p, &txn.conv.id),
-                    Vec::new(),
-                ));
-                txn.conv.profile_id = Some(p);
-            }
-        }
-        txn.ops.push(store::put_op(&txn.conv)?);
-        let ops = std::mem::take(&mut txn.ops);
-        self.db.apply_batch(&sp, ops).await?;
+        let mut ops = std::mem::take(&mut txn.ops);
+        let mut conv = txn.conv.clone();
+        let events = std::mem::take(&mut txn.events);
+        let queued = events.len();
+        let conv = self
+            .db
+            .run(move |b| {
+                // Index by profile once the visitor has one.
+                if conv.profile_id.is_none() {
+                    let a = &conv.address;
+                    let owner = crate::profiles::owner(b, &sp, &a.kind, &a.value)
+                        .map_err(StoreError::from)?;
+                    if let Some(p) = owner {
+                        ops.push(BatchOp::put(
+                            store::profile_index_key(&p, &conv.id),
+                            Vec::new(),
+                        ));
+                        conv.profile_id = Some(p);
+                    }
+                }
+                for m in &events {
+                    ops.push(crate::ingest::queue_op(b.next_id()?, m)?);
+                }
+                ops.push(store::put_op(&conv)?);
+                b.apply_batch(&sp, &ops)?;
+                Ok(conv)
+            })
+            .await?;
+        txn.conv = conv;
         self.db.commit().await?;
+        if queued > 0 {
+            let p = self.ingest.processor();
+            p.counters(&txn.tenant)
+                .accepted
+                .fetch_add(queued as u64, std::sync::atomic::Ordering::Relaxed);
+            p.wake(&txn.tenant);
+        }
+        Ok(())
+    }
+
+    /// After [`persist`](Self::persist): frames to the open sockets, replies to the send
+    /// pipeline.
+    async fn dispatch(&self, mut txn: Txn) -> Conversation {
         for f in &txn.frames {
             self.hub
                 .publish(&txn.tenant, &txn.conv.id, f.to_string().into());
-        }
-        if !txn.events.is_empty() {
-            let events = std::mem::take(&mut txn.events);
-            if let Err(e) = self.ingest.accept(&txn.tenant, events).await {
-                tracing::warn!(tenant = %txn.tenant, error = %e, "storing chat events");
-            }
         }
         for content in std::mem::take(&mut txn.outbound) {
             if let Err(e) = self.send_out(&txn, content).await {
                 tracing::warn!(tenant = %txn.tenant, conversation = %txn.conv.id, error = %e, "sending a chat reply");
             }
         }
-        Ok(txn.conv)
+        txn.conv
     }
 
     /// Sends a reply on the conversation's channel through the policy and the pipeline.
