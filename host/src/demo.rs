@@ -269,13 +269,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "\n== Personalization for the product page ==\n  {}",
         brief(&decided["output"]["output"])
     );
-    let chat = api
-        .invoke("faq-bot", &samples::chat_turn("Giờ mở cửa?"))
-        .await?;
-    println!(
-        "\n== FAQ bot: \"Giờ mở cửa?\" ==\n  {}",
-        brief(&chat["output"]["output"])
-    );
+    web_chat(&api, write).await?;
 
     println!("\n== Your demo tenant ==");
     println!(
@@ -303,6 +297,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/plugins/abandoned-cart/invocations?limit=2");
     println!("  cargo run --release -- plugin run target/plugins/abandoned-cart.wasm --kind journey-rule --input plugins/abandoned-cart/fixtures/entered.json");
     println!("  cargo run --release -- plugin new journey-rule my-rule --dir plugins");
+    println!("  # the chat widget on your site (add its origin first: PUT /v1/chat/settings)");
+    println!(
+        "  <script src=\"{base}/v1/chat/widget.js\" data-write-key=\"{write}\" async></script>"
+    );
     if args.exit {
         server.abort();
         return Ok(());
@@ -313,6 +311,150 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     server.await??;
     Ok(())
+}
+
+/// A visitor on the real chat socket: the FAQ bot greets and answers, hands off to an
+/// agent who replies and resolves, and the CSAT answer shows in the report.
+async fn web_chat(api: &Api, write_key: &str) -> anyhow::Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    println!("\n== Web chat: a visitor, the FAQ bot, an agent ==");
+    api.call(
+        reqwest::Method::PUT,
+        "/v1/chat/settings",
+        Some(serde_json::to_vec(&json!({"default_flow": "faq-bot"}))?),
+    )
+    .await?;
+    let agent = api
+        .call(
+            reqwest::Method::POST,
+            "/v1/agents",
+            Some(serde_json::to_vec(&json!({"name": "Hoa"}))?),
+        )
+        .await?;
+    let token = agent["token"].as_str().unwrap_or_default().to_string();
+    let url = format!(
+        "{}/v1/chat/ws?writeKey={write_key}&anonymousId=demo-visitor-1",
+        api.base.replacen("http", "ws", 1)
+    );
+    type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    async fn send(ws: &mut Socket, v: Value) -> anyhow::Result<()> {
+        Ok(ws.send(Ws::Text(v.to_string().into())).await?)
+    }
+    // Frames until one of `kind` (and, for messages, from `from`) arrives; prints messages.
+    async fn until(ws: &mut Socket, kind: &str, from: Option<&str>) -> anyhow::Result<Value> {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("no `{kind}` frame within 10 s"))?
+                .ok_or_else(|| anyhow::anyhow!("chat socket closed"))??;
+            let Ws::Text(t) = msg else { continue };
+            let v: Value = serde_json::from_str(t.as_str())?;
+            if v["type"] == "message" {
+                println!(
+                    "  {:<9}{}",
+                    format!("{}:", v["from"].as_str().unwrap_or("?")),
+                    said(&v["content"])
+                );
+            }
+            if v["type"] == kind && from.is_none_or(|f| v["from"] == f) {
+                return Ok(v);
+            }
+        }
+    }
+    send(&mut ws, json!({"type": "hello", "locale": "vi-VN", "page": {"url": "https://shop.example.vn/gio-hang", "title": "Giỏ hàng"}})).await?;
+    let ready = until(&mut ws, "ready", None).await?;
+    for m in ready["history"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<9}{}",
+            format!("{}:", m["from"].as_str().unwrap_or("?")),
+            said(&m["content"])
+        );
+    }
+    let conv = ready["conversation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("  visitor: [Giờ mở cửa]");
+    send(&mut ws, json!({"type": "postback", "value": "topic:hours", "label": "Giờ mở cửa", "client_id": "d1"})).await?;
+    // The answer and the menu again, then what the bot waits for.
+    until(&mut ws, "expect", None).await?;
+    println!("  visitor: cho mình gặp nhân viên");
+    send(
+        &mut ws,
+        json!({"type": "message", "text": "cho mình gặp nhân viên", "client_id": "d2"}),
+    )
+    .await?;
+    until(&mut ws, "state", None).await?;
+    let agent_call = |path: String, body: Value| {
+        let (http, url, token) = (
+            api.http.clone(),
+            format!("{}{path}", api.base),
+            token.clone(),
+        );
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<Value>()
+                .await
+        }
+    };
+    agent_call(
+        format!("/v1/agent/conversations/{conv}/messages"),
+        json!({"text": "Chào bạn, mình là Hoa. Mình giúp gì được ạ?"}),
+    )
+    .await?;
+    until(&mut ws, "message", Some("agent")).await?;
+    agent_call(format!("/v1/agent/conversations/{conv}/resolve"), json!({})).await?;
+    until(&mut ws, "message", Some("system")).await?;
+    println!("  visitor: ★★★★★ (5)");
+    send(
+        &mut ws,
+        json!({"type": "rating", "value": 5, "client_id": "d3"}),
+    )
+    .await?;
+    until(&mut ws, "message", Some("system")).await?;
+    let report = api
+        .call(reqwest::Method::GET, "/v1/reports/csat", None)
+        .await?;
+    println!(
+        "  GET /v1/reports/csat → CSAT {}% from {} of {} asked",
+        report["score"], report["answered"], report["asked"]
+    );
+    let _ = ws.close(None).await;
+    Ok(())
+}
+
+/// Chat content as a line of text: texts, prompts with their quick replies in brackets.
+fn said(content: &Value) -> String {
+    let mut parts = Vec::new();
+    for c in content.as_array().into_iter().flatten() {
+        if let Some(t) = c["Text"].as_str() {
+            parts.push(t.to_string());
+        } else if let Some(ch) = c.get("Choices") {
+            let options: Vec<String> = ch["options"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| format!("[{}]", o["label"].as_str().unwrap_or("?")))
+                .collect();
+            parts.push(format!(
+                "{} {}",
+                ch["prompt"].as_str().unwrap_or(""),
+                options.join(" ")
+            ));
+        } else {
+            parts.push(brief(c));
+        }
+    }
+    parts.join(" ")
 }
 
 fn read_plugin(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {

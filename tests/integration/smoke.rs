@@ -33,8 +33,8 @@ async fn abandoned_cart_reminds_gold_customer_with_code() {
     assert_eq!(s, StatusCode::OK);
 }
 
-/// The quick start's main job: `weft demo` installs the examples, runs a journey step, and
-/// sends a message through the real pipeline to its sandbox Zalo.
+/// The quick start's main job: `weft demo` installs the examples, runs a journey step,
+/// sends a message through the real pipeline to its sandbox Zalo, and runs a web chat.
 #[test]
 fn demo_runs_the_examples_and_sends_through_the_pipeline() {
     let dir = tempfile::tempdir().unwrap();
@@ -58,6 +58,16 @@ fn demo_runs_the_examples_and_sends_through_the_pipeline() {
     assert!(text.contains("GOLD10"), "{text}");
     assert!(
         text.contains("POST /v1/messages → sent via zalo-oa, provider id zmsg-1"),
+        "{text}"
+    );
+    // A visitor on the chat socket: bot, handoff, the agent's reply, CSAT in the report.
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("agent:") && l.contains("mình là Hoa")),
+        "{text}"
+    );
+    assert!(
+        text.contains("GET /v1/reports/csat → CSAT 100.0% from 1 of 1 asked"),
         "{text}"
     );
 }
