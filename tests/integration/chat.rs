@@ -1069,3 +1069,80 @@ async fn breaches(h: &TestHost, t: &TestTenant, conv: &str) -> Value {
     h.get_ok(t, &format!("/v1/conversations/{conv}")).await["conversation"]["sla"]["breaches"]
         .clone()
 }
+
+/// A visitor talking to test-unruly-flow (installed as `unruly`), past the FAQ greeting.
+async fn unruly(h: &TestHost, t: &TestTenant, anon: &str) -> (Visitor, String) {
+    let addr = listen(h).await;
+    let mut v = Visitor::connect(addr, &t.write, anon, Some(SHOP)).await;
+    let ready = v.hello("/").await;
+    v.say("cảm ơn").await;
+    v.say("unruly").await;
+    v.message_from("bot", "ready").await;
+    (v, ready["conversation_id"].as_str().unwrap().to_string())
+}
+
+async fn last_error(h: &TestHost, t: &TestTenant, conv: &str) -> String {
+    let c = h.get_ok(t, &format!("/v1/conversations/{conv}")).await;
+    c["conversation"]["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn flow_slots_and_actions_within_the_limits_pass_and_beyond_them_fall_back() {
+    let h = TestHost::new().await;
+    let (t, _) = shop(&h).await;
+    h.install(&t, "unruly", "chatbot-flow", plugins::TEST_UNRULY_FLOW)
+        .await;
+    // At the limits: 16 KiB of slots, 32 actions.
+    let (mut v, conv) = unruly(&h, &t, "anon-unruly-1").await;
+    v.say("slots 16384").await;
+    v.message_from("bot", "kept 16384").await;
+    v.say("actions 32").await;
+    v.message_from("bot", "#31").await;
+    assert_eq!(last_error(&h, &t, &conv).await, "");
+    // One byte more: the fallback message and the agent queue.
+    v.say("slots 16385").await;
+    v.message_from("system", "Nhân viên sẽ hỗ trợ").await;
+    v.state("waiting_for_agent").await;
+    assert!(last_error(&h, &t, &conv)
+        .await
+        .contains("slots are 16385 bytes"));
+    // One action more, in another conversation.
+    let (mut v, conv) = unruly(&h, &t, "anon-unruly-2").await;
+    v.say("actions 33").await;
+    v.message_from("system", "Nhân viên sẽ hỗ trợ").await;
+    assert!(last_error(&h, &t, &conv).await.contains("33 actions"));
+    assert!(
+        !v.seen.iter().any(|f| transcript(f).contains("#0")),
+        "nothing of a refused turn is shown"
+    );
+}
+
+#[tokio::test]
+async fn a_spinning_or_panicking_flow_falls_back_and_keeps_what_the_visitor_wrote() {
+    let h = TestHost::new().await;
+    let (t, _) = shop(&h).await;
+    h.install(&t, "unruly", "chatbot-flow", plugins::TEST_UNRULY_FLOW)
+        .await;
+    for (anon, word, error) in [
+        ("anon-spin", "spin", "deadline exceeded"),
+        ("anon-panic", "panic", "deliberate panic"),
+    ] {
+        let (mut v, conv) = unruly(&h, &t, anon).await;
+        v.say(word).await;
+        v.message_from("system", "Nhân viên sẽ hỗ trợ").await;
+        v.state("waiting_for_agent").await;
+        assert!(last_error(&h, &t, &conv).await.contains(error), "{word}");
+        let c = h.get_ok(&t, &format!("/v1/conversations/{conv}")).await;
+        assert!(
+            c["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["from"] == "visitor" && m["content"][0]["Text"] == word),
+            "{c}"
+        );
+    }
+}
