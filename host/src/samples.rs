@@ -158,6 +158,7 @@ pub fn chat_turn(text: &str) -> Call {
             last_user_at: NOW_MS,
             turn: 1,
             locale: Some("vi-VN".into()),
+            page: None,
         },
         trigger: flow::TurnTrigger::Input(flow::UserInput::Text(text.into())),
     }

@@ -267,6 +267,14 @@ async fn a_whole_conversation_bot_handoff_agent_resolve_csat_and_report() {
     assert_eq!(item["id"], conv.as_str());
     assert_eq!(item["state"], "waiting_for_agent");
     assert_eq!(item["page"]["url"], format!("{SHOP}/gio-hang"));
+    // The bot saw the page too: its handoff summary names it.
+    assert!(
+        item["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("on {SHOP}/gio-hang")),
+        "{item}"
+    );
     assert!(item["sla"]["first_response_due"].as_i64().is_some());
     let path = format!("/v1/agent/conversations/{conv}");
     let (s, view) = as_agent(&h, &lan, Method::GET, &path, Value::Null).await;

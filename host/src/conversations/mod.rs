@@ -1056,6 +1056,12 @@ impl Conversations {
             last_user_at: s.last_user_at,
             turn: s.turn,
             locale: txn.conv.locale.clone(),
+            page: txn.conv.page.as_ref().map(|p| flow::PageContext {
+                url: p.url.clone(),
+                referrer: p.referrer.clone(),
+                title: p.title.clone(),
+                time_on_page_ms: p.time_on_page_ms,
+            }),
         })
     }
 

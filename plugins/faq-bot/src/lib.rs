@@ -216,12 +216,12 @@ impl Guest for FaqBot {
                             slots,
                         );
                     }
-                    Intent::Agent => handoff(lang, "customer asked for an agent", &slots),
+                    Intent::Agent => handoff(lang, "customer asked for an agent", &slots, &s),
                     Intent::Done => finish(lang, "resolved"),
                     Intent::Unknown => {
                         slots.misses += 1;
                         if slots.misses >= MAX_MISSES {
-                            handoff(lang, "the bot did not understand twice", &slots)
+                            handoff(lang, "the bot did not understand twice", &slots, &s)
                         } else {
                             let sorry = match lang {
                                 Lang::Vi => "Xin lỗi, mình chưa hiểu ý bạn. Bạn chọn một chủ đề bên dưới nhé:",
@@ -390,7 +390,9 @@ fn reply_with_menu(
     })
 }
 
-fn handoff(lang: Lang, reason: &str, slots: &Slots) -> Vec<BotAction> {
+/// Hands off to the support queue with a summary for the agent: language, topics, misses,
+/// and the page a web visitor is on.
+fn handoff(lang: Lang, reason: &str, slots: &Slots, s: &Session) -> Vec<BotAction> {
     let text = match lang {
         Lang::Vi => "Mình đang chuyển bạn tới nhân viên hỗ trợ, bạn chờ một chút nhé.",
         Lang::En => "I'm connecting you to a member of our support team, one moment please.",
@@ -402,10 +404,14 @@ fn handoff(lang: Lang, reason: &str, slots: &Slots) -> Vec<BotAction> {
             reason: reason.into(),
             priority: 5,
             summary: Some(format!(
-                "FAQ bot ({}): topics answered {:?}, {} message(s) not understood",
+                "FAQ bot ({}): topics answered {:?}, {} message(s) not understood{}",
                 if lang == Lang::Vi { "vi" } else { "en" },
                 slots.answered,
-                slots.misses
+                slots.misses,
+                s.page
+                    .as_ref()
+                    .map(|p| format!(", on {}", p.url))
+                    .unwrap_or_default()
             )),
         }),
     ]
@@ -452,6 +458,7 @@ mod tests {
             last_user_at: 0,
             turn: 1,
             locale: locale.map(String::from),
+            page: None,
         }
     }
 

@@ -666,6 +666,7 @@ mod tests {
             last_user_at: 0,
             turn: 1,
             locale: locale.map(String::from),
+            page: None,
         }
     }
 

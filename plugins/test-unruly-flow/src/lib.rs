@@ -63,7 +63,8 @@ impl Guest for Unruly {
             return Ok(waiting(actions, s.slots));
         }
         match text.as_str() {
-            "spin" => {
+            "spin" =>
+            {
                 #[allow(clippy::empty_loop)]
                 loop {}
             }
