@@ -875,6 +875,53 @@ async fn agents_are_scoped_to_their_tenant_and_only_the_holder_may_reply() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&e), "invalid_reply");
+    // The brand lists its agents (no tokens shown) and revokes Minh: his token stops.
+    let list = h.get_ok(&t, "/v1/agents").await;
+    assert_eq!(list["agents"].as_array().unwrap().len(), 2, "{list}");
+    assert!(!list.to_string().contains("wag_"), "{list}");
+    let minh_id = list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "Minh")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _) = h
+        .request(
+            Method::DELETE,
+            &format!("/v1/agents/{minh_id}"),
+            Some(&t.secret),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, e) = as_agent(&h, &minh, Method::GET, "/v1/agent/queue", Value::Null).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&e), "invalid_credentials");
+    // Another tenant cannot revoke this tenant's agents: Lan keeps working.
+    let lan_id = list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "Lan")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, e) = h
+        .request(
+            Method::DELETE,
+            &format!("/v1/agents/{lan_id}"),
+            Some(&other.secret),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    assert_eq!(error_code(&e), "agent_not_found");
+    let (s, _) = as_agent(&h, &lan, Method::GET, "/v1/agent/queue", Value::Null).await;
+    assert_eq!(s, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -38,6 +38,22 @@ struct AgentKey {
     name: String,
 }
 
+/// An agent as its tenant stores it (the token only as a hash, to revoke it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AgentRecord {
+    id: String,
+    name: String,
+    created_at: i64,
+    token_sha256: String,
+}
+
+fn agent_key(id: &str) -> String {
+    format!("agent/{id}")
+}
+
+/// Agents listed per call: far more than a brand's support team.
+const MAX_AGENTS_LISTED: usize = 1000;
+
 /// A call authenticated with an agent token.
 #[derive(Debug, Clone)]
 pub struct AgentAuth {
@@ -117,10 +133,16 @@ pub(super) async fn create(
         &key,
     )
     .await?;
+    let rec = AgentRecord {
+        id: agent_id.clone(),
+        name: name.clone(),
+        created_at: s.clock.now_ms(),
+        token_sha256: crate::tenants::hash_key(&token),
+    };
     s.db.put_json(
         &Space::tenant(&auth.tenant_id),
-        format!("agent/{agent_id}").as_bytes(),
-        &json!({"id": agent_id, "name": name, "created_at": s.clock.now_ms()}),
+        agent_key(&agent_id).as_bytes(),
+        &rec,
     )
     .await?;
     s.db.commit().await?;
@@ -128,6 +150,50 @@ pub(super) async fn create(
         StatusCode::CREATED,
         Json(json!({"id": agent_id, "name": name, "token": token})),
     ))
+}
+
+/// `GET /v1/agents`: the tenant's agents (never their tokens).
+pub(super) async fn list(
+    auth: TenantAuth,
+    State(s): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let rows =
+        s.db.scan_prefix(
+            &Space::tenant(&auth.tenant_id),
+            b"agent/",
+            MAX_AGENTS_LISTED,
+        )
+        .await?;
+    let agents: Vec<Value> = rows
+        .iter()
+        .filter_map(|(_, v)| serde_json::from_slice::<AgentRecord>(v).ok())
+        .map(|a| json!({"id": a.id, "name": a.name, "created_at": a.created_at}))
+        .collect();
+    Ok(Json(json!({"agents": agents})))
+}
+
+/// `DELETE /v1/agents/{id}`: revokes the agent's token at once.
+pub(super) async fn delete(
+    auth: TenantAuth,
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let sp = Space::tenant(&auth.tenant_id);
+    let Some(rec) =
+        s.db.get_json::<AgentRecord>(&sp, agent_key(&id).as_bytes())
+            .await?
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "agent_not_found",
+            format!("no agent `{id}` in this tenant"),
+        ));
+    };
+    s.db.delete(&AGENT_KEYS, rec.token_sha256.as_bytes())
+        .await?;
+    s.db.delete(&sp, agent_key(&id).as_bytes()).await?;
+    s.db.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/agent/queue`: conversations waiting for an agent or held by one, highest

@@ -38,7 +38,8 @@
 //! | `GET /v1/conversations?profile=` | secret key | a profile's conversations, or the agent queue |
 //! | `GET /v1/conversations/{id}` | secret key | a conversation, its messages, the customer's 360 view |
 //! | `GET /v1/reports/csat`, `/v1/reports/nps` `?from=&to=` | secret key | survey scores and response rates |
-//! | `POST /v1/agents` | secret key | create an agent; answers its token |
+//! | `GET/POST /v1/agents` | secret key | list agents / create one; answers its token once |
+//! | `DELETE /v1/agents/{id}` | secret key | revoke an agent's token |
 //! | `GET /v1/agent/queue` | agent token | conversations waiting for or with an agent |
 //! | `GET /v1/agent/conversations/{id}` | agent token | messages, page context, 360 view |
 //! | `POST /v1/agent/conversations/{id}/claim`, `/messages`, `/resolve`, `/survey` | agent token | take, reply, resolve, ask NPS/CSAT |
@@ -186,7 +187,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/conversations", get(chat::list))
         .route("/v1/conversations/{id}", get(chat::show))
         .route("/v1/reports/{kind}", get(chat::report))
-        .route("/v1/agents", post(agents::create))
+        .route("/v1/agents", get(agents::list).post(agents::create))
+        .route("/v1/agents/{id}", axum::routing::delete(agents::delete))
         .route("/v1/agent/queue", get(agents::queue))
         .route("/v1/agent/conversations/{id}", get(agents::show))
         .route("/v1/agent/conversations/{id}/claim", post(agents::claim))
