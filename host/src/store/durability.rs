@@ -236,6 +236,13 @@ fn run_committer(rx: mpsc::Receiver<Waiter>, mut syncer: impl Syncer, shared: &S
                 shared.durable_seq.fetch_max(covering, SeqCst);
                 Ok(())
             }
+            // Out of file descriptors: a file or directory could not be *opened* to be
+            // synced, so no fsync failed and no dirty page was dropped. These waiters
+            // fail (nothing is acknowledged) and the next round tries again.
+            Err(e) if out_of_descriptors(&e) => {
+                tracing::error!(error = %e, "storage commit could not open a file (out of descriptors); commit refused, later commits retry");
+                Err(Arc::new(e) as Arc<dyn StdError + Send + Sync>)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "storage fsync failed; refusing further commits until restart");
                 let err: Arc<dyn StdError + Send + Sync> = Arc::new(e);
@@ -245,6 +252,15 @@ fn run_committer(rx: mpsc::Receiver<Waiter>, mut syncer: impl Syncer, shared: &S
         };
         batch.drain(..).for_each(|w| w.release(result.clone()));
     }
+}
+
+/// Whether `e` is the process or the system running out of file descriptors (`EMFILE`,
+/// `ENFILE` on Linux).
+fn out_of_descriptors(e: &StoreError) -> bool {
+    /// Linux errno values: too many open files in the process / in the system.
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    matches!(e, StoreError::Io(io) if matches!(io.raw_os_error(), Some(EMFILE | ENFILE)))
 }
 
 /// `fsync` a directory so that entries created, renamed or removed in it are durable.

@@ -103,7 +103,8 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     /// A flush or fsync failed (or the committer stopped). The writes it
     /// covered may not be durable, and this backend refuses all later
-    /// commits until the process restarts.
+    /// commits until the process restarts. (When the round could not even
+    /// open its files for lack of descriptors, only that commit fails.)
     #[error("storage commit failed; writes since the last successful commit may not be durable")]
     CommitFailed(#[source] Arc<dyn StdError + Send + Sync>),
     /// The storage engine failed in some other way.

@@ -533,6 +533,39 @@ fn a_failed_fsync_fails_every_later_commit() {
     assert_eq!(gc.rounds(), 2, "no fsync is retried after a failure");
 }
 
+/// Fails its second round as if `open` found no free descriptor.
+struct NoDescriptorSyncer {
+    calls: u32,
+}
+
+impl Syncer for NoDescriptorSyncer {
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.calls += 1;
+        if self.calls == 2 {
+            // EMFILE: too many open files.
+            Err(std::io::Error::from_raw_os_error(24).into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn running_out_of_descriptors_fails_that_commit_only() {
+    let gc = GroupCommit::start("test", NoDescriptorSyncer { calls: 0 }).unwrap();
+    gc.note_write();
+    gc.commit_blocking().expect("first round succeeds");
+    gc.note_write();
+    assert!(
+        gc.commit_blocking().is_err(),
+        "nothing is acknowledged when the round could not run"
+    );
+    gc.note_write();
+    gc.commit_blocking()
+        .expect("descriptors are back: the next round commits");
+    assert_eq!(gc.rounds(), 3);
+}
+
 #[test]
 fn blob_put_is_content_addressed_and_idempotent() {
     let dir = tempfile::tempdir().unwrap();
