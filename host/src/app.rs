@@ -83,6 +83,7 @@ impl App {
             registry.clone(),
             ingest.clone(),
             deliveries.clone(),
+            config.chat.max_sockets,
         );
         Ok(App {
             state: AppState {

@@ -27,6 +27,27 @@ pub struct Config {
     /// messages are rewritten to `<public_url>/v1/c/…` so clicks reach the delivery log on
     /// every channel, not only those whose provider reports clicks.
     pub public_url: Option<String>,
+    /// Web chat.
+    pub chat: ChatConfig,
+}
+
+/// Web-chat settings of the server (a tenant's own chat settings are in its API).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatConfig {
+    /// Visitor sockets open at once, over all tenants; more are refused with 503 before
+    /// the upgrade. Each socket holds a descriptor and ~40 KiB: 10,000 is twice the
+    /// 5,000-conversation design point of a 2-core box and stays well inside a 16k
+    /// descriptor limit, so a flood of visitors cannot starve the store of descriptors.
+    pub max_sockets: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            max_sockets: 10_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -38,6 +59,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             runtime: RuntimeConfig::default(),
             public_url: None,
+            chat: ChatConfig::default(),
         }
     }
 }

@@ -1201,3 +1201,49 @@ async fn a_spinning_or_panicking_flow_falls_back_and_keeps_what_the_visitor_wrot
         );
     }
 }
+
+#[tokio::test]
+async fn the_socket_cap_holds_and_a_freed_place_is_reused() {
+    let h = TestHost::with_config(|c| c.chat.max_sockets = 2).await;
+    let (t, _) = shop(&h).await;
+    let addr = listen(&h).await;
+    let mut a = Visitor::connect(addr, &t.write, "anon-cap-a", Some(SHOP)).await;
+    a.hello("/").await;
+    let mut b = Visitor::connect(addr, &t.write, "anon-cap-b", Some(SHOP)).await;
+    b.hello("/").await;
+    // A third is refused before the upgrade: plain HTTP 503 in the stable error shape.
+    let url = format!(
+        "ws://{addr}/v1/chat/ws?writeKey={}&anonymousId=anon-cap-c",
+        t.write
+    );
+    match tokio_tungstenite::connect_async(url.clone()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+            assert_eq!(error_code(&body), "too_many_sockets");
+        }
+        other => panic!("expected a 503, got {:?}", other.map(|_| ())),
+    }
+    // One visitor leaves: the next one gets in.
+    a.ws.close(None).await.unwrap();
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert("origin", SHOP.parse().unwrap());
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(req).await {
+            break Visitor {
+                ws,
+                seen: Vec::new(),
+                next_client_id: 0,
+            };
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the freed place was never reused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    c.hello("/").await;
+    b.say("vẫn ở đây").await;
+}

@@ -31,6 +31,14 @@ const WIDGET_JS: &str = include_str!("../../assets/chat-widget.js");
 /// bytes a character) with its JSON around it.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024;
 
+/// Read buffer per socket: one visitor frame.
+const SOCKET_BUFFER_BYTES: usize = MAX_FRAME_BYTES;
+
+/// Outgoing bytes a socket may hold unwritten before it counts as failed: a stalled
+/// reader must not make the host buffer without bound (frames also queue in the hub, 64 at
+/// most).
+const SOCKET_MAX_WRITE_BUFFER: usize = 256 * 1024;
+
 /// How long a new socket may take to send `hello`.
 const HELLO_WAIT: Duration = Duration::from_secs(10);
 
@@ -94,6 +102,14 @@ pub(super) async fn socket(
             format!("this endpoint speaks WebSocket only: {e}"),
         )
     })?;
+    // Before the upgrade: a full server answers plain HTTP 503 and holds nothing.
+    let Some(slot) = s.conversations.socket_slot() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_sockets",
+            "the server has as many chat sockets open as it allows; try again shortly",
+        ));
+    };
     let origin = headers
         .get(header::ORIGIN)
         .map(|o| o.to_str().unwrap_or("").to_string());
@@ -103,7 +119,13 @@ pub(super) async fn socket(
     Ok(ws
         .max_message_size(MAX_FRAME_BYTES * 4)
         .max_frame_size(MAX_FRAME_BYTES * 4)
+        // Small buffers: tungstenite's 128 KiB defaults cost ~160 KiB per idle socket;
+        // a visitor's frames are under 8 KiB, ours a few KiB, and each is written at once.
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(SOCKET_MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
+            let _slot = slot;
             match checked {
                 Ok((tenant, anon)) => run(s, socket, tenant, anon).await,
                 Err(r) => close_with(socket, r.code, &r.message, CLOSE_POLICY).await,

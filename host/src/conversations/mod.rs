@@ -153,6 +153,27 @@ pub struct Conversations {
     hasher: std::collections::hash_map::RandomState,
     /// Flow manifests by (tenant, plugin, version): `describe` runs once per version.
     manifests: RwLock<HashMap<(String, String, String), Arc<FlowManifest>>>,
+    /// Open visitor sockets and their cap.
+    sockets: Arc<SocketCount>,
+}
+
+/// Visitor sockets open now, against the server's cap.
+#[derive(Debug)]
+struct SocketCount {
+    open: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+/// One open visitor socket; dropping it frees its place.
+#[derive(Debug)]
+pub struct SocketSlot(Arc<SocketCount>);
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Conversations {
@@ -171,8 +192,10 @@ struct Txn {
     frames: Vec<Value>,
     events: Vec<Message>,
     outbound: Vec<Vec<Content>>,
-    /// Events emitted so far in this change (deterministic message ids).
+    /// Events emitted so far in this change.
     emitted: u32,
+    /// The customer's profile, when the change read it already (one turn uses it once).
+    profile: Option<crate::runtime::bindings::types::Profile>,
 }
 
 impl Txn {
@@ -187,6 +210,7 @@ impl Txn {
             events: Vec::new(),
             outbound: Vec::new(),
             emitted: 0,
+            profile: None,
         }
     }
 
@@ -355,8 +379,13 @@ impl Conversations {
         registry: Arc<Registry>,
         ingest: Arc<Ingest>,
         deliveries: Arc<crate::delivery::Deliveries>,
+        max_sockets: usize,
     ) -> Arc<Conversations> {
         let c = Arc::new(Conversations {
+            sockets: Arc::new(SocketCount {
+                open: std::sync::atomic::AtomicUsize::new(0),
+                max: max_sockets,
+            }),
             db,
             clock,
             registry,
@@ -382,6 +411,16 @@ impl Conversations {
             }
         });
         c
+    }
+
+    /// A place for one more visitor socket, or `None` at the server's cap.
+    pub fn socket_slot(&self) -> Option<SocketSlot> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.sockets;
+        s.open
+            .fetch_update(Relaxed, Relaxed, |n| (n < s.max).then_some(n + 1))
+            .ok()
+            .map(|_| SocketSlot(s.clone()))
     }
 
     fn stripe(&self, tenant: &str, conv: &str) -> &tokio::sync::Mutex<()> {
@@ -601,10 +640,15 @@ impl Conversations {
                     Some(cid) => b.get(&sp, &store::client_key(&id, cid))?,
                     None => None,
                 };
-                Ok((c, first, settings::load(b, &sp)?))
+                // The profile the flow will see, read here to save a second trip.
+                let profile = match &c {
+                    Some(c) if c.session.is_some() => customer(b, &sp, c)?,
+                    _ => None,
+                };
+                Ok((c.map(|c| (c, profile)), first, settings::load(b, &sp)?))
             })
             .await?;
-        let c = c.ok_or_else(|| ChatError::NotFound(conv.to_string()))?;
+        let (c, profile) = c.ok_or_else(|| ChatError::NotFound(conv.to_string()))?;
         // A resend after a reconnect: answer with the first id, store nothing.
         if let Some(first) = first_id {
             let id = std::str::from_utf8(&first)
@@ -619,6 +663,7 @@ impl Conversations {
         }
         let now = self.clock.now_ms();
         let mut txn = Txn::new(tenant, c, now);
+        txn.profile = profile;
         let id = txn.message(
             Sender::Visitor,
             None,
@@ -1014,26 +1059,18 @@ impl Conversations {
         self.apply(txn, settings, result).await
     }
 
-    async fn wit_session(&self, txn: &Txn, s: &FlowSession) -> Result<flow::Session, ChatError> {
-        let sp = txn.sp.clone();
-        let address = txn.conv.address.clone();
-        let known = txn.conv.profile_id.clone();
-        let profile = self
-            .db
-            .run(move |b| {
-                let id = match known {
-                    Some(p) => Some(crate::profiles::current_id(b, &sp, &p)?),
-                    None => crate::profiles::owner(b, &sp, &address.kind, &address.value)
-                        .map_err(StoreError::from)?,
-                };
-                Ok(match id {
-                    Some(id) => crate::profiles::get(b, &sp, &id)
-                        .map_err(StoreError::from)?
-                        .map(|r| crate::profiles::to_wit(&r)),
-                    None => None,
-                })
-            })
-            .await?;
+    async fn wit_session(
+        &self,
+        txn: &mut Txn,
+        s: &FlowSession,
+    ) -> Result<flow::Session, ChatError> {
+        let profile = match txn.profile.take() {
+            Some(p) => Some(p),
+            None => {
+                let (sp, conv) = (txn.sp.clone(), txn.conv.clone());
+                self.db.run(move |b| customer(b, &sp, &conv)).await?
+            }
+        };
         let profile = profile.unwrap_or_else(|| crate::runtime::bindings::types::Profile {
             profile_id: String::new(),
             identities: vec![crate::runtime::bindings::types::Identity {
@@ -1776,6 +1813,25 @@ impl Conversations {
         self.commit(txn).await?;
         Ok(())
     }
+}
+
+/// The customer's profile as a flow sees it (following merges), if there is one yet.
+fn customer(
+    b: &dyn crate::store::Backend,
+    sp: &Space,
+    c: &Conversation,
+) -> Result<Option<crate::runtime::bindings::types::Profile>, StoreError> {
+    let id = match &c.profile_id {
+        Some(p) => Some(crate::profiles::current_id(b, sp, p)?),
+        None => crate::profiles::owner(b, sp, &c.address.kind, &c.address.value)
+            .map_err(StoreError::from)?,
+    };
+    Ok(match id {
+        Some(id) => crate::profiles::get(b, sp, &id)
+            .map_err(StoreError::from)?
+            .map(|r| crate::profiles::to_wit(&r)),
+        None => None,
+    })
 }
 
 /// The frame that tells the widget what the bot waits for.
