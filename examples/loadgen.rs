@@ -10,12 +10,25 @@
 //! # the send pipeline to a fake Twilio it runs itself, then signed status webhooks back
 //! # (the server needs `[runtime] allow_private_networks = true` to reach the fake)
 //! cargo run --release -p weft --example loadgen -- sends --url URL --admin-token wat_... --rate 5000 [--seconds 10]
+//! # web chat: a tenant with faq-bot as the default flow, N idle visitor sockets (the
+//! # server's RSS per idle conversation with --server-pid), then open-loop messages
+//! cargo run --release -p weft --example loadgen -- chat --url URL --admin-token wat_... --conversations 5000 --rate 2000 [--seconds 10] [--server-pid PID] [--open-concurrency 200]
 //! ```
 //!
 //! `run` sends `POST` with the body when `--body` is given, `GET` otherwise, keeps one
 //! keep-alive connection per worker, stops by itself after the duration, and prints
 //! requests/s and latency percentiles in the same `RESULT` line format as
 //! `scripts/wrk-invoke.lua`.
+//!
+//! `chat` opens `--conversations` WebSockets on `/v1/chat/ws` (no `Origin` header; at most
+//! `--open-concurrency` opening at a time), each `hello` → `ready`; reads the server's
+//! `VmRSS` before and 2 s after the last `ready` when `--server-pid` is given; then sends
+//! `--rate` messages/s ("giờ mở cửa", which faq-bot answers) for `--seconds` on a fixed
+//! schedule, round-robin over the conversations, and waits up to 10 s for the replies. The
+//! bot turn latency is from a message's actual send to the first bot `message` frame after
+//! its `ack`; `achieved_per_s` is bot replies per second from the first scheduled send to
+//! the last reply (below `--rate` when the server falls behind). It prints a summary and a
+//! `RESULT chat ...` line.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -267,7 +280,8 @@ fn main() -> anyhow::Result<()> {
         Some("run") => rt.block_on(run(&args)),
         Some("ingest") => rt.block_on(ingest(&args)),
         Some("sends") => rt.block_on(sends(&args)),
-        _ => anyhow::bail!("usage: loadgen setup --url URL --admin-token TOKEN --out DIR | loadgen run --url URL [--key KEY --body FILE] [--connections N] [--seconds S] | loadgen ingest --url URL --write-key KEY [--rate 10000] [--batch 1] [--connections 64] [--seconds 10] [--profiles 100000] | loadgen sends --url URL --admin-token TOKEN [--rate 5000] [--seconds 10] [--connections 64] [--webhook-connections 32] [--profiles 10000] [--provider-latency-ms 0]"),
+        Some("chat") => rt.block_on(chat(&args)),
+        _ => anyhow::bail!("usage: loadgen setup --url URL --admin-token TOKEN --out DIR | loadgen run --url URL [--key KEY --body FILE] [--connections N] [--seconds S] | loadgen ingest --url URL --write-key KEY [--rate 10000] [--batch 1] [--connections 64] [--seconds 10] [--profiles 100000] | loadgen sends --url URL --admin-token TOKEN [--rate 5000] [--seconds 10] [--connections 64] [--webhook-connections 32] [--profiles 10000] [--provider-latency-ms 0] | loadgen chat --url URL --admin-token TOKEN [--conversations 5000] [--rate 2000] [--seconds 10] [--server-pid PID] [--open-concurrency 200]"),
     }
 }
 
@@ -574,5 +588,468 @@ async fn sends(args: &[String]) -> anyhow::Result<()> {
         .json()
         .await?;
     eprintln!("a read delivery: {}", d["deliveries"][0]["intent_id"]);
+    Ok(())
+}
+
+/// What the driver asks a conversation's task to do.
+struct ChatSend {
+    /// Message number (unique in the run; names the `client_id`).
+    seq: u64,
+    /// When the schedule wanted it sent.
+    due: Instant,
+}
+
+/// What one conversation's task saw.
+#[derive(Default)]
+struct ChatStats {
+    /// Bot turn latencies, µs from the actual send to the first bot `message` after it.
+    latencies: Vec<u64>,
+    /// Send to `ack`, µs (the message stored and fsynced).
+    ack_latencies: Vec<u64>,
+    /// How late each send left against the schedule, µs (the load generator's own lag).
+    lag: Vec<u64>,
+    sent: u64,
+    send_failed: u64,
+    /// Sends made while an earlier message of this conversation still had no reply.
+    overlapped: u64,
+    acks: u64,
+    errors: u64,
+    error_codes: std::collections::BTreeMap<String, u64>,
+    /// Acknowledged messages whose turn ended without a bot message.
+    no_reply: u64,
+    /// When the last bot reply arrived.
+    last_reply: Option<Instant>,
+    /// The socket closed (by the server or an error) before the run ended.
+    closed: bool,
+    close_reason: Option<String>,
+}
+
+/// The fields of a server frame the benchmark looks at.
+#[derive(serde::Deserialize)]
+struct ChatFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+type ChatSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The server's resident set (`VmRSS`), KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// CPU time the server has used (user + system), seconds.
+fn cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture that matters here.
+    Some(ticks / 100.0)
+}
+
+/// Opens one visitor socket: connect, `hello`, wait for `ready`.
+async fn chat_open(ws_url: &str, write_key: &str, i: usize) -> anyhow::Result<ChatSocket> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let url = format!("{ws_url}/v1/chat/ws?writeKey={write_key}&anonymousId=bench-{i}");
+    // No Origin header: a non-browser client, not origin-checked. TCP_NODELAY as browsers
+    // set it; a 16 KiB read buffer instead of tungstenite's 128 KiB (which it zero-fills
+    // on every read): this process shares the machine's cores and memory with the server.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 * 1024);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+    let hello = serde_json::json!({"type": "hello", "locale": "vi-VN",
+        "page": {"url": "https://shop.example.vn/", "referrer": "", "title": "bench", "time_on_page_ms": 0}});
+    ws.send(Ws::Text(hello.to_string().into())).await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Ws::Text(t))) => {
+                let f: ChatFrame = serde_json::from_str(t.as_str())?;
+                match f.kind.as_str() {
+                    "ready" => return Ok(ws),
+                    "error" => anyhow::bail!("error frame before ready: {}", t.as_str()),
+                    _ => {}
+                }
+            }
+            Some(Ok(Ws::Close(c))) => anyhow::bail!("closed before ready: {c:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => anyhow::bail!("socket ended before ready"),
+        }
+    }
+}
+
+/// One open conversation: sends what the driver asks, timestamps the bot's replies.
+///
+/// Frames of one socket arrive in the order the server handles its messages: `ack` of a
+/// message, then that turn's bot messages, then the next `ack`. So the first bot `message`
+/// after an `ack` is the reply to the acknowledged message.
+async fn chat_conversation(
+    ws: ChatSocket,
+    mut cmds: tokio::sync::mpsc::UnboundedReceiver<ChatSend>,
+    run_id: u32,
+    outstanding: Arc<std::sync::atomic::AtomicI64>,
+) -> ChatStats {
+    use futures_util::{SinkExt, StreamExt};
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let (mut sink, mut stream) = ws.split();
+    let mut st = ChatStats::default();
+    // Sent, not yet acknowledged (or refused): client_id and send instant.
+    let mut pending: Vec<(String, Instant)> = Vec::new();
+    // Acknowledged, waiting for the bot's first message.
+    let mut awaiting: Option<Instant> = None;
+    let mut open = true;
+    loop {
+        tokio::select! {
+            cmd = cmds.recv() => {
+                let Some(cmd) = cmd else { break };
+                if !open {
+                    st.send_failed += 1;
+                    continue;
+                }
+                if !pending.is_empty() || awaiting.is_some() {
+                    st.overlapped += 1;
+                }
+                let client_id = format!("b{run_id}-{}", cmd.seq);
+                let frame = serde_json::json!({"type": "message", "text": "giờ mở cửa", "client_id": client_id});
+                let t0 = Instant::now();
+                st.lag.push(t0.saturating_duration_since(cmd.due).as_micros() as u64);
+                match sink.send(Ws::Text(frame.to_string().into())).await {
+                    Ok(()) => {
+                        st.sent += 1;
+                        outstanding.fetch_add(1, Relaxed);
+                        pending.push((client_id, t0));
+                    }
+                    Err(_) => st.send_failed += 1,
+                }
+            }
+            msg = stream.next(), if open => {
+                let text = match msg {
+                    Some(Ok(Ws::Text(t))) => t,
+                    Some(Ok(Ws::Close(c))) => {
+                        st.closed = true;
+                        st.close_reason = Some(c.map_or("close without code".into(), |c| format!("{} {}", u16::from(c.code), c.reason)));
+                        open = false;
+                        continue;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        st.closed = true;
+                        st.close_reason = Some(e.to_string());
+                        open = false;
+                        continue;
+                    }
+                    None => {
+                        st.closed = true;
+                        st.close_reason = Some("socket ended".into());
+                        open = false;
+                        continue;
+                    }
+                };
+                let at = Instant::now();
+                let Ok(f) = serde_json::from_str::<ChatFrame>(text.as_str()) else { continue };
+                match f.kind.as_str() {
+                    "ack" => {
+                        st.acks += 1;
+                        let Some(i) = pending.iter().position(|(c, _)| Some(c) == f.client_id.as_ref()) else { continue };
+                        let (_, t0) = pending.remove(i);
+                        st.ack_latencies.push(at.duration_since(t0).as_micros() as u64);
+                        if awaiting.replace(t0).is_some() {
+                            // The previous turn ended without a bot message.
+                            st.no_reply += 1;
+                            outstanding.fetch_sub(1, Relaxed);
+                        }
+                    }
+                    "message" if f.from.as_deref() == Some("bot") => {
+                        if let Some(t0) = awaiting.take() {
+                            st.latencies.push(at.duration_since(t0).as_micros() as u64);
+                            st.last_reply = Some(at);
+                            outstanding.fetch_sub(1, Relaxed);
+                        }
+                    }
+                    "error" => {
+                        st.errors += 1;
+                        *st.error_codes.entry(f.code.unwrap_or_default()).or_default() += 1;
+                        if let Some(i) = pending.iter().position(|(c, _)| Some(c) == f.client_id.as_ref()) {
+                            pending.remove(i);
+                            outstanding.fetch_sub(1, Relaxed);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if open {
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Ws::Close(None))).await;
+    }
+    st
+}
+
+/// Web chat under load: `--conversations` visitor sockets opened and left idle (the
+/// server's memory per idle conversation), then `--rate` messages/s spread round-robin
+/// over them for `--seconds`, open loop; bot turn latency from each message's send to the
+/// bot's first reply message.
+async fn chat(args: &[String]) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let url = need(args, "--url")?;
+    let admin = need(args, "--admin-token")?;
+    let n: usize = arg(args, "--conversations").map_or(Ok(5_000), |v| v.parse())?;
+    let rate: f64 = arg(args, "--rate").map_or(Ok(2_000.0), |v| v.parse())?;
+    let secs: f64 = arg(args, "--seconds").map_or(Ok(10.0), |v| v.parse())?;
+    let concurrency: usize = arg(args, "--open-concurrency").map_or(Ok(200), |v| v.parse())?;
+    let server_pid: Option<u32> = arg(args, "--server-pid").map(|v| v.parse()).transpose()?;
+    anyhow::ensure!(
+        n > 0 && rate > 0.0 && secs > 0.0,
+        "conversations, rate and seconds must be positive"
+    );
+
+    // Setup: a tenant with faq-bot as the default flow.
+    let http = reqwest::Client::new();
+    let tenant: serde_json::Value = http
+        .post(format!("{url}/v1/tenants"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "chat"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let (Some(key), Some(wkey)) = (tenant["secret_key"].as_str(), tenant["write_key"].as_str())
+    else {
+        anyhow::bail!("unexpected tenant answer {tenant}");
+    };
+    let wasm_path = plugins_dir().join("faq-bot.wasm");
+    let wasm = std::fs::read(&wasm_path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {} ({e}); run `bash scripts/build-plugins.sh` first",
+            wasm_path.display()
+        )
+    })?;
+    http.put(format!(
+        "{url}/v1/plugins/faq-bot/versions/1.0.0?kind=chatbot-flow&activate=true"
+    ))
+    .bearer_auth(key)
+    .body(wasm)
+    .send()
+    .await?
+    .error_for_status()?;
+    http.put(format!("{url}/v1/chat/settings"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"default_flow": "faq-bot"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    eprintln!("tenant {}: faq-bot is the default flow", tenant["id"]);
+
+    // Idle conversations.
+    let rss_before = server_pid.and_then(rss_kib);
+    let cpu_before_open = server_pid.and_then(cpu_s);
+    let ws_url = url.replacen("http", "ws", 1);
+    let t_open = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut opening = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (gate, ws_url, wkey) = (gate.clone(), ws_url.clone(), wkey.to_string());
+        opening.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let r = tokio::time::timeout(Duration::from_secs(30), chat_open(&ws_url, &wkey, i))
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no ready within 30 s")));
+            (i, r)
+        });
+    }
+    let mut sockets: Vec<(usize, ChatSocket)> = Vec::with_capacity(n);
+    let mut open_failures: std::collections::BTreeMap<String, u64> = Default::default();
+    while let Some(r) = opening.join_next().await {
+        match r? {
+            (i, Ok(ws)) => sockets.push((i, ws)),
+            (_, Err(e)) => *open_failures.entry(e.to_string()).or_default() += 1,
+        }
+    }
+    let open_s = t_open.elapsed().as_secs_f64();
+    let cpu_opened = server_pid.and_then(cpu_s);
+    sockets.sort_by_key(|(i, _)| *i);
+    let opened = sockets.len();
+    eprintln!(
+        "{opened} of {n} conversations open in {open_s:.2} s ({} failed)",
+        n - opened
+    );
+    for (why, count) in &open_failures {
+        eprintln!("  {count} x {why}");
+    }
+    anyhow::ensure!(opened > 0, "no conversation opened");
+    // Idle: let the server settle before measuring its memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = server_pid.and_then(rss_kib);
+
+    // One task per conversation.
+    let run_id: u32 = rand::random();
+    let outstanding = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let mut senders = Vec::with_capacity(opened);
+    let mut convs = tokio::task::JoinSet::new();
+    for (_, ws) in sockets {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        senders.push(tx);
+        convs.spawn(chat_conversation(ws, rx, run_id, outstanding.clone()));
+    }
+
+    // Open loop: message k is due at start + k / rate, to conversation k mod opened.
+    let total = (rate * secs).round() as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now() + Duration::from_millis(100);
+    let cpu_before_load = server_pid.and_then(cpu_s);
+    for seq in 0..total {
+        let due = start + interval.mul_f64(seq as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let _ = senders[(seq % opened as u64) as usize].send(ChatSend { seq, due });
+    }
+    let driven_s = start.elapsed().as_secs_f64();
+    // Outstanding replies: at most 10 s.
+    let wait_until = Instant::now() + Duration::from_secs(10);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    while outstanding.load(Relaxed) > 0 && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unanswered_at_end = outstanding.load(Relaxed).max(0);
+    let cpu_after_load = server_pid.and_then(cpu_s);
+    let answered_s = start.elapsed().as_secs_f64();
+    drop(senders);
+    let mut all = ChatStats::default();
+    let mut closed = 0u64;
+    let mut close_reasons: std::collections::BTreeMap<String, u64> = Default::default();
+    while let Some(r) = convs.join_next().await {
+        let s = r?;
+        all.latencies.extend(s.latencies);
+        all.lag.extend(s.lag);
+        all.ack_latencies.extend(s.ack_latencies);
+        all.sent += s.sent;
+        all.send_failed += s.send_failed;
+        all.overlapped += s.overlapped;
+        all.acks += s.acks;
+        all.errors += s.errors;
+        all.no_reply += s.no_reply;
+        all.last_reply = all.last_reply.max(s.last_reply);
+        for (c, k) in s.error_codes {
+            *all.error_codes.entry(c).or_default() += k;
+        }
+        if s.closed {
+            closed += 1;
+            *close_reasons
+                .entry(s.close_reason.unwrap_or_default())
+                .or_default() += 1;
+        }
+    }
+    let rss_end = server_pid.and_then(rss_kib);
+    all.latencies.sort_unstable();
+    all.lag.sort_unstable();
+    all.ack_latencies.sort_unstable();
+    let replied = all.latencies.len() as u64;
+    // What the server kept up with: bot replies per second from the first scheduled send
+    // to the last reply (the offered rate when it keeps up; its throughput when it does
+    // not, as the replies then trail the schedule).
+    let sent_per_s = all.sent as f64 / driven_s.max(1e-9);
+    let achieved = match all.last_reply {
+        Some(last) => {
+            replied as f64
+                / last
+                    .saturating_duration_since(start)
+                    .as_secs_f64()
+                    .max(1e-9)
+        }
+        None => 0.0,
+    };
+    let ms = |us: u64| us as f64 / 1000.0;
+    let lat = |p: f64| {
+        if all.latencies.is_empty() {
+            "nan".to_string()
+        } else {
+            format!("{:.3}", ms(percentile(&all.latencies, p)))
+        }
+    };
+    let mib = |k: Option<u64>| k.map_or("nan".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
+    let per_conv = match (rss_before, rss_after) {
+        (Some(b), Some(a)) => format!("{:.2}", (a as f64 - b as f64) / opened as f64),
+        _ => "nan".to_string(),
+    };
+
+    println!("chat: {opened} of {n} conversations open in {open_s:.2} s ({concurrency} opening at a time)");
+    println!(
+        "  server RSS: {} MiB before, {} MiB with all open and idle ({per_conv} KiB per conversation), {} MiB after the run",
+        mib(rss_before),
+        mib(rss_after),
+        mib(rss_end)
+    );
+    if let (Some(a), Some(b)) = (cpu_before_open, cpu_opened) {
+        println!(
+            "  server CPU opening: {:.2} s ({:.3} ms per conversation, {:.0}% of one core)",
+            b - a,
+            (b - a) * 1000.0 / opened.max(1) as f64,
+            (b - a) * 100.0 / open_s
+        );
+    }
+    if let (Some(a), Some(b)) = (cpu_before_load, cpu_after_load) {
+        println!(
+            "  server CPU sending and answering: {:.2} s in {answered_s:.1} s ({:.3} ms per message, {:.0}% of one core)",
+            b - a,
+            (b - a) * 1000.0 / all.sent.max(1) as f64,
+            (b - a) * 100.0 / answered_s
+        );
+    }
+    println!(
+        "  driver: {total} messages scheduled at {rate:.0}/s over {secs} s; sent {} ({sent_per_s:.0}/s), send failures {}, sent while the previous reply was outstanding {}",
+        all.sent, all.send_failed, all.overlapped
+    );
+    println!(
+        "  loadgen send lag behind schedule: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        ms(percentile(&all.lag, 50.0)),
+        ms(percentile(&all.lag, 99.0)),
+        ms(all.lag.last().copied().unwrap_or(0))
+    );
+    println!(
+        "  acks {}, bot replies {replied} ({achieved:.0}/s from the first send to the last reply), acknowledged without a bot reply {}, unanswered at the end {unanswered_at_end}",
+        all.acks, all.no_reply
+    );
+    println!(
+        "  bot turn latency (send -> first bot message): p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
+        lat(50.0),
+        lat(90.0),
+        lat(99.0),
+        lat(99.9),
+        lat(100.0)
+    );
+    println!(
+        "  ack latency (send -> ack): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        ms(percentile(&all.ack_latencies, 50.0)),
+        ms(percentile(&all.ack_latencies, 99.0)),
+        ms(all.ack_latencies.last().copied().unwrap_or(0))
+    );
+    println!("  error frames {} {:?}", all.errors, all.error_codes);
+    println!("  sockets closed before the end {closed} {close_reasons:?}");
+    println!(
+        "RESULT chat conversations={opened} open_s={open_s:.2} rate={rate:.0} sent={} replied={replied} errors={} closed={closed} achieved_per_s={achieved:.0} p50_ms={} p90_ms={} p99_ms={} max_ms={} rss_before_mib={} rss_after_mib={} idle_kib_per_conversation={per_conv}",
+        all.sent,
+        all.errors,
+        lat(50.0),
+        lat(90.0),
+        lat(99.0),
+        lat(100.0),
+        mib(rss_before),
+        mib(rss_after),
+    );
     Ok(())
 }

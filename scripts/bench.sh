@@ -9,12 +9,16 @@
 #                 (scripts/wrk-ingest.lua, examples/loadgen.rs ingest, scripts/wrk-profile.lua)
 #   6. sends    - the send pipeline at 500 and 5,000 messages/s to a fake Twilio, then its
 #                 signed status webhooks (examples/loadgen.rs sends)
+#   7. chat     - web chat: 5,000 concurrent visitor WebSockets (faq-bot as the default flow),
+#                 the server's memory per idle conversation, then bot turn latency at an
+#                 open-loop 2,000 messages/s (examples/loadgen.rs chat)
 #
 #   bash scripts/bench.sh                 # everything (about 6-8 minutes on 2 cores)
 #   bash scripts/bench.sh invoke http     # a subset
 #
 # Knobs: WEFT_BENCH_PORT (18080), WEFT_BENCH_SECONDS (10), WEFT_BENCH_CONNECTIONS (16),
-# WEFT_BENCH_THREADS (2), WEFT_BENCH_PLUGINS (100), WEFT_BENCH_RUNS (7), WEFT_BENCH_COLD_RUNS (2).
+# WEFT_BENCH_THREADS (2), WEFT_BENCH_PLUGINS (100), WEFT_BENCH_RUNS (7), WEFT_BENCH_COLD_RUNS (2),
+# WEFT_BENCH_CHAT_CONVERSATIONS (5000), WEFT_BENCH_CHAT_RATE (2000).
 # Needs the plugins built first: bash scripts/build-plugins.sh
 set -euo pipefail
 
@@ -22,7 +26,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(invoke upload restart http ingest sends)
+[ ${#sections[@]} -eq 0 ] && sections=(invoke upload restart http ingest sends chat)
 port="${WEFT_BENCH_PORT:-18080}"
 seconds="${WEFT_BENCH_SECONDS:-10}"
 conns="${WEFT_BENCH_CONNECTIONS:-16}"
@@ -248,8 +252,51 @@ for s in "${sections[@]}"; do
         rm -rf "$data"
         trap - EXIT
         ;;
+    chat)
+        chat_convs="${WEFT_BENCH_CHAT_CONVERSATIONS:-5000}"
+        chat_rate="${WEFT_BENCH_CHAT_RATE:-2000}"
+        echo "== chat: weft serve on 127.0.0.1:$port, ${chat_convs} visitor sockets, ${chat_rate} messages/s for ${seconds} s"
+        cargo build --release -p weft --bin weft --example loadgen
+        # One descriptor per socket on each side, plus the server's own files: raise the
+        # soft limit (inherited by both processes) to 16384 when it is lower, or as far as
+        # the hard limit allows.
+        if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt 16384 ]; then
+            ulimit -Sn 16384 2>/dev/null || ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
+        fi
+        echo "open files limit: $(ulimit -Sn) (hard $(ulimit -Hn))"
+        if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt $((chat_convs + 256)) ]; then
+            echo "warning: $(ulimit -Sn) descriptors is too few for ${chat_convs} sockets; some will fail to open" >&2
+        fi
+        data="$(mktemp -d)"
+        token="wat_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+        RUST_LOG="${RUST_LOG:-warn}" WEFT_ADMIN_TOKEN="$token" \
+            target/release/weft serve --listen "127.0.0.1:$port" --data-dir "$data/data" \
+            >"$results/serve-chat.log" 2>&1 &
+        server=$!
+        trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
+        for _ in $(seq 1 100); do
+            curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+            kill -0 "$server" 2>/dev/null || { echo "error: weft serve exited; see $results/serve-chat.log" >&2; exit 1; }
+            sleep 0.1
+        done
+        target/release/examples/loadgen chat --url "http://127.0.0.1:$port" --admin-token "$token" \
+            --conversations "$chat_convs" --rate "$chat_rate" --seconds "$seconds" --server-pid "$server" \
+            | tee "$results/chat.txt"
+        line="$(grep '^RESULT chat' "$results/chat.txt")"
+        cget() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<" $line"; }
+        summary+=("" "| Web chat (loopback, faq-bot, ${seconds} s) | Result | Target |" "|---|---|---|")
+        summary+=("| visitor sockets open (hello -> ready), requested ${chat_convs} | $(cget conversations) in $(cget open_s) s | 5,000 concurrent |")
+        summary+=("| bot turn latency (send -> first bot message), p50 / p90 | $(cget p50_ms) ms / $(cget p90_ms) ms | - |")
+        summary+=("| bot turn latency p99 (max $(cget max_ms) ms) | $(cget p99_ms) ms | <= 5 ms at 2,000 messages/s |")
+        summary+=("| messages/s answered (bot replies/s, first send to last reply; open loop at ${chat_rate}/s): sent / replied / error frames / sockets closed | $(cget achieved_per_s) ($(cget sent) / $(cget replied) / $(cget errors) / $(cget closed)) | 2,000 |")
+        summary+=("| server memory per idle conversation (VmRSS $(cget rss_before_mib) -> $(cget rss_after_mib) MiB) | $(cget idle_kib_per_conversation) KiB | reported |")
+        kill "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+        rm -rf "$data"
+        trap - EXIT
+        ;;
     *)
-        echo "error: unknown section \`$s\` (invoke, upload, restart, http, ingest, sends)" >&2
+        echo "error: unknown section \`$s\` (invoke, upload, restart, http, ingest, sends, chat)" >&2
         exit 1
         ;;
     esac
