@@ -639,6 +639,16 @@ async fn session_times_out_after_an_hour_idle() {
     h.app.state.conversations.tick().await.unwrap();
     let c = h.get_ok(&t, &format!("/v1/conversations/{conv}")).await;
     assert_eq!(c["conversation"]["state"], "bot", "still within the hour");
+    // The visitor writes at minute 59: the hour starts again from there.
+    v.say("giờ mở cửa").await;
+    h.clock.advance(2 * 60_000);
+    h.app.state.conversations.tick().await.unwrap();
+    let c = h.get_ok(&t, &format!("/v1/conversations/{conv}")).await;
+    assert_eq!(c["conversation"]["state"], "bot", "idle for 2 minutes only");
+    h.clock.advance(57 * 60_000);
+    h.app.state.conversations.tick().await.unwrap();
+    let c = h.get_ok(&t, &format!("/v1/conversations/{conv}")).await;
+    assert_eq!(c["conversation"]["state"], "bot", "idle for 59 minutes");
     h.clock.advance(2 * 60_000);
     h.app.state.conversations.tick().await.unwrap();
     v.state("resolved").await;

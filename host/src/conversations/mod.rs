@@ -1216,11 +1216,14 @@ impl Conversations {
                 }
                 txn.frames.push(expect_frame(e, None));
             }
-            // The idle clock restarts with every turn.
-            txn.timer(
-                s.last_user_at.max(txn.now) + s.timeout_ms as i64,
-                TimerKind::SessionTimeout,
-            )?;
+            // One idle-clock timer per session, set on its first turn: when it fires early
+            // (the visitor wrote since) it sets itself again for the new idle deadline.
+            if s.turn == 1 {
+                txn.timer(
+                    s.last_user_at.max(txn.now) + s.timeout_ms as i64,
+                    TimerKind::SessionTimeout,
+                )?;
+            }
         }
         Ok(())
     }
@@ -1661,7 +1664,14 @@ impl Conversations {
                 let Some(s) = txn.conv.session.clone() else {
                     return Ok(());
                 };
-                if txn.conv.state != ConvState::Bot || s.last_user_at + s.timeout_ms as i64 > now {
+                if txn.conv.state != ConvState::Bot {
+                    return Ok(());
+                }
+                let idle_until = s.last_user_at + s.timeout_ms as i64;
+                if idle_until > now {
+                    // The visitor wrote since this was set: wait for the new deadline.
+                    txn.timer(idle_until, TimerKind::SessionTimeout)?;
+                    self.persist(&mut txn).await?;
                     return Ok(());
                 }
                 txn.conv.session = None;
