@@ -1772,3 +1772,63 @@ async fn zalo_messages_run_the_chatbot_and_agent_replies_and_csat_go_out_through
         "{c}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_customer_message_gets_its_turn_after_a_crash() {
+    let zalo = FakeZalo::start().await;
+    let (h, t) = setup(&zalo).await;
+    h.install(&t, "faq-bot", "chatbot-flow", plugins::FAQ_BOT)
+        .await;
+    lan(&h, &t).await;
+    let (s, v) = zalo_webhook(
+        &h,
+        &t,
+        json!({"event_name": "user_submit_info", "oa_id": "oa-1",
+               "sender": {"id": "zu-1"}, "recipient": {"id": "oa-1"},
+               "info": {"name": "Lan", "phone": "0901234567"}}),
+        OA_SECRET,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    h.settle(&t).await;
+    // What the webhook queues with the stored message, as if the process died before the
+    // conversation engine ran the turn.
+    let m = weft::runtime::bindings::exports::adapter::InboundMessage {
+        provider_message_id: "in-crash-1".into(),
+        sender: weft::runtime::bindings::types::Identity {
+            kind: "zalo:oa-1".into(),
+            value: "zu-1".into(),
+        },
+        conversation_id: "zu-1".into(),
+        content: vec![weft::runtime::bindings::types::Content::Text(
+            "giao hàng".into(),
+        )],
+        postback: None,
+        occurred_at: 0,
+    };
+    let op = weft::conversations::store::inbound_op(1, "zalo-oa", "zalo-oa", &m).unwrap();
+    h.app
+        .state
+        .db
+        .apply_batch(&weft::store::Space::tenant(&t.id), vec![op])
+        .await
+        .unwrap();
+    // The engine's timer loop finds it: the bot greets Lan on Zalo, once.
+    h.app.state.conversations.tick().await.unwrap();
+    zalo_sent(&zalo, "Xin chào").await;
+    h.app.state.conversations.tick().await.unwrap();
+    let left = h
+        .app
+        .state
+        .db
+        .scan_prefix(&weft::store::Space::tenant(&t.id), b"cvi/", 10)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "dequeued once its turn is stored");
+    let greetings = zalo
+        .requests("cs")
+        .iter()
+        .filter(|b| b["message"].to_string().contains("Xin chào"))
+        .count();
+    assert_eq!(greetings, 1);
+}

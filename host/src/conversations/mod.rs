@@ -703,6 +703,42 @@ impl Conversations {
         Ok(())
     }
 
+    /// Runs the turns of the customers' messages that channel adapters delivered and the
+    /// webhook queued (`cvi/`), oldest first; each leaves the queue once its turn is stored.
+    /// Called after each webhook and by the timer loop (after a crash, for instance).
+    pub async fn drain_inbound(&self, tenant: &str) -> Result<usize, ChatError> {
+        let sp = Space::tenant(tenant);
+        let mut done = 0;
+        loop {
+            let batch = self
+                .db
+                .scan_prefix(&sp, store::INBOUND_PREFIX, TIMERS_PER_TICK)
+                .await?;
+            if batch.is_empty() {
+                return Ok(done);
+            }
+            for (key, value) in batch {
+                match serde_json::from_slice::<store::QueuedInbound>(&value) {
+                    Ok(q) => match self
+                        .inbound(tenant, &q.installation, &q.channel, q.message)
+                        .await
+                    {
+                        // Erased meanwhile: nothing left to answer.
+                        Ok(()) | Err(ChatError::NotFound(_)) => {}
+                        // Storage trouble: the message stays queued for the next tick.
+                        Err(e) => return Err(e),
+                    },
+                    Err(e) => {
+                        tracing::warn!(tenant, error = %e, "undecodable queued inbound message dropped")
+                    }
+                }
+                // The turn is stored (or was a resend of a stored one): dequeue.
+                self.db.delete(&sp, &key).await?;
+                done += 1;
+            }
+        }
+    }
+
     /// A customer's message that a channel adapter delivered (Zalo OA, Messenger, …),
     /// already stored by the webhook: the same turn as a web visitor's, with replies going
     /// out through the send pipeline. The provider's message id keeps it to one turn.
@@ -1608,6 +1644,9 @@ impl Conversations {
                     })
                     .await?
             };
+            if let Err(e) = self.drain_inbound(&tenant).await {
+                tracing::warn!(tenant, error = %e, "inbound messages to conversations");
+            }
             for (key, value) in due {
                 if key.starts_with(store::START_PREFIX) {
                     if let Err(e) = self.event_start(&tenant, &value).await {

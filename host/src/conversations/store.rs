@@ -10,6 +10,7 @@
 //! | `cvq/<conv>` | conversations waiting for or with an agent (the agent queue) |
 //! | `cvt/<due:016x>/<conv>/<timer>` | a pending timer: reminder, session timeout, SLA clock |
 //! | `cvs/<seq:016x>` | a flow start requested by an event (`Payment Failed`), written by the event processor |
+//! | `cvi/<seq:016x>` | a customer's message from a channel adapter, written by the webhook with the message |
 //! | `srv/<kind>/<asked_at:016x>/<conv>` | a survey asked, with its answer once given |
 
 use serde::{Deserialize, Serialize};
@@ -358,6 +359,37 @@ pub fn timer_key(due: i64, conv: &str, kind: &TimerKind) -> Vec<u8> {
 
 /// Prefix of event-requested flow starts.
 pub const START_PREFIX: &[u8] = b"cvs/";
+
+/// Prefix of customers' messages from channel adapters waiting for their turn.
+pub const INBOUND_PREFIX: &[u8] = b"cvi/";
+
+/// A customer's message from a channel adapter, queued for the conversation engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuedInbound {
+    /// The adapter installation.
+    pub installation: String,
+    /// Its channel name.
+    pub channel: String,
+    /// The message.
+    pub message: crate::runtime::bindings::exports::adapter::InboundMessage,
+}
+
+/// The op that queues an adapter's inbound message for the conversation engine.
+pub fn inbound_op(
+    seq: u64,
+    installation: &str,
+    channel: &str,
+    m: &crate::runtime::bindings::exports::adapter::InboundMessage,
+) -> Result<BatchOp, StoreError> {
+    BatchOp::put_json(
+        format!("cvi/{seq:016x}"),
+        &QueuedInbound {
+            installation: installation.to_string(),
+            channel: channel.to_string(),
+            message: m.clone(),
+        },
+    )
+}
 
 /// A survey record key.
 pub fn survey_key(kind: SurveyKind, asked_at: i64, conv: &str) -> Vec<u8> {

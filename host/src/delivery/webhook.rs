@@ -152,16 +152,14 @@ impl Deliveries {
             if queued {
                 self.ingest.processor().wake(tenant);
             }
-            // New customer messages become conversation turns, after the provider has its
-            // answer: the message is stored (above) whatever the bot does with it.
+            // New customer messages become conversation turns (queued durably above), now
+            // rather than at the engine's next tick; the provider has its answer already.
             if let Some(chat) = self.chat.get().and_then(std::sync::Weak::upgrade) {
-                if !inbound.is_empty() {
-                    let (tenant, plugin) = (tenant.to_string(), plugin.to_string());
+                if inbound {
+                    let tenant = tenant.to_string();
                     tokio::spawn(async move {
-                        for (channel, m) in inbound {
-                            if let Err(e) = chat.inbound(&tenant, &plugin, &channel, m).await {
-                                tracing::warn!(tenant, plugin, error = %e, "inbound message to the conversation engine");
-                            }
+                        if let Err(e) = chat.drain_inbound(&tenant).await {
+                            tracing::warn!(tenant, error = %e, "inbound messages to the conversation engine");
                         }
                     });
                 }
@@ -171,13 +169,13 @@ impl Deliveries {
     }
 
     /// Applies `events` from `plugin`, each provider event once. Returns whether track
-    /// events were queued, and the new inbound messages with their channel.
+    /// events were queued, and whether new customer messages were.
     fn apply_events(
         &self,
         tenant: &str,
         (plugin, active): (&str, &std::sync::Arc<crate::registry::Active>),
         events: Vec<InboundEvent>,
-    ) -> Result<(bool, Vec<(String, InboundMessage)>), StoreError> {
+    ) -> Result<(bool, bool), StoreError> {
         let b = self.db.backend().as_ref();
         let sp = Space::tenant(tenant);
         let channel = self.capabilities(tenant, plugin, active).map_or_else(
@@ -186,7 +184,7 @@ impl Deliveries {
         );
         let now = self.clock.now_ms();
         let mut queued = false;
-        let mut inbound = Vec::new();
+        let mut inbound = false;
         let lock = self.log_lock(tenant);
         let _held = lock
             .lock()
@@ -195,10 +193,8 @@ impl Deliveries {
             queued |= match event {
                 InboundEvent::Status(su) => self.apply_status_update(b, &sp, plugin, su, now)?,
                 InboundEvent::Message(m) => {
-                    let new = self.apply_inbound(b, &sp, plugin, &channel, m.clone(), now)?;
-                    if new {
-                        inbound.push((channel.clone(), m));
-                    }
+                    let new = self.apply_inbound(b, &sp, plugin, &channel, m, now)?;
+                    inbound |= new;
                     new
                 }
                 InboundEvent::Followed(who) => once_named(
@@ -470,6 +466,14 @@ impl Deliveries {
             }),
             None,
             now,
+        )?);
+        // Queued for the conversation engine in the same batch: a crash after the
+        // provider's 200 still runs the bot's turn (the engine's timer loop drains it).
+        ops.push(crate::conversations::store::inbound_op(
+            b.next_id()?,
+            plugin,
+            channel,
+            &m,
         )?);
         once(b, sp, &guard, ops)?;
         Ok(true)
