@@ -52,14 +52,33 @@ pub(crate) fn sled_err(e: sled::Error) -> StoreError {
 /// sled's built-in tree, which we never use for data.
 const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
 
+/// How long [`SledBackend::open`] waits for the database lock held by a previous owner
+/// that is shutting down: a process exit or a background tick takes well under this.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl SledBackend {
     /// Open (or create) the sled database in `dir` and start its committer.
     ///
     /// Fails if another process (or another `SledBackend` in this process)
-    /// has the database open.
+    /// still has the database open after [`LOCK_WAIT`]: a restart may find
+    /// the previous owner still closing (a process exiting, or an in-process
+    /// host whose background tasks finish their current tick).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         create_dir_all_durably(dir)?;
-        let db = sled::Config::new().path(dir).open().map_err(sled_err)?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => break db,
+                // sled reports a held lock as an `Other` error naming it (config.rs).
+                Err(sled::Error::Io(e))
+                    if e.to_string().starts_with("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(sled_err(e)),
+            }
+        };
 
         // sled writes `conf` and creates `db` and `blobs/` without fsyncing
         // them or the directory.

@@ -497,7 +497,25 @@ async fn async_facade_round_trips_json_and_commits() {
 fn second_open_of_the_same_directory_fails() {
     let dir = tempfile::tempdir().unwrap();
     let _first = open(dir.path()).unwrap();
+    let t0 = std::time::Instant::now();
     assert!(open(dir.path()).is_err());
+    assert!(
+        t0.elapsed() >= super::sled_backend::LOCK_WAIT,
+        "it waited for the owner first"
+    );
+}
+
+#[test]
+fn a_reopen_waits_for_the_previous_owner_to_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path()).unwrap();
+    let closer = std::thread::spawn(move || {
+        // An owner still finishing its work for a moment after the restart began.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(first);
+    });
+    open(dir.path()).expect("the lock is free once the previous owner closes");
+    closer.join().unwrap();
 }
 
 struct FailingSyncer {
