@@ -33,7 +33,8 @@
     (src.protocol === "https:" ? "wss://" : "ws://") + src.host + basePath + "/v1/chat/ws" +
     "?writeKey=" + encodeURIComponent(cfg.writeKey) +
     "&anonymousId=" + encodeURIComponent(anonymousId);
-  const MAX_FRAME_BYTES = 4096; // the server closes the socket on larger client frames
+  const MAX_FRAME_BYTES = 8192; // the server closes the socket on larger client frames
+  const MAX_TEXT_CHARS = 2000; // the server refuses longer messages (the socket stays open)
   const MAX_BACKOFF_MS = 30000;
 
   const STRINGS = {
@@ -526,7 +527,8 @@
   function submit(frame, text) {
     if (stopped) return false;
     frame.client_id = newClientId();
-    if (new TextEncoder().encode(JSON.stringify(frame)).length > MAX_FRAME_BYTES) {
+    const tooLong = typeof frame.text === "string" && [...frame.text].length > MAX_TEXT_CHARS;
+    if (tooLong || new TextEncoder().encode(JSON.stringify(frame)).length > MAX_FRAME_BYTES) {
       showError(T.too_long);
       return false;
     }
