@@ -436,6 +436,16 @@ async fn nps_on_demand_and_the_report_formulas() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&e), "invalid_period");
+    let (s, e) = h
+        .request(
+            Method::GET,
+            "/v1/reports/nps?since=yesterday",
+            Some(&t.secret),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&e), "invalid_period", "{e}");
 }
 
 #[tokio::test]
@@ -506,6 +516,36 @@ async fn payment_failed_starts_the_payment_helper_on_the_visitors_open_chat() {
     v.state("waiting_for_agent").await;
     let c = h.get_ok(&t, "/v1/conversations").await;
     assert_eq!(c["conversations"][0]["queue"], "payments", "{c}");
+    // Agents filter the queue by name, state and holder; a bad filter is named.
+    let lan = agent(&h, &t, "Lan").await;
+    for (query, n) in [
+        ("?queue=payments", 1),
+        ("?queue=support", 0),
+        ("?state=waiting_for_agent", 1),
+        ("?state=with_agent", 0),
+        ("?agent=me", 0),
+    ] {
+        let (s, q) = as_agent(
+            &h,
+            &lan,
+            Method::GET,
+            &format!("/v1/agent/queue{query}"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{q}");
+        assert_eq!(
+            q["conversations"].as_array().unwrap().len(),
+            n,
+            "{query}: {q}"
+        );
+    }
+    for bad in ["?state=lost", "?agent=lan", "?colour=red"] {
+        let path = format!("/v1/agent/queue{bad}");
+        let (s, e) = as_agent(&h, &lan, Method::GET, &path, Value::Null).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(error_code(&e), "invalid_filter", "{bad}: {e}");
+    }
 }
 
 #[tokio::test]

@@ -196,15 +196,49 @@ pub(super) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/agent/queue`: conversations waiting for an agent or held by one, highest
-/// priority and oldest handoff first.
+/// Filters of the agent queue.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QueueQuery {
+    /// Only this queue (`support`, `payments`, …).
+    queue: Option<String>,
+    /// Only `waiting_for_agent` or `with_agent`.
+    state: Option<String>,
+    /// `me`: only conversations this agent holds.
+    agent: Option<String>,
+}
+
+/// `GET /v1/agent/queue?queue=&state=&agent=me`: conversations waiting for an agent or
+/// held by one, highest priority and oldest handoff first.
 pub(super) async fn queue(
     auth: AgentAuth,
     State(s): State<AppState>,
+    f: Result<axum::extract::Query<QueueQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(f) =
+        f.map_err(|e| ApiError::bad_request("invalid_filter", e.body_text()))?;
+    if let Some(st) = &f.state {
+        if st != "waiting_for_agent" && st != "with_agent" {
+            return Err(ApiError::bad_request(
+                "invalid_filter",
+                format!("unknown state `{st}`; one of waiting_for_agent, with_agent"),
+            ));
+        }
+    }
+    if let Some(a) = &f.agent {
+        if a != "me" {
+            return Err(ApiError::bad_request(
+                "invalid_filter",
+                format!("unknown agent filter `{a}`; the only one is `me`"),
+            ));
+        }
+    }
     let q = s.conversations.queue(&auth.tenant_id).await?;
     let items: Vec<Value> = q
         .into_iter()
+        .filter(|c| f.queue.as_ref().is_none_or(|q| c.queue.as_ref() == Some(q)))
+        .filter(|c| f.state.as_deref().is_none_or(|st| c.state.as_str() == st))
+        .filter(|c| f.agent.is_none() || c.agent.as_deref() == Some(auth.agent.id.as_str()))
         .map(|c| {
             json!({
                 "id": c.id,

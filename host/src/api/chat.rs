@@ -499,8 +499,9 @@ pub(super) struct ListQuery {
 pub(super) async fn list(
     auth: TenantAuth,
     State(s): State<AppState>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_filter", e.body_text()))?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let convs = match q.profile {
         None => s.conversations.queue(&auth.tenant_id).await?,
@@ -576,8 +577,9 @@ pub(super) async fn report(
     auth: TenantAuth,
     State(s): State<AppState>,
     Path(kind): Path<String>,
-    Query(q): Query<ReportQuery>,
+    q: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_period", e.body_text()))?;
     let kind = match kind.as_str() {
         "csat" => SurveyKind::Csat,
         "nps" => SurveyKind::Nps,

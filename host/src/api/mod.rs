@@ -40,7 +40,7 @@
 //! | `GET /v1/reports/csat`, `/v1/reports/nps` `?from=&to=` | secret key | survey scores and response rates |
 //! | `GET/POST /v1/agents` | secret key | list agents / create one; answers its token once |
 //! | `DELETE /v1/agents/{id}` | secret key | revoke an agent's token |
-//! | `GET /v1/agent/queue` | agent token | conversations waiting for or with an agent |
+//! | `GET /v1/agent/queue?queue=&state=&agent=me` | agent token | conversations waiting for or with an agent |
 //! | `GET /v1/agent/conversations/{id}` | agent token | messages, page context, 360 view |
 //! | `POST /v1/agent/conversations/{id}/claim`, `/messages`, `/resolve`, `/survey` | agent token | take, reply, resolve, ask NPS/CSAT |
 
