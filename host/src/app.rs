@@ -83,7 +83,7 @@ impl App {
             registry.clone(),
             ingest.clone(),
             deliveries.clone(),
-            config.chat.max_sockets,
+            &config.chat,
         );
         Ok(App {
             state: AppState {

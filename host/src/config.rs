@@ -40,12 +40,16 @@ pub struct ChatConfig {
     /// 5,000-conversation design point of a 2-core box and stays well inside a 16k
     /// descriptor limit, so a flood of visitors cannot starve the store of descriptors.
     pub max_sockets: usize,
+    /// Visitor sockets one tenant may hold at once: half the server's, so one brand's
+    /// spike (or a script using its public key) cannot lock the other brands out.
+    pub max_sockets_per_tenant: usize,
 }
 
 impl Default for ChatConfig {
     fn default() -> Self {
         ChatConfig {
             max_sockets: 10_000,
+            max_sockets_per_tenant: 5_000,
         }
     }
 }

@@ -1297,3 +1297,34 @@ async fn the_socket_cap_holds_and_a_freed_place_is_reused() {
     c.hello("/").await;
     b.say("vẫn ở đây").await;
 }
+
+#[tokio::test]
+async fn one_tenant_cannot_take_every_socket() {
+    let h = TestHost::with_config(|c| {
+        c.chat.max_sockets = 10;
+        c.chat.max_sockets_per_tenant = 1;
+    })
+    .await;
+    let (a, _) = shop(&h).await;
+    let (b, _) = shop(&h).await;
+    let addr = listen(&h).await;
+    let mut first = Visitor::connect(addr, &a.write, "anon-ta-1", Some(SHOP)).await;
+    first.hello("/").await;
+    // The tenant's second socket is refused before the upgrade.
+    let url = format!(
+        "ws://{addr}/v1/chat/ws?writeKey={}&anonymousId=anon-ta-2",
+        a.write
+    );
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+            assert_eq!(error_code(&body), "too_many_sockets_for_tenant");
+        }
+        other => panic!("expected a 503, got {:?}", other.map(|_| ())),
+    }
+    // Another tenant still gets in.
+    let mut other = Visitor::connect(addr, &b.write, "anon-tb-1", Some(SHOP)).await;
+    other.hello("/").await;
+    other.say("xin chào").await;
+}

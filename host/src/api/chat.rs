@@ -114,6 +114,19 @@ pub(super) async fn socket(
         .get(header::ORIGIN)
         .map(|o| o.to_str().unwrap_or("").to_string());
     let checked = authorize(&s, &q, origin.as_deref()).await;
+    // A known tenant over its own cap is refused before the upgrade too.
+    let tenant_slot =
+        match &checked {
+            Ok((tenant, _)) => match s.conversations.tenant_socket_slot(tenant) {
+                Some(t) => Some(t),
+                None => return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_sockets_for_tenant",
+                    "this site has as many chat sockets open as a tenant may; try again shortly",
+                )),
+            },
+            Err(_) => None,
+        };
     // Frames past the limit are refused by us with a reason; the transport's own cap only
     // stops a giant frame from being buffered at all.
     Ok(ws
@@ -125,7 +138,7 @@ pub(super) async fn socket(
         .write_buffer_size(0)
         .max_write_buffer_size(SOCKET_MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
-            let _slot = slot;
+            let _slots = (slot, tenant_slot);
             match checked {
                 Ok((tenant, anon)) => run(s, socket, tenant, anon).await,
                 Err(r) => close_with(socket, r.code, &r.message, CLOSE_POLICY).await,

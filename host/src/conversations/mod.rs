@@ -157,11 +157,27 @@ pub struct Conversations {
     sockets: Arc<SocketCount>,
 }
 
-/// Visitor sockets open now, against the server's cap.
+/// Shards of the per-tenant socket counts (touched once per connection, not per message).
+const SOCKET_SHARDS: usize = 16;
+
+/// Visitor sockets open now, against the server's and each tenant's cap.
 #[derive(Debug)]
 struct SocketCount {
     open: std::sync::atomic::AtomicUsize,
     max: usize,
+    per_tenant: Vec<std::sync::Mutex<HashMap<String, usize>>>,
+    max_per_tenant: usize,
+}
+
+impl SocketCount {
+    fn shard(&self, tenant: &str) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        let i = tenant
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31) ^ b as usize);
+        self.per_tenant[i % SOCKET_SHARDS]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// One open visitor socket; dropping it frees its place.
@@ -173,6 +189,22 @@ impl Drop for SocketSlot {
         self.0
             .open
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One of a tenant's open visitor sockets; dropping it frees the tenant's place.
+#[derive(Debug)]
+pub struct TenantSocketSlot(Arc<SocketCount>, String);
+
+impl Drop for TenantSocketSlot {
+    fn drop(&mut self) {
+        let mut shard = self.0.shard(&self.1);
+        if let Some(n) = shard.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                shard.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -379,12 +411,16 @@ impl Conversations {
         registry: Arc<Registry>,
         ingest: Arc<Ingest>,
         deliveries: Arc<crate::delivery::Deliveries>,
-        max_sockets: usize,
+        limits: &crate::config::ChatConfig,
     ) -> Arc<Conversations> {
         let c = Arc::new(Conversations {
             sockets: Arc::new(SocketCount {
                 open: std::sync::atomic::AtomicUsize::new(0),
-                max: max_sockets,
+                max: limits.max_sockets,
+                per_tenant: (0..SOCKET_SHARDS)
+                    .map(|_| std::sync::Mutex::new(HashMap::new()))
+                    .collect(),
+                max_per_tenant: limits.max_sockets_per_tenant,
             }),
             db,
             clock,
@@ -421,6 +457,18 @@ impl Conversations {
             .fetch_update(Relaxed, Relaxed, |n| (n < s.max).then_some(n + 1))
             .ok()
             .map(|_| SocketSlot(s.clone()))
+    }
+
+    /// A place for one more socket of `tenant`, or `None` at the tenant's cap.
+    pub fn tenant_socket_slot(&self, tenant: &str) -> Option<TenantSocketSlot> {
+        let s = &self.sockets;
+        let mut shard = s.shard(tenant);
+        let n = shard.entry(tenant.to_string()).or_insert(0);
+        if *n >= s.max_per_tenant {
+            return None;
+        }
+        *n += 1;
+        Some(TenantSocketSlot(s.clone(), tenant.to_string()))
     }
 
     fn stripe(&self, tenant: &str, conv: &str) -> &tokio::sync::Mutex<()> {
