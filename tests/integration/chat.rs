@@ -929,15 +929,7 @@ async fn agents_are_scoped_to_their_tenant_and_only_the_holder_may_reply() {
     let list = h.get_ok(&t, "/v1/agents").await;
     assert_eq!(list["agents"].as_array().unwrap().len(), 2, "{list}");
     assert!(!list.to_string().contains("wag_"), "{list}");
-    let minh_id = list["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "Minh")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let minh_id = agent_id(&list, "Minh");
     let (s, _) = h
         .request(
             Method::DELETE,
@@ -951,15 +943,7 @@ async fn agents_are_scoped_to_their_tenant_and_only_the_holder_may_reply() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(error_code(&e), "invalid_credentials");
     // Another tenant cannot revoke this tenant's agents: Lan keeps working.
-    let lan_id = list["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "Lan")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let lan_id = agent_id(&list, "Lan");
     let (s, e) = h
         .request(
             Method::DELETE,
@@ -1266,14 +1250,7 @@ async fn the_socket_cap_holds_and_a_freed_place_is_reused() {
         "ws://{addr}/v1/chat/ws?writeKey={}&anonymousId=anon-cap-c",
         t.write
     );
-    match tokio_tungstenite::connect_async(url.clone()).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
-            assert_eq!(error_code(&body), "too_many_sockets");
-        }
-        other => panic!("expected a 503, got {:?}", other.map(|_| ())),
-    }
+    refused_before_upgrade(&url, "too_many_sockets").await;
     // One visitor leaves: the next one gets in.
     a.ws.close(None).await.unwrap();
     drop(a);
@@ -1315,16 +1292,34 @@ async fn one_tenant_cannot_take_every_socket() {
         "ws://{addr}/v1/chat/ws?writeKey={}&anonymousId=anon-ta-2",
         a.write
     );
-    match tokio_tungstenite::connect_async(url).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
-            assert_eq!(error_code(&body), "too_many_sockets_for_tenant");
-        }
-        other => panic!("expected a 503, got {:?}", other.map(|_| ())),
-    }
+    refused_before_upgrade(&url, "too_many_sockets_for_tenant").await;
     // Another tenant still gets in.
     let mut other = Visitor::connect(addr, &b.write, "anon-tb-1", Some(SHOP)).await;
     other.hello("/").await;
     other.say("xin chào").await;
+}
+
+/// The id of the agent called `name` in a `GET /v1/agents` listing.
+fn agent_id(list: &Value, name: &str) -> String {
+    list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Asserts that opening `url` is refused with a plain HTTP 503 carrying `code`.
+async fn refused_before_upgrade(url: &str, code: &str) {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+            assert_eq!(error_code(&body), code);
+        }
+        other => panic!("expected a 503, got {:?}", other.map(|_| ())),
+    }
 }
