@@ -85,8 +85,16 @@ impl App {
             deliveries.clone(),
             &config.chat,
         );
+        let personalize = crate::personalize::Personalizer::start(
+            db.clone(),
+            clock.clone(),
+            registry.clone(),
+            ingest.clone(),
+            config.personalize.profile_cache_bytes,
+        );
         Ok(App {
             state: AppState {
+                personalize,
                 registry,
                 ingest,
                 journeys,

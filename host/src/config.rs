@@ -29,6 +29,25 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Web chat.
     pub chat: ChatConfig,
+    /// Edge personalization.
+    pub personalize: PersonalizeConfig,
+}
+
+/// Edge-personalization settings of the server (a tenant's own are in its API).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersonalizeConfig {
+    /// Memory for cached profiles on the `/v1/personalize` path. 256 MiB holds about
+    /// 100,000 profiles with a full recent-event list, or over a million without.
+    pub profile_cache_bytes: usize,
+}
+
+impl Default for PersonalizeConfig {
+    fn default() -> Self {
+        PersonalizeConfig {
+            profile_cache_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 /// Web-chat settings of the server (a tenant's own chat settings are in its API).
@@ -64,6 +83,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             public_url: None,
             chat: ChatConfig::default(),
+            personalize: PersonalizeConfig::default(),
         }
     }
 }

@@ -16,6 +16,8 @@ pub mod ingest;
 pub mod journeys;
 pub mod kind;
 pub mod messaging;
+pub mod origins;
+pub mod personalize;
 pub mod profiles;
 pub mod registry;
 pub mod runner;

@@ -989,6 +989,37 @@ impl Registry {
         self.invoke_admitted(active, call)
     }
 
+    /// Invokes a call **on the calling thread**, for the latency-critical edge path
+    /// (personalization): no hand-off to a blocking thread, no wait for a slot (a tenant
+    /// or pool at its limit answers [`RegistryError::Busy`] at once, and the caller
+    /// serves its fallback), and an invocation record only when the call fails. The
+    /// kind's deadline bounds how long the thread is held (20 ms for personalization).
+    pub fn invoke_now(&self, active: &Arc<Active>, call: Call) -> Result<Invoked, RegistryError> {
+        let slot = self.slot(&active.installation.tenant);
+        let Ok(_tenant_permit) = slot.permits.try_acquire() else {
+            return Err(RegistryError::Busy);
+        };
+        let Ok(_pool_permit) = self.global_permits.try_acquire() else {
+            return Err(RegistryError::Busy);
+        };
+        let call_name = call.name();
+        let inv = self.runtime.invoke(&active.pre, &active.installation, call);
+        let (output, error) = match inv.result {
+            Ok(o) => (Some(o), None),
+            Err(e) => (None, Some(e)),
+        };
+        if let Some(e) = &error {
+            let at = self.runtime.services().clock.now_ms();
+            self.record(active, at, call_name, Some(e.clone()), &inv.report);
+        }
+        Ok(Invoked {
+            version: active.version.clone(),
+            output,
+            error,
+            report: inv.report,
+        })
+    }
+
     /// Invokes a call whose admission the caller has settled.
     fn invoke_admitted(&self, active: &Arc<Active>, call: Call) -> Invoked {
         let at = self.runtime.services().clock.now_ms();

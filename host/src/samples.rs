@@ -112,7 +112,9 @@ pub fn decide() -> Call {
             kind: personalize::PlacementKind::Banner,
             max_items: 2,
             constraints: "{}".into(),
+            experiment: None,
         }],
+        recent_events: Vec::new(),
         candidates: serde_json::json!([
             {"id": "offer-gold", "score": 0.9, "tier": "gold"},
             {"id": "offer-all", "score": 0.5},

@@ -28,7 +28,7 @@ fn unauthorized(code: &'static str, message: impl Into<String>) -> ApiError {
 }
 
 /// The write key from `Authorization` (Basic `key:` or Bearer), if sent.
-fn key_from_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn key_from_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(h) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -59,7 +59,7 @@ fn key_from_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// The tenant the write key belongs to.
-async fn tenant_for(s: &AppState, key: Option<String>) -> Result<String, ApiError> {
+pub(super) async fn tenant_for(s: &AppState, key: Option<String>) -> Result<String, ApiError> {
     let Some(key) = key.filter(|k| !k.is_empty()) else {
         return Err(unauthorized(
             "missing_credentials",

@@ -43,6 +43,10 @@
 //! | `GET /v1/agent/queue?queue=&state=&agent=me` | agent token | conversations waiting for or with an agent |
 //! | `GET /v1/agent/conversations/{id}` | agent token | messages, page context, 360 view |
 //! | `POST /v1/agent/conversations/{id}/claim`, `/messages`, `/resolve`, `/survey` | agent token | take, reply, resolve, ask NPS/CSAT |
+//! | `POST /v1/personalize?writeKey=` (and `OPTIONS`) | write key + origin allowlist | one decision per placement for a page view (`docs/personalize.md`) |
+//! | `GET /v1/personalize.js` | none | the script pages include to fetch and render decisions |
+//! | `GET/PUT /v1/personalize/settings` | secret key | plugin, origins, placements with defaults and experiments, candidates |
+//! | `GET /v1/personalize/status` | secret key | requests, defaults served, failures, quarantine, cache counters |
 
 mod agents;
 mod audiences;
@@ -53,6 +57,7 @@ pub mod error;
 mod ingest;
 mod messages;
 mod messaging;
+mod personalize;
 mod plugins;
 mod profiles;
 mod tenants;
@@ -93,6 +98,8 @@ pub struct AppState {
     pub conversations: Arc<crate::conversations::Conversations>,
     /// Cached API key lookups.
     pub keys: Arc<KeyCache>,
+    /// Edge personalization.
+    pub personalize: Arc<crate::personalize::Personalizer>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -198,9 +205,16 @@ pub fn router(state: AppState) -> Router {
             post(agents::resolve),
         )
         .route("/v1/agent/conversations/{id}/survey", post(agents::survey))
+        .route("/v1/personalize.js", get(personalize::script))
+        .route(
+            "/v1/personalize/settings",
+            get(personalize::get_settings).put(personalize::put_settings),
+        )
+        .route("/v1/personalize/status", get(personalize::status))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .merge(uploads)
         .merge(ingestion)
+        .merge(personalize::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(trace))
@@ -216,7 +230,14 @@ async fn trace(
     let path = req.uri().path().to_string();
     let t0 = std::time::Instant::now();
     let resp = next.run(req).await;
-    tracing::info!(%method, %path, status = resp.status().as_u16(), latency_us = t0.elapsed().as_micros() as u64, "request");
+    let (status, latency_us) = (resp.status().as_u16(), t0.elapsed().as_micros() as u64);
+    // Page decisions come by the tens of thousands a second: a line each would cost more
+    // than the decision. Their failures still log, and `/v1/personalize/status` counts.
+    if path == "/v1/personalize" && resp.status().is_success() {
+        tracing::debug!(%method, %path, status, latency_us, "request");
+    } else {
+        tracing::info!(%method, %path, status, latency_us, "request");
+    }
     resp
 }
 

@@ -11,9 +11,6 @@ use crate::store::{Backend, Space, StoreError};
 /// Where the settings live in the tenant's space.
 pub const SETTINGS_KEY: &[u8] = b"chat/settings";
 
-/// Most origins on an allowlist: a brand has a handful of sites, not hundreds.
-const MAX_ORIGINS: usize = 50;
-
 /// Longest fallback message: one chat bubble.
 const MAX_FALLBACK_CHARS: usize = 1000;
 
@@ -141,25 +138,7 @@ impl Default for ChatSettings {
 impl ChatSettings {
     /// Checks the settings; the error names the field.
     pub fn validate(&mut self) -> Result<(), String> {
-        if self.allowed_origins.len() > MAX_ORIGINS {
-            return Err(format!(
-                "allowed_origins has {} entries; at most {MAX_ORIGINS}",
-                self.allowed_origins.len()
-            ));
-        }
-        for o in &mut self.allowed_origins {
-            let t = o.trim().trim_end_matches('/').to_ascii_lowercase();
-            let host = t
-                .strip_prefix("https://")
-                .or_else(|| t.strip_prefix("http://"));
-            let ok = host.is_some_and(|h| !h.is_empty() && !h.contains(['/', '?', '#', ' ']));
-            if !ok {
-                return Err(format!(
-                    "allowed_origins: `{o}` is not an origin; write scheme and host, e.g. `https://shop.example.vn`"
-                ));
-            }
-            *o = t;
-        }
+        crate::origins::normalize("allowed_origins", &mut self.allowed_origins)?;
         if self.fallback_message.trim().is_empty()
             || self.fallback_message.chars().count() > MAX_FALLBACK_CHARS
         {
@@ -205,8 +184,7 @@ impl ChatSettings {
 
     /// Whether a browser page from `origin` may open the chat.
     pub fn allows_origin(&self, origin: &str) -> bool {
-        let o = origin.trim_end_matches('/').to_ascii_lowercase();
-        self.allowed_origins.contains(&o)
+        crate::origins::allows(&self.allowed_origins, origin)
     }
 
     /// When an SLA clock of `duration_ms` started at `from` runs out, counting business

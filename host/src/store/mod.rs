@@ -217,6 +217,13 @@ impl BatchOp {
     pub fn delete(key: impl Into<Vec<u8>>) -> Self {
         BatchOp::Delete { key: key.into() }
     }
+
+    /// The key this op writes or deletes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key } => key,
+        }
+    }
 }
 
 pub(crate) fn check_value(value: &[u8]) -> Result<(), StoreError> {
@@ -237,6 +244,16 @@ pub(crate) fn check_key(key: &[u8]) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+/// Told about every key a backend wrote or deleted, right after the write became visible.
+/// In-memory copies of stored data (the personalization profile cache) drop their entries
+/// here, so no write path can forget to invalidate them.
+pub trait WriteObserver: Send + Sync + 'static {
+    /// `key` in `space` was written or deleted.
+    fn written(&self, space: &Space, key: &[u8]);
+    /// All of `space` was dropped.
+    fn dropped(&self, space: &Space);
 }
 
 /// A key-value storage engine. All methods block; async code goes through [`Db`].
@@ -326,6 +343,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Return after a (shared) flush + fsync covering every write that
     /// returned before this call.
     fn commit_blocking(&self) -> Result<(), StoreError>;
+
+    /// Registers `observer` for every later write, from any path.
+    fn observe(&self, observer: Arc<dyn WriteObserver>);
 
     /// [`commit_blocking`](Self::commit_blocking) as a future. The covered
     /// writes are those that returned before this *call* (not the first

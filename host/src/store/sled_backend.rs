@@ -27,7 +27,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use super::durability::{create_dir_all_durably, sync_dir, CommitFuture, GroupCommit, Syncer};
 use super::{
     check_key, check_value, Backend, BatchOp, Entry as KvEntry, Space, StoreError, UniqueInsert,
-    UpdateFn,
+    UpdateFn, WriteObserver,
 };
 
 /// A [`Backend`] on an embedded sled database, one sled `Tree` per [`Space`].
@@ -40,6 +40,8 @@ pub struct SledBackend {
     /// lock, so no operation ever runs on a tree that is being dropped.
     trees: RwLock<HashMap<Vec<u8>, sled::Tree>>,
     commit: GroupCommit,
+    /// Told of every write; registered once at start-up, so the read lock is uncontended.
+    observers: RwLock<Vec<Arc<dyn WriteObserver>>>,
 }
 
 pub(crate) fn sled_err(e: sled::Error) -> StoreError {
@@ -118,7 +120,24 @@ impl SledBackend {
             db,
             trees: RwLock::new(trees),
             commit,
+            observers: RwLock::new(Vec::new()),
         })
+    }
+
+    /// Tells the observers that `keys` of `space` were written.
+    fn notify<'k>(&self, space: &Space, keys: impl IntoIterator<Item = &'k [u8]>) {
+        let observers = self
+            .observers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if observers.is_empty() {
+            return;
+        }
+        for key in keys {
+            for o in observers.iter() {
+                o.written(space, key);
+            }
+        }
     }
 
     /// Number of group-commit rounds run so far; each round is one sled flush
@@ -209,7 +228,9 @@ impl Backend for SledBackend {
     fn put(&self, space: &Space, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         check_key(key)?;
         check_value(value)?;
-        self.write(space, |t| t.insert(key, value).map(drop).map_err(sled_err))
+        self.write(space, |t| t.insert(key, value).map(drop).map_err(sled_err))?;
+        self.notify(space, [key]);
+        Ok(())
     }
 
     fn delete(&self, space: &Space, key: &[u8]) -> Result<(), StoreError> {
@@ -218,6 +239,7 @@ impl Backend for SledBackend {
             None => Ok(()),
         });
         self.commit.note_write();
+        self.notify(space, [key]);
         result
     }
 
@@ -280,6 +302,9 @@ impl Backend for SledBackend {
             None => Ok(old.is_none()),
         });
         self.commit.note_write();
+        if matches!(result, Ok(true)) {
+            self.notify(space, [key]);
+        }
         result
     }
 
@@ -290,7 +315,7 @@ impl Backend for SledBackend {
         f: &mut UpdateFn<'_>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
-        self.write(space, |t| loop {
+        let result = self.write(space, |t| loop {
             let current = t.get(key).map_err(sled_err)?;
             let new = f(current.as_deref());
             if let Some(new) = &new {
@@ -302,7 +327,9 @@ impl Backend for SledBackend {
             if swapped.is_ok() {
                 return Ok(new);
             }
-        })
+        });
+        self.notify(space, [key]);
+        result
     }
 
     fn apply_batch(&self, space: &Space, ops: &[BatchOp]) -> Result<(), StoreError> {
@@ -320,7 +347,9 @@ impl Backend for SledBackend {
                 }
             }
         }
-        self.write(space, |t| t.apply_batch(batch).map_err(sled_err))
+        self.write(space, |t| t.apply_batch(batch).map_err(sled_err))?;
+        self.notify(space, ops.iter().map(BatchOp::key));
+        Ok(())
     }
 
     fn insert_unique(
@@ -341,7 +370,7 @@ impl Backend for SledBackend {
                 }
             }
         }
-        self.write(space, |t| {
+        let written = self.write(space, |t| {
             t.transaction(|tx| {
                 let mut written = Vec::with_capacity(items.len());
                 for item in items {
@@ -370,7 +399,14 @@ impl Backend for SledBackend {
                     StoreError::Backend("transaction aborted".into())
                 }
             })
-        })
+        })?;
+        let keys = items
+            .iter()
+            .zip(&written)
+            .filter(|(_, w)| **w)
+            .flat_map(|(item, _)| item.ops.iter().map(BatchOp::key));
+        self.notify(space, keys);
+        Ok(written)
     }
 
     fn next_id(&self) -> Result<u64, StoreError> {
@@ -387,6 +423,14 @@ impl Backend for SledBackend {
             }
         };
         self.commit.note_write();
+        for o in self
+            .observers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            o.dropped(space);
+        }
         result
     }
 
@@ -396,6 +440,13 @@ impl Backend for SledBackend {
 
     fn commit_async(self: Arc<Self>) -> CommitFuture {
         self.commit.commit_future()
+    }
+
+    fn observe(&self, observer: Arc<dyn WriteObserver>) {
+        self.observers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(observer);
     }
 }
 

@@ -1,10 +1,13 @@
-//! Example personalizer: picks each placement's variant by the visitor's loyalty tier and
-//! ranks the host-supplied candidates, capped at the placement's `max-items`.
+//! Example personalizer: picks each placement's variant by the visitor's loyalty tier, or
+//! by an audience banner the tenant configured for one of the visitor's audiences, and
+//! ranks the host-supplied candidates by tier, capped at the placement's `max-items`.
 //!
-//! Pure and fast: no host calls, so it imports no Weft capability at all.
+//! Pure and fast: no host calls, so it imports no Weft capability at all. The candidates
+//! are parsed once per request and borrowed by every placement; an item's payload is only
+//! serialized once it has made the cut.
 
 use serde::Deserialize;
-use weft_guest::json::{self, json, Value};
+use weft_guest::json::{self, Map, Value};
 use weft_guest::personalize::{Decision, Guest, Item, Placement, PluginError, Request};
 use weft_guest::types::Profile;
 
@@ -12,6 +15,9 @@ use weft_guest::types::Profile;
 const KNOWN_TTL_MS: u32 = 60_000;
 /// How long the edge may cache the anonymous default: five minutes.
 const ANONYMOUS_TTL_MS: u32 = 300_000;
+/// Added to a tier-tagged item's score so the visitor's own tier's items lead the list
+/// (candidate scores are in 0..1 by convention, so +1.0 outranks every untagged item).
+const OWN_TIER_BOOST: f32 = 1.0;
 
 /// The visitor's tier, from the `tier` trait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,30 +64,127 @@ impl Tier {
         }
     }
 
-    /// Template variables for content blocks, banners and offers.
-    fn content(self) -> Value {
+    /// Template variables for content blocks, banners and offers, as JSON text (keys in
+    /// sorted order, as `serde_json` writes them; built once at compile time).
+    fn content(self) -> &'static str {
         match self {
             Tier::Gold => {
-                json!({"tier": "gold", "headline": "Ưu đãi riêng cho thành viên Vàng", "discount_percent": 10})
+                r#"{"discount_percent":10,"headline":"Ưu đãi riêng cho thành viên Vàng","tier":"gold"}"#
             }
             Tier::Silver => {
-                json!({"tier": "silver", "headline": "Ưu đãi cho thành viên Bạc", "discount_percent": 5})
+                r#"{"discount_percent":5,"headline":"Ưu đãi cho thành viên Bạc","tier":"silver"}"#
             }
-            Tier::Other => json!({"tier": "member", "headline": "Sản phẩm dành cho bạn"}),
-            Tier::Anonymous => json!({"tier": "anonymous", "headline": "Sản phẩm nổi bật"}),
+            Tier::Other => r#"{"headline":"Sản phẩm dành cho bạn","tier":"member"}"#,
+            Tier::Anonymous => r#"{"headline":"Sản phẩm nổi bật","tier":"anonymous"}"#,
+        }
+    }
+
+    fn ttl_ms(self) -> u32 {
+        if self == Tier::Anonymous {
+            ANONYMOUS_TTL_MS
+        } else {
+            KNOWN_TTL_MS
         }
     }
 }
 
-/// One candidate: `{"id": …, "score"?: number, "tier"?: "gold" | "silver" | …}`; any other
-/// fields travel on as the item's payload.
-#[derive(Debug, Deserialize)]
-struct Candidate {
-    id: String,
+/// One candidate: `{"id": …, "score"?: number, "tier"?: "gold" | "silver" | …}`, borrowed
+/// from the parsed catalog; the whole object travels on as the item's payload.
+#[derive(Debug)]
+struct Candidate<'a> {
+    id: &'a str,
+    score: f32,
+    tier: Option<&'a str>,
+    raw: &'a Value,
+}
+
+/// The fields of a candidate this plugin reads; the rest is payload.
+#[derive(Deserialize)]
+struct CandidateFields<'a> {
+    id: &'a str,
     #[serde(default)]
     score: Option<f32>,
-    #[serde(default)]
-    tier: Option<String>,
+    #[serde(default, borrow)]
+    tier: Option<&'a str>,
+}
+
+impl<'a> Candidate<'a> {
+    fn parse(raw: &'a Value) -> Result<Self, PluginError> {
+        let fields = CandidateFields::deserialize(raw)?;
+        Ok(Candidate {
+            id: fields.id,
+            score: fields.score.unwrap_or(0.0),
+            tier: fields.tier,
+            raw,
+        })
+    }
+}
+
+/// One entry of a placement's `constraints.audience_banners`.
+#[derive(Debug)]
+struct AudienceBanner<'a> {
+    audience: &'a str,
+    variant: &'a str,
+    content: Option<&'a Value>,
+}
+
+impl<'a> AudienceBanner<'a> {
+    /// Checks one entry: an object with string `audience` and `variant` and, if present, an
+    /// object `content`.
+    fn parse(placement: &str, index: usize, entry: &'a Value) -> Result<Self, PluginError> {
+        let invalid = |what: &str| {
+            PluginError::invalid_input(format!(
+                "placement {placement}: constraints.audience_banners[{index}] {what}"
+            ))
+        };
+        let entry = entry
+            .as_object()
+            .ok_or_else(|| invalid("is not an object"))?;
+        let audience = entry
+            .get("audience")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("has no string `audience`"))?;
+        let variant = entry
+            .get("variant")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("has no string `variant`"))?;
+        let content = match entry.get("content") {
+            None => None,
+            Some(c) if c.is_object() => Some(c),
+            Some(_) => return Err(invalid("has a `content` that is not an object")),
+        };
+        Ok(AudienceBanner {
+            audience,
+            variant,
+            content,
+        })
+    }
+}
+
+/// The first `audience_banners` entry (in list order) whose `audience` the visitor is in.
+/// Every entry is checked, matched or not, so a misconfigured placement fails for every
+/// visitor rather than only for some audiences.
+fn audience_banner<'a>(
+    placement: &str,
+    constraints: &'a Map<String, Value>,
+    audiences: &[String],
+) -> Result<Option<AudienceBanner<'a>>, PluginError> {
+    let Some(entries) = constraints.get("audience_banners") else {
+        return Ok(None);
+    };
+    let entries = entries.as_array().ok_or_else(|| {
+        PluginError::invalid_input(format!(
+            "placement {placement}: constraints.audience_banners is not an array"
+        ))
+    })?;
+    let mut chosen = None;
+    for (index, entry) in entries.iter().enumerate() {
+        let banner = AudienceBanner::parse(placement, index, entry)?;
+        if chosen.is_none() && audiences.iter().any(|a| a == banner.audience) {
+            chosen = Some(banner);
+        }
+    }
+    Ok(chosen)
 }
 
 struct TierPersonalize;
@@ -89,87 +192,85 @@ struct TierPersonalize;
 impl Guest for TierPersonalize {
     fn decide(req: Request) -> Result<Vec<Decision>, PluginError> {
         let tier = Tier::of(req.profile.as_ref());
-        let candidates = parse_candidates(&req.candidates)?;
-        Ok(req
-            .placements
+        let audiences = req.profile.as_ref().map_or(&[][..], |p| &p.audiences[..]);
+        let catalog = req.candidate_list()?;
+        let candidates = catalog
             .iter()
-            .map(|placement| decide_one(placement, tier, &candidates))
-            .collect())
+            .map(Candidate::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        req.placements
+            .iter()
+            .map(|placement| decide_one(placement, tier, audiences, &candidates))
+            .collect()
     }
 }
 
-/// Candidates are a JSON array, or an object with an `items` array; empty means none.
-fn parse_candidates(text: &str) -> Result<Vec<(Candidate, Value)>, PluginError> {
-    let value = json::parse(text)?;
-    let list = match value {
-        Value::Array(items) => items,
-        Value::Object(mut map) => match map.remove("items") {
-            Some(Value::Array(items)) => items,
-            None => Vec::new(),
-            Some(_) => {
-                return Err(PluginError::invalid_input(
-                    "candidates.items is not an array",
-                ))
-            }
-        },
-        _ => {
-            return Err(PluginError::invalid_input(
-                "candidates must be a JSON array",
-            ))
-        }
-    };
-    list.into_iter()
-        .map(|raw| {
-            let candidate: Candidate = json::from(&raw.to_string())?;
-            Ok((candidate, raw))
-        })
-        .collect()
-}
-
-fn decide_one(placement: &Placement, tier: Tier, candidates: &[(Candidate, Value)]) -> Decision {
-    let excluded: Vec<String> = placement
-        .constraints_value()
+fn decide_one(
+    placement: &Placement,
+    tier: Tier,
+    audiences: &[String],
+    candidates: &[Candidate<'_>],
+) -> Result<Decision, PluginError> {
+    let constraints = json::object_or_empty(&placement.constraints);
+    let banner = audience_banner(&placement.id, &constraints, audiences)?;
+    let excluded: Vec<&str> = constraints
         .get("exclude")
         .and_then(Value::as_array)
-        .map(|ids| {
-            ids.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|ids| ids.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
 
     // Items tagged with a tier are only for that tier; the visitor's own tier's items get
-    // a boost of 1.0 so they lead the list.
-    let mut items: Vec<Item> = candidates
+    // a boost so they lead the list. Rank references first, build items for the cut only.
+    let mut ranked: Vec<(f32, &Candidate<'_>)> = candidates
         .iter()
-        .filter(|(c, _)| !excluded.contains(&c.id))
-        .filter(|(c, _)| match c.tier.as_deref() {
+        .filter(|c| !excluded.contains(&c.id))
+        .filter(|c| match c.tier {
             None => true,
             Some(t) => tier.name().is_some_and(|mine| t.eq_ignore_ascii_case(mine)),
         })
-        .map(|(c, raw)| Item {
-            id: c.id.clone(),
-            score: c.score.unwrap_or(0.0) + if c.tier.is_some() { 1.0 } else { 0.0 },
-            payload: raw.to_string(),
+        .map(|c| {
+            let boost = if c.tier.is_some() {
+                OWN_TIER_BOOST
+            } else {
+                0.0
+            };
+            (c.score + boost, c)
         })
         .collect();
-    // Highest score first; ties by id so the order is stable across calls.
-    items.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-    items.truncate(placement.max_items as usize);
+    // Highest score first; ties by id so the order is stable across calls (a stable sort:
+    // equal score and id keep catalog order).
+    ranked.sort_by(|(sa, a), (sb, b)| sb.total_cmp(sa).then_with(|| a.id.cmp(b.id)));
+    ranked.truncate(placement.max_items as usize);
+    let items = ranked
+        .into_iter()
+        .map(|(score, c)| Item {
+            id: c.id.to_owned(),
+            score,
+            payload: c.raw.to_string(),
+        })
+        .collect();
 
-    Decision {
+    let (variant_id, content, reason) = match banner {
+        Some(b) => (
+            b.variant.to_owned(),
+            b.content.map_or_else(|| "{}".to_owned(), Value::to_string),
+            format!("audience={}", b.audience),
+        ),
+        None => (
+            tier.variant_id().to_owned(),
+            tier.content().to_owned(),
+            format!("tier={}", tier.variant_id()),
+        ),
+    };
+    Ok(Decision {
         placement_id: placement.id.clone(),
-        variant_id: tier.variant_id().into(),
+        variant_id,
         experiment_id: None,
-        content: tier.content().to_string(),
+        content,
         items,
-        ttl_ms: if tier == Tier::Anonymous {
-            ANONYMOUS_TTL_MS
-        } else {
-            KNOWN_TTL_MS
-        },
-        reason: Some(format!("tier={}", tier.variant_id())),
-    }
+        ttl_ms: tier.ttl_ms(),
+        reason: Some(reason),
+    })
 }
 
 weft_guest::export_personalization!(TierPersonalize);
@@ -191,7 +292,23 @@ mod tests {
         }
     }
 
+    fn member_of(traits: &str, audiences: &[&str]) -> Profile {
+        Profile {
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+            ..profile(traits)
+        }
+    }
+
     fn request(profile: Option<Profile>, candidates: &str, max_items: u32) -> Request {
+        request_with(profile, candidates, max_items, r#"{"exclude":["x"]}"#)
+    }
+
+    fn request_with(
+        profile: Option<Profile>,
+        candidates: &str,
+        max_items: u32,
+        constraints: &str,
+    ) -> Request {
         Request {
             request_id: "r1".into(),
             profile,
@@ -210,8 +327,10 @@ mod tests {
                 id: "home-products".into(),
                 kind: PlacementKind::ProductList,
                 max_items,
-                constraints: r#"{"exclude":["x"]}"#.into(),
+                constraints: constraints.into(),
+                experiment: None,
             }],
+            recent_events: vec![],
             candidates: candidates.into(),
             now: 0,
         }
@@ -270,5 +389,159 @@ mod tests {
     fn non_array_candidates_are_invalid_input() {
         let err = TierPersonalize::decide(request(None, "42", 5)).unwrap_err();
         assert!(matches!(err, PluginError::InvalidInput(_)));
+    }
+
+    #[test]
+    fn candidate_without_string_id_is_invalid_input() {
+        let err = TierPersonalize::decide(request(None, r#"[{"score":1}]"#, 5)).unwrap_err();
+        assert!(matches!(err, PluginError::InvalidInput(_)), "{err:?}");
+    }
+
+    #[test]
+    fn candidates_may_come_as_an_items_object_and_payload_is_the_whole_candidate() {
+        let out = TierPersonalize::decide(request(
+            None,
+            r#"{"items":[{"id":"a","score":0.5,"name":"Áo dài","price":450000}]}"#,
+            5,
+        ))
+        .unwrap();
+        assert_eq!(ids(&out[0]), ["a"]);
+        assert_eq!(out[0].items[0].score, 0.5);
+        let payload: Value = json::parse(&out[0].items[0].payload).unwrap();
+        assert_eq!(payload["name"], "Áo dài");
+        assert_eq!(payload["price"], 450000);
+    }
+
+    #[test]
+    fn equal_scores_are_ordered_by_id() {
+        let out = TierPersonalize::decide(request(
+            None,
+            r#"[{"id":"c","score":0.5},{"id":"a","score":0.5},{"id":"b"}]"#,
+            5,
+        ))
+        .unwrap();
+        assert_eq!(ids(&out[0]), ["a", "c", "b"]);
+    }
+
+    #[test]
+    fn tier_content_is_the_documented_json_object() {
+        use weft_guest::json::json;
+        let expected = [
+            (
+                Tier::Gold,
+                json!({"tier": "gold", "headline": "Ưu đãi riêng cho thành viên Vàng", "discount_percent": 10}),
+            ),
+            (
+                Tier::Silver,
+                json!({"tier": "silver", "headline": "Ưu đãi cho thành viên Bạc", "discount_percent": 5}),
+            ),
+            (
+                Tier::Other,
+                json!({"tier": "member", "headline": "Sản phẩm dành cho bạn"}),
+            ),
+            (
+                Tier::Anonymous,
+                json!({"tier": "anonymous", "headline": "Sản phẩm nổi bật"}),
+            ),
+        ];
+        for (tier, value) in expected {
+            // Byte for byte what serde_json writes, so the text is what it always was.
+            assert_eq!(tier.content(), value.to_string(), "{tier:?}");
+        }
+    }
+
+    const BANNERS: &str = r#"{"exclude":["x"],"audience_banners":[
+        {"audience":"tet-shoppers","variant":"tet","content":{"headline":"Tết sale"}},
+        {"audience":"vip","variant":"vip-hero","content":{"headline":"VIP"}},
+        {"audience":"new","variant":"welcome"}
+    ]}"#;
+
+    #[test]
+    fn gold_visitor_in_audience_gets_audience_banner_and_tier_ranking() {
+        let gold_vip = member_of(r#"{"tier":"gold"}"#, &["vip"]);
+        let out =
+            TierPersonalize::decide(request_with(Some(gold_vip), CANDIDATES, 3, BANNERS)).unwrap();
+        assert_eq!(out[0].variant_id, "vip-hero");
+        assert_eq!(out[0].content, r#"{"headline":"VIP"}"#);
+        assert_eq!(out[0].reason.as_deref(), Some("audience=vip"));
+        assert_eq!(out[0].ttl_ms, KNOWN_TTL_MS);
+        assert_eq!(out[0].experiment_id, None);
+        // Items exactly as for any gold visitor.
+        assert_eq!(ids(&out[0]), ["g", "b", "a"]);
+    }
+
+    #[test]
+    fn first_matching_audience_banner_in_list_order_wins() {
+        // The profile lists `vip` first, but `tet-shoppers` comes first in the constraint.
+        let both = member_of(r#"{"tier":"silver"}"#, &["vip", "tet-shoppers"]);
+        let out =
+            TierPersonalize::decide(request_with(Some(both), CANDIDATES, 10, BANNERS)).unwrap();
+        assert_eq!(out[0].variant_id, "tet");
+        assert_eq!(out[0].reason.as_deref(), Some("audience=tet-shoppers"));
+        assert_eq!(ids(&out[0]), ["s", "b", "a"]);
+    }
+
+    #[test]
+    fn audience_banner_without_content_gives_empty_object() {
+        let newcomer = member_of("{}", &["new"]);
+        let out =
+            TierPersonalize::decide(request_with(Some(newcomer), CANDIDATES, 10, BANNERS)).unwrap();
+        assert_eq!(out[0].variant_id, "welcome");
+        assert_eq!(out[0].content, "{}");
+    }
+
+    #[test]
+    fn visitor_outside_every_audience_gets_tier_variant() {
+        let gold = member_of(r#"{"tier":"gold"}"#, &["other", "VIP"]);
+        let out =
+            TierPersonalize::decide(request_with(Some(gold), CANDIDATES, 3, BANNERS)).unwrap();
+        assert_eq!(out[0].variant_id, "tier-gold");
+        assert_eq!(out[0].content, Tier::Gold.content());
+        assert_eq!(out[0].reason.as_deref(), Some("tier=tier-gold"));
+    }
+
+    #[test]
+    fn anonymous_visitor_gets_anonymous_variant_despite_audience_banners() {
+        let out = TierPersonalize::decide(request_with(None, CANDIDATES, 3, BANNERS)).unwrap();
+        assert_eq!(out[0].variant_id, "anonymous");
+        assert_eq!(out[0].ttl_ms, ANONYMOUS_TTL_MS);
+    }
+
+    #[test]
+    fn malformed_audience_banners_are_invalid_input_naming_the_problem() {
+        let vip = || Some(member_of("{}", &["vip"]));
+        for (constraints, problem) in [
+            (
+                r#"{"audience_banners":{"vip":"x"}}"#,
+                "constraints.audience_banners is not an array",
+            ),
+            (
+                r#"{"audience_banners":[{"audience":"vip","variant":"v"},"vip"]}"#,
+                "constraints.audience_banners[1] is not an object",
+            ),
+            (
+                r#"{"audience_banners":[{"variant":"v"}]}"#,
+                "constraints.audience_banners[0] has no string `audience`",
+            ),
+            (
+                r#"{"audience_banners":[{"audience":"vip","variant":7}]}"#,
+                "constraints.audience_banners[0] has no string `variant`",
+            ),
+            (
+                r#"{"audience_banners":[{"audience":"vip","variant":"v","content":"hi"}]}"#,
+                "constraints.audience_banners[0] has a `content` that is not an object",
+            ),
+        ] {
+            let err = TierPersonalize::decide(request_with(vip(), CANDIDATES, 3, constraints))
+                .unwrap_err();
+            let PluginError::InvalidInput(message) = &err else {
+                panic!("{constraints}: {err:?}");
+            };
+            assert_eq!(
+                message,
+                &format!("placement home-products: {problem}"),
+                "{constraints}"
+            );
+        }
     }
 }
