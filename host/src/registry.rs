@@ -989,11 +989,10 @@ impl Registry {
         self.invoke_admitted(active, call)
     }
 
-    /// Invokes a call **on the calling thread**, for the latency-critical edge path
-    /// (personalization): no hand-off to a blocking thread, no wait for a slot (a tenant
-    /// or pool at its limit answers [`RegistryError::Busy`] at once, and the caller
-    /// serves its fallback), and an invocation record only when the call fails. The
-    /// kind's deadline bounds how long the thread is held (20 ms for personalization).
+    /// Invokes a call for the latency-critical edge path (personalization): no wait for
+    /// a slot (a tenant or pool at its limit answers [`RegistryError::Busy`] at once, and
+    /// the caller serves its fallback), and an invocation record only when the call
+    /// fails. Blocking: call it from a blocking thread.
     pub fn invoke_now(&self, active: &Arc<Active>, call: Call) -> Result<Invoked, RegistryError> {
         let slot = self.slot(&active.installation.tenant);
         let Ok(_tenant_permit) = slot.permits.try_acquire() else {

@@ -49,10 +49,7 @@ fn artifacts(data: &Path) -> BTreeMap<PathBuf, FileId> {
 
 /// Closes the host (keeping its data directory) and opens a new one on the same directory.
 async fn restart(h: TestHost) -> TestHost {
-    let TestHost { dir, app, .. } = h;
-    drop(app);
-    let config = App::test_config(dir.path());
-    TestHost::open_at(dir, config).await
+    h.restart().await
 }
 
 const CALLS: [(&str, &str, &str); 3] = [

@@ -11,6 +11,8 @@ mod journey_plugins;
 mod journeys;
 mod lifecycle;
 mod limits;
+mod personalize;
+mod personalize_browser;
 mod plugin_units;
 mod runner;
 mod sandbox;

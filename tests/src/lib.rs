@@ -224,6 +224,32 @@ impl TestHost {
         v
     }
 
+    /// Closes the host, keeping its data directory, and opens a new one on it.
+    pub async fn restart(self) -> TestHost {
+        let TestHost { dir, app, .. } = self;
+        drop(app);
+        let config = App::test_config(dir.path());
+        TestHost::open_at(dir, config).await
+    }
+
+    /// Sends one request with arbitrary headers; returns the whole response (for headers).
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> axum::response::Response {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        weft::api::router(self.app.state.clone())
+            .oneshot(req.body(body.into()).unwrap())
+            .await
+            .unwrap()
+    }
+
     /// Sends one request with arbitrary headers.
     pub async fn request_with(
         &self,

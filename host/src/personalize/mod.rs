@@ -475,17 +475,19 @@ impl Personalizer {
 
         let n = self.next_request.fetch_add(1, Ordering::Relaxed);
         let request_id = format!("pz_{:08x}{n:012x}", self.request_prefix);
-        let outcome = self.run_plugin(tenant, &compiled, &state, now, || wit::Request {
-            request_id: request_id.clone(),
-            profile: snapshot.as_ref().map(|s| s.profile.clone()),
-            page: to_wit_page(&req.page),
-            placements: placements.clone(),
-            recent_events: snapshot
-                .as_ref()
-                .map_or_else(Vec::new, |s| s.recent.clone()),
-            candidates: compiled.candidates.clone(),
-            now,
-        });
+        let outcome = self
+            .run_plugin(tenant, &compiled, &state, now, || wit::Request {
+                request_id: request_id.clone(),
+                profile: snapshot.as_ref().map(|s| s.profile.clone()),
+                page: to_wit_page(&req.page),
+                placements: placements.clone(),
+                recent_events: snapshot
+                    .as_ref()
+                    .map_or_else(Vec::new, |s| s.recent.clone()),
+                candidates: compiled.candidates.clone(),
+                now,
+            })
+            .await;
 
         let mut decisions = Vec::with_capacity(indices.len());
         let (mut from_plugin, mut from_default) = (0u64, 0u64);
@@ -551,7 +553,7 @@ impl Personalizer {
 
     /// Runs the plugin unless there is none or it is quarantined; `Err` carries the
     /// reason the defaults are served.
-    fn run_plugin(
+    async fn run_plugin(
         &self,
         tenant: &str,
         compiled: &Compiled,
@@ -574,10 +576,14 @@ impl Personalizer {
                 active.installation.plugin
             ));
         }
-        let invoked = match self
-            .registry
-            .invoke_now(&active, Call::PersonalizeDecide(request()))
-        {
+        // A blocking thread, not this one: WASI's synchronous stdio (a guest's panic
+        // message, a debug print) blocks on tokio and must not run on a runtime thread.
+        let registry = self.registry.clone();
+        let call = Call::PersonalizeDecide(request());
+        let invoked = tokio::task::spawn_blocking(move || registry.invoke_now(&active, call))
+            .await
+            .unwrap_or_else(|e| Err(RegistryError::Internal(e.into())));
+        let invoked = match invoked {
             Ok(i) => i,
             Err(RegistryError::Busy) => {
                 // Not the plugin's fault: no quarantine, but counted.
