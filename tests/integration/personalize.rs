@@ -401,7 +401,7 @@ async fn a_failing_plugin_gets_the_default_content_and_five_in_a_row_quarantine_
 }
 
 #[tokio::test]
-async fn the_deadline_stops_a_spinning_plugin_and_a_quick_one_finishes_within_it() {
+async fn the_deadline_stops_a_spinning_or_sleeping_plugin_and_a_quick_one_finishes_within_it() {
     let h = TestHost::with_config(|c| c.runtime.personalization.deadline_ms = 50).await;
     let t = shop(
         &h,
@@ -423,6 +423,22 @@ async fn the_deadline_stops_a_spinning_plugin_and_a_quick_one_finishes_within_it
         "{v}"
     );
     assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    // Waiting in a host call (a WASI sleep) is bounded by the same deadline.
+    let t0 = std::time::Instant::now();
+    let (_, v) = ask(&h, &t, unruly("sleep"), None).await;
+    let took = t0.elapsed();
+    assert_eq!(decision(&v, "hero")["source"], "default", "{v}");
+    assert!(
+        decision(&v, "hero")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("deadline"),
+        "{v}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "a 10 s sleep took {took:?}"
+    );
     let (_, v) = ask(&h, &t, unruly("ok"), None).await;
     assert_eq!(decision(&v, "hero")["source"], "plugin", "{v}");
 }

@@ -1,6 +1,7 @@
 //! Test plugin (personalization): misbehaves as the page asks, through
 //! `page.attributes.mode`:
 //! - `spin`: loops forever (the deadline stops it);
+//! - `sleep`: sleeps ten seconds in a WASI poll (the deadline stops that too);
 //! - `panic`: panics;
 //! - `oom`: grows memory without bound (the memory cap stops it);
 //! - `error`: returns a typed `invalid-input` error;
@@ -30,6 +31,10 @@ impl Guest for Unruly {
                 loop {
                     n = black_box(n.wrapping_add(1));
                 }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(10));
+                Err(PluginError::invalid_input("woke up after ten seconds"))
             }
             "panic" => panic!("unruly personalizer panics on purpose"),
             "oom" => {
