@@ -264,11 +264,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .as_str()
             .unwrap_or("-")
     );
-    let decided = api.invoke("tier-personalize", &samples::decide()).await?;
-    println!(
-        "\n== Personalization for the product page ==\n  {}",
-        brief(&decided["output"]["output"])
-    );
+    personalize(&api, write).await?;
     web_chat(&api, write).await?;
 
     println!("\n== Your demo tenant ==");
@@ -297,6 +293,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  curl -s -H 'Authorization: Bearer {key}' {base}/v1/plugins/abandoned-cart/invocations?limit=2");
     println!("  cargo run --release -- plugin run target/plugins/abandoned-cart.wasm --kind journey-rule --input plugins/abandoned-cart/fixtures/entered.json");
     println!("  cargo run --release -- plugin new journey-rule my-rule --dir plugins");
+    println!("  # a page decision, as the personalization script asks for it (examples/personalize-demo/)");
+    println!("  curl -s '{base}/v1/personalize?writeKey={write}' -d '{{\"userId\":\"42\",\"placements\":[\"hero\",\"recs\"]}}'");
     println!("  # the chat widget on your site (add its origin first: PUT /v1/chat/settings)");
     println!(
         "  <script src=\"{base}/v1/chat/widget.js\" data-write-key=\"{write}\" async></script>"
@@ -310,6 +308,69 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.data_dir.display()
     );
     server.await??;
+    Ok(())
+}
+
+/// Sets up two placements for the demo shop and asks for Lan's decisions the way a page
+/// does (`POST /v1/personalize` with the public write key).
+async fn personalize(api: &Api, write_key: &str) -> anyhow::Result<()> {
+    println!("\n== Personalization: what Lan's product page shows ==");
+    let settings = json!({
+        "plugin": "tier-personalize",
+        "allowed_origins": ["http://127.0.0.1:8000", "http://localhost:8000"],
+        "placements": [
+            {"id": "hero", "kind": "banner", "max_items": 0,
+             "default": {"content": {"headline": "Sản phẩm nổi bật"}}},
+            {"id": "recs", "kind": "product-list", "max_items": 3}
+        ],
+        "candidates": [
+            {"id": "sku-7", "score": 0.9, "name": "Áo dài lụa", "price": 1450000},
+            {"id": "sku-9", "score": 0.6, "name": "Khăn lụa", "price": 350000},
+            {"id": "sku-vip", "score": 0.2, "tier": "gold", "name": "Áo dài thêu tay", "price": 4900000},
+            {"id": "sku-3", "score": 0.4, "name": "Nón lá", "price": 120000}
+        ]
+    });
+    api.call(
+        reqwest::Method::PUT,
+        "/v1/personalize/settings",
+        Some(serde_json::to_vec(&settings)?),
+    )
+    .await?;
+    let resp = api
+        .http
+        .post(format!("{}/v1/personalize?writeKey={write_key}", api.base))
+        .body(
+            json!({"userId": "42", "page": {"path": "/p/ao-dai", "page_type": "product"},
+                   "placements": ["hero", "recs"]})
+            .to_string(),
+        )
+        .send()
+        .await?;
+    anyhow::ensure!(resp.status().is_success(), "personalize: {}", resp.status());
+    let v: Value = resp.json().await?;
+    for d in v["decisions"].as_array().into_iter().flatten() {
+        let items: Vec<&str> = d["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["id"].as_str())
+            .collect();
+        println!(
+            "  {:<5} → {} ({}){}{}",
+            d["placement"].as_str().unwrap_or("?"),
+            d["variant"].as_str().unwrap_or("?"),
+            d["source"].as_str().unwrap_or("?"),
+            d["content"]["headline"]
+                .as_str()
+                .map(|h| format!(" \"{h}\""))
+                .unwrap_or_default(),
+            if items.is_empty() {
+                String::new()
+            } else {
+                format!(" items {}", items.join(", "))
+            }
+        );
+    }
     Ok(())
 }
 

@@ -60,6 +60,12 @@ fn demo_runs_the_examples_and_sends_through_the_pipeline() {
         text.contains("POST /v1/messages → sent via zalo-oa, provider id zmsg-1"),
         "{text}"
     );
+    // A page decision through POST /v1/personalize: Lan is gold, so the gold item leads.
+    assert!(text.contains("hero  → tier-gold (plugin)"), "{text}");
+    assert!(
+        text.contains("recs  → tier-gold (plugin)") && text.contains("items sku-vip, sku-7, sku-9"),
+        "{text}"
+    );
     // A visitor on the chat socket: bot, handoff, the agent's reply, CSAT in the report.
     assert!(
         text.lines()
