@@ -13,6 +13,10 @@
 //! # web chat: a tenant with faq-bot as the default flow, N idle visitor sockets (the
 //! # server's RSS per idle conversation with --server-pid), then open-loop messages
 //! cargo run --release -p weft --example loadgen -- chat --url URL --admin-token wat_... --conversations 5000 --rate 2000 [--seconds 10] [--server-pid PID] [--open-concurrency 200]
+//! # edge personalization: a tenant with tier-personalize, the audience `vip`, the settings
+//! # FILE (`personalize_native --print-settings`) and N profiles u1..uN ingested as identify
+//! # events; writes <out>/key and <out>/write_key
+//! cargo run --release -p weft --example loadgen -- personalize-setup --url URL --admin-token wat_... --settings FILE --out DIR [--profiles 100000] [--batch 500]
 //! ```
 //!
 //! `run` sends `POST` with the body when `--body` is given, `GET` otherwise, keeps one
@@ -281,8 +285,216 @@ fn main() -> anyhow::Result<()> {
         Some("ingest") => rt.block_on(ingest(&args)),
         Some("sends") => rt.block_on(sends(&args)),
         Some("chat") => rt.block_on(chat(&args)),
-        _ => anyhow::bail!("usage: loadgen setup --url URL --admin-token TOKEN --out DIR | loadgen run --url URL [--key KEY --body FILE] [--connections N] [--seconds S] | loadgen ingest --url URL --write-key KEY [--rate 10000] [--batch 1] [--connections 64] [--seconds 10] [--profiles 100000] | loadgen sends --url URL --admin-token TOKEN [--rate 5000] [--seconds 10] [--connections 64] [--webhook-connections 32] [--profiles 10000] [--provider-latency-ms 0] | loadgen chat --url URL --admin-token TOKEN [--conversations 5000] [--rate 2000] [--seconds 10] [--server-pid PID] [--open-concurrency 200]"),
+        Some("personalize-setup") => rt.block_on(personalize_setup(&args)),
+        _ => anyhow::bail!("usage: loadgen setup --url URL --admin-token TOKEN --out DIR | loadgen run --url URL [--key KEY --body FILE] [--connections N] [--seconds S] | loadgen ingest --url URL --write-key KEY [--rate 10000] [--batch 1] [--connections 64] [--seconds 10] [--profiles 100000] | loadgen sends --url URL --admin-token TOKEN [--rate 5000] [--seconds 10] [--connections 64] [--webhook-connections 32] [--profiles 10000] [--provider-latency-ms 0] | loadgen chat --url URL --admin-token TOKEN [--conversations 5000] [--rate 2000] [--seconds 10] [--server-pid PID] [--open-concurrency 200] | loadgen personalize-setup --url URL --admin-token TOKEN --settings FILE --out DIR [--profiles 100000] [--batch 500]"),
     }
+}
+
+/// The traits of synthetic user `u<n>` in the personalize benchmark (keep in sync with
+/// `examples/personalize_native.rs` and `scripts/personalize-vm.js`): tier `gold` when
+/// `n % 10 == 0`, `silver` when `n % 10` is 1..=3, none otherwise; `vip` (the audience's
+/// predicate) when `n % 7 == 0`.
+fn personalize_traits(n: u64) -> serde_json::Value {
+    let mut traits = serde_json::Map::new();
+    match n % 10 {
+        0 => {
+            traits.insert("tier".into(), "gold".into());
+        }
+        1..=3 => {
+            traits.insert("tier".into(), "silver".into());
+        }
+        _ => {}
+    }
+    traits.insert("vip".into(), n.is_multiple_of(7).into());
+    serde_json::Value::Object(traits)
+}
+
+/// Edge personalization setup: a tenant with tier-personalize active as its
+/// personalization plugin, the audience `vip` (trait `vip` is true), the settings document
+/// from `--settings`, then `--profiles` users `u1..uN` ingested as identify events through
+/// `/v1/batch` (`--batch` per request, 4 requests in flight) and processed; checks one
+/// decision and writes `<out>/key` and `<out>/write_key`.
+async fn personalize_setup(args: &[String]) -> anyhow::Result<()> {
+    let url = need(args, "--url")?;
+    let admin = need(args, "--admin-token")?;
+    let out = PathBuf::from(need(args, "--out")?);
+    let settings = std::fs::read(need(args, "--settings")?)?;
+    let profiles: u64 = arg(args, "--profiles").map_or(Ok(100_000), |v| v.parse())?;
+    let batch: u64 = arg(args, "--batch").map_or(Ok(500), |v| v.parse())?;
+    anyhow::ensure!(batch > 0, "--batch must be positive");
+
+    let http = reqwest::Client::new();
+    let tenant: serde_json::Value = http
+        .post(format!("{url}/v1/tenants"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "personalize"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let (Some(key), Some(wkey)) = (tenant["secret_key"].as_str(), tenant["write_key"].as_str())
+    else {
+        anyhow::bail!("unexpected tenant answer {tenant}");
+    };
+    let wasm_path = plugins_dir().join("tier-personalize.wasm");
+    let wasm = std::fs::read(&wasm_path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {} ({e}); run `bash scripts/build-plugins.sh` first",
+            wasm_path.display()
+        )
+    })?;
+    // Answers the error body too: a refused setup step should say why.
+    async fn ok(r: reqwest::Response, what: &str) -> anyhow::Result<serde_json::Value> {
+        let status = r.status();
+        let text = r.text().await?;
+        anyhow::ensure!(status.is_success(), "{what}: {status} {text}");
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+    ok(
+        http.put(format!(
+            "{url}/v1/plugins/tier-personalize/versions/1.0.0?kind=personalization&activate=true"
+        ))
+        .bearer_auth(key)
+        .body(wasm)
+        .send()
+        .await?,
+        "upload tier-personalize",
+    )
+    .await?;
+    ok(
+        http.post(format!("{url}/v1/audiences"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({
+                "id": "vip", "name": "VIP",
+                "predicate": {"trait": "vip", "op": "eq", "value": true},
+            }))
+            .send()
+            .await?,
+        "create the audience vip",
+    )
+    .await?;
+    ok(
+        http.put(format!("{url}/v1/personalize/settings"))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(settings)
+            .send()
+            .await?,
+        "PUT /v1/personalize/settings",
+    )
+    .await?;
+    eprintln!(
+        "tenant {}: tier-personalize, audience vip, settings; ingesting {profiles} profiles",
+        tenant["id"]
+    );
+
+    // Profiles: identify events, `batch` per request, 4 requests in flight.
+    let t0 = Instant::now();
+    let status_of = |http: reqwest::Client, url: String, key: String| async move {
+        let s: serde_json::Value = http
+            .get(format!("{url}/v1/ingest/status"))
+            .bearer_auth(&key)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        anyhow::Ok(s)
+    };
+    let before = status_of(http.clone(), url.clone(), key.to_string()).await?["processed"]
+        .as_u64()
+        .unwrap_or(0);
+    let gate = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut sends = tokio::task::JoinSet::new();
+    let mut start = 1;
+    while start <= profiles {
+        let end = (start + batch - 1).min(profiles);
+        let events: Vec<serde_json::Value> = (start..=end)
+            .map(|n| {
+                serde_json::json!({
+                    "type": "identify",
+                    "userId": format!("u{n}"),
+                    "messageId": format!("pz-{n}"),
+                    "traits": personalize_traits(n),
+                    "context": {"library": {"name": "loadgen"}, "locale": "vi-VN", "timezone": "Asia/Ho_Chi_Minh"},
+                })
+            })
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({"batch": events}))?;
+        let permit = gate.clone().acquire_owned().await?;
+        let (http, url, wkey) = (http.clone(), url.clone(), wkey.to_string());
+        sends.spawn(async move {
+            let _permit = permit;
+            let r = http
+                .post(format!("{url}/v1/batch"))
+                .basic_auth(&wkey, Some(""))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            ok(r, "POST /v1/batch").await
+        });
+        while let Some(r) = sends.try_join_next() {
+            r??;
+        }
+        start = end + 1;
+    }
+    while let Some(r) = sends.join_next().await {
+        r??;
+    }
+    let accepted_s = t0.elapsed().as_secs_f64();
+    // Processed: every event, and no backlog (at most 10 minutes).
+    let mut last = serde_json::Value::Null;
+    for _ in 0..1200 {
+        last = status_of(http.clone(), url.clone(), key.to_string()).await?;
+        let processed = last["processed"].as_u64().unwrap_or(0);
+        if last["backlog"].as_u64() == Some(0) && processed >= before + profiles {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::ensure!(
+        last["backlog"].as_u64() == Some(0),
+        "ingestion did not drain in 10 minutes: {last}"
+    );
+    let processed_s = t0.elapsed().as_secs_f64();
+    let audience = ok(
+        http.get(format!("{url}/v1/audiences/vip"))
+            .bearer_auth(key)
+            .send()
+            .await?,
+        "GET /v1/audiences/vip",
+    )
+    .await?;
+    eprintln!(
+        "{profiles} profiles accepted in {accepted_s:.1} s, processed in {processed_s:.1} s ({:.0} events/s); status {last}; audience vip: {} members (expected {})",
+        profiles as f64 / processed_s,
+        audience["audience"]["count"],
+        profiles / 7
+    );
+    // One decision for a gold vip user (u70) when there are that many.
+    let probe = if profiles >= 70 { "u70" } else { "u1" };
+    let check = ok(
+        http.post(format!("{url}/v1/personalize?writeKey={wkey}"))
+            .header("content-type", "text/plain")
+            .body(format!(
+                r#"{{"userId":"{probe}","page":{{"path":"/"}},"placements":["hero","recs"]}}"#
+            ))
+            .send()
+            .await?,
+        "POST /v1/personalize",
+    )
+    .await?;
+    eprintln!("check decision for {probe}: {check}");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("key"), key)?;
+    std::fs::write(out.join("write_key"), wkey)?;
+    println!(
+        "RESULT personalize_setup profiles={profiles} accepted_s={accepted_s:.1} processed_s={processed_s:.1} vip_members={}",
+        audience["audience"]["count"]
+    );
+    Ok(())
 }
 
 /// What the fake provider saw: (message number, arrival time).

@@ -12,14 +12,25 @@
 #   7. chat     - web chat: 5,000 concurrent visitor WebSockets (faq-bot as the default flow),
 #                 the server's memory per idle conversation, then bot turn latency at an
 #                 open-loop 2,000 messages/s (examples/loadgen.rs chat)
+#   8. personalize - POST /v1/personalize (tier-personalize, placements hero + recs, 100,000
+#                 profiles) side by side with the same logic compiled natively into an axum
+#                 server (examples/personalize_native.rs) and as JavaScript in node:vm with a
+#                 fresh context per request and with one reused context
+#                 (scripts/personalize-vm.js): max throughput, p50/p90/p99 at 1,000, 5,000 and
+#                 10,000 requests/s, peak RSS, ratios (scripts/wrk-personalize.lua; about 5
+#                 minutes; builds the plugins, installs wrk and nodejs with apt-get if missing;
+#                 not in the default set)
 #
-#   bash scripts/bench.sh                 # everything (about 6-8 minutes on 2 cores)
+#   bash scripts/bench.sh                 # everything but personalize (about 6-8 minutes on 2 cores)
 #   bash scripts/bench.sh invoke http     # a subset
+#   bash scripts/bench.sh personalize     # Weft vs native vs node:vm, edge personalization
 #
 # Knobs: WEFT_BENCH_PORT (18080), WEFT_BENCH_SECONDS (10), WEFT_BENCH_CONNECTIONS (16),
 # WEFT_BENCH_THREADS (2), WEFT_BENCH_PLUGINS (100), WEFT_BENCH_RUNS (7), WEFT_BENCH_COLD_RUNS (2),
-# WEFT_BENCH_CHAT_CONVERSATIONS (5000), WEFT_BENCH_CHAT_RATE (2000).
-# Needs the plugins built first: bash scripts/build-plugins.sh
+# WEFT_BENCH_CHAT_CONVERSATIONS (5000), WEFT_BENCH_CHAT_RATE (2000),
+# WEFT_BENCH_PZ_PROFILES (100000), WEFT_BENCH_PZ_CONNECTIONS (32),
+# WEFT_BENCH_PZ_RATES ("1000 5000 10000"), WEFT_BENCH_PZ_RATE_SECONDS (WEFT_BENCH_SECONDS).
+# Needs the plugins built first: bash scripts/build-plugins.sh (personalize builds them).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +44,11 @@ conns="${WEFT_BENCH_CONNECTIONS:-16}"
 threads="${WEFT_BENCH_THREADS:-2}"
 results="$root/target/bench-results"
 mkdir -p "$results"
+
+# personalize measures tier-personalize as it is in the tree.
+if [[ " ${sections[*]} " == *" personalize "* ]]; then
+    bash scripts/build-plugins.sh
+fi
 
 for p in abandoned-cart tier-personalize zalo-oa faq-bot test-well-behaved sms; do
     if [ ! -f "target/plugins/$p.wasm" ]; then
@@ -295,8 +311,201 @@ for s in "${sections[@]}"; do
         rm -rf "$data"
         trap - EXIT
         ;;
+    personalize)
+        pz_profiles="${WEFT_BENCH_PZ_PROFILES:-100000}"
+        pz_conns="${WEFT_BENCH_PZ_CONNECTIONS:-32}"
+        pz_rates="${WEFT_BENCH_PZ_RATES:-1000 5000 10000}"
+        pz_rate_seconds="${WEFT_BENCH_PZ_RATE_SECONDS:-$seconds}"
+        echo "== personalize: POST /v1/personalize, ${pz_profiles} profiles; Weft, native, node:vm fresh, node:vm reused on 127.0.0.1:$port-$((port + 3))"
+        # wrk and node from Debian when missing (sudo when not root).
+        pz_need() { # command, package
+            command -v "$1" >/dev/null 2>&1 && return 0
+            echo "installing $2 with apt-get"
+            local sudo=()
+            [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+            "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq "$2" >/dev/null
+            command -v "$1" >/dev/null 2>&1 || { echo "error: could not install $2" >&2; exit 1; }
+        }
+        pz_need wrk wrk
+        pz_need node nodejs
+        echo "wrk: $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), node: $(node --version)"
+        cargo build --release -p weft --bin weft --example loadgen --example personalize_native
+        data="$(mktemp -d)"
+        pz_pids=()
+        # Stop only the servers this section started.
+        pz_stop() {
+            local p
+            for p in "${pz_pids[@]}"; do
+                kill "$p" 2>/dev/null || true
+                wait "$p" 2>/dev/null || true
+            done
+            pz_pids=()
+        }
+        trap 'pz_stop; rm -rf "$data"' EXIT
+        pz_up() { # url, pid, log
+            for _ in $(seq 1 300); do
+                curl -fsS "$1/healthz" >/dev/null 2>&1 && return 0
+                kill -0 "$2" 2>/dev/null || { echo "error: the server exited; see $3" >&2; exit 1; }
+                sleep 0.1
+            done
+            echo "error: $1 did not come up; see $3" >&2
+            exit 1
+        }
+        pz_peak() { # pid -> "VmHWM VmRSS" in KiB
+            awk '/^VmHWM:/ {h = $2} /^VmRSS:/ {r = $2} END {print h, r}' "/proc/$1/status"
+        }
+        pz_wrk() { # out file, url, wrk -d duration, extra env...
+            local f="$1" url="$2" d="$3"
+            shift 3
+            env WEFT_WRITE_KEY="$wkey" WEFT_PROFILES="$pz_profiles" WEFT_THREADS="$threads" "$@" \
+                wrk -t"$threads" -c"$pz_conns" -d"$d" --latency -s scripts/wrk-personalize.lua "$url" >"$f"
+            grep '^RESULT' "$f" || { echo "error: no RESULT line in $f" >&2; cat "$f" >&2; exit 1; }
+        }
+        declare -A pz_res=() pz_mem=()
+        # Warm-up, max throughput, then each fixed rate; peak memory at the end.
+        pz_measure() { # name, url, pid
+            local name="$1" url="$2" pid="$3" r
+            echo "-- $name: max throughput (${seconds} s)"
+            pz_res["$name:max"]="$(pz_wrk "$results/personalize-$name-max.txt" "$url" "${seconds}s")"
+            echo "${pz_res["$name:max"]}"
+            for r in $pz_rates; do
+                echo "-- $name: ${r} requests/s (${pz_rate_seconds} s)"
+                pz_res["$name:$r"]="$(pz_wrk "$results/personalize-$name-$r.txt" "$url" "${pz_rate_seconds}s" \
+                    WEFT_RATE="$r" WEFT_CONNS="$pz_conns")"
+                echo "${pz_res["$name:$r"]}"
+            done
+            pz_mem["$name"]="$(pz_peak "$pid")"
+            echo "-- $name: VmHWM / VmRSS KiB: ${pz_mem["$name"]}"
+        }
+
+        # Weft: a tenant with tier-personalize, the audience vip, the settings, the profiles.
+        target/release/examples/personalize_native --print-settings >"$data/settings.json"
+        token="wat_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+        base="http://127.0.0.1:$port"
+        RUST_LOG="${RUST_LOG:-warn}" WEFT_ADMIN_TOKEN="$token" \
+            target/release/weft serve --listen "127.0.0.1:$port" --data-dir "$data/data" \
+            >"$results/serve-personalize.log" 2>&1 &
+        server=$!
+        pz_pids+=("$server")
+        pz_up "$base" "$server" "$results/serve-personalize.log"
+        pz_rss() { awk '/^VmRSS:/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+        rss_started="$(pz_rss "$server")"
+        t_setup=$SECONDS
+        target/release/examples/loadgen personalize-setup --url "$base" --admin-token "$token" \
+            --settings "$data/settings.json" --profiles "$pz_profiles" --batch 500 --out "$data/load" \
+            | tee "$results/personalize-setup.txt"
+        key="$(cat "$data/load/key")"
+        wkey="$(cat "$data/load/write_key")"
+        rss_loaded="$(pz_rss "$server")"
+        pz_status() { curl -fsS -H "Authorization: Bearer $key" "$base/v1/personalize/status"; }
+        # Fills the profile cache: sequential passes over u1..uN until every user was asked
+        # for once (at most 60 s).
+        echo "-- weft: warm-up (profile cache) over ${pz_profiles} users"
+        warm=0
+        t_warm=$SECONDS
+        while [ "$warm" -lt "$pz_profiles" ] && [ $((SECONDS - t_warm)) -lt 60 ]; do
+            line="$(pz_wrk "$results/personalize-weft-warmup.txt" "$base" 5s WEFT_SEQUENTIAL=1 WEFT_SEQ_OFFSET="$warm")"
+            warm=$((warm + $(sed -E 's/.* requests=([0-9]+).*/\1/' <<<"$line")))
+        done
+        echo "warm-up: $warm requests in $((SECONDS - t_warm)) s"
+        rss_warm="$(pz_rss "$server")"
+        status_before="$(pz_status)"
+        echo "status before the runs: $status_before"
+        pz_measure weft "$base" "$server"
+        status_after="$(pz_status)"
+        echo "status after the runs: $status_after"
+        sample="$(curl -fsS -X POST -H 'Content-Type: text/plain' "$base/v1/personalize?writeKey=$wkey" \
+            -d '{"userId":"u70","placements":["hero","recs"]}')"
+        echo "$sample" >"$results/personalize-weft-sample.json"
+        pz_stop
+
+        # The same logic natively, then in node:vm, on the same settings and users.
+        target/release/examples/personalize_native --port $((port + 1)) --profiles "$pz_profiles" \
+            --settings "$data/settings.json" >"$results/personalize-native.log" 2>&1 &
+        pz_pids+=("$!")
+        pz_up "http://127.0.0.1:$((port + 1))" "$!" "$results/personalize-native.log"
+        pz_wrk "$results/personalize-native-warmup.txt" "http://127.0.0.1:$((port + 1))" 3s >/dev/null
+        pz_measure native "http://127.0.0.1:$((port + 1))" "${pz_pids[0]}"
+        pz_stop
+        mode_port=$((port + 2))
+        for mode in fresh reused; do
+            node scripts/personalize-vm.js --port "$mode_port" --mode "$mode" --profiles "$pz_profiles" \
+                --settings "$data/settings.json" >"$results/personalize-node-vm-$mode.log" 2>&1 &
+            pz_pids+=("$!")
+            pz_up "http://127.0.0.1:$mode_port" "$!" "$results/personalize-node-vm-$mode.log"
+            pz_wrk "$results/personalize-node-vm-$mode-warmup.txt" "http://127.0.0.1:$mode_port" 3s >/dev/null
+            pz_measure "node-vm-$mode" "http://127.0.0.1:$mode_port" "${pz_pids[0]}"
+            pz_stop
+            mode_port=$((mode_port + 1))
+        done
+        rm -rf "$data"
+        trap - EXIT
+
+        # The tables.
+        pz_names=(weft native node-vm-fresh node-vm-reused)
+        pz_get() { sed -E "s/.* $1=([^ ]+).*/\1/" <<<" ${pz_res["$2"]}"; }
+        pz_ms() { awk -v v="$1" 'BEGIN {printf "%.2f", v / 1000}'; }
+        pz_lat() { echo "$(pz_ms "$(pz_get p50_us "$1")") / $(pz_ms "$(pz_get p90_us "$1")") / $(pz_ms "$(pz_get p99_us "$1")") ms"; }
+        pz_group() { sed -E ':a; s/^([0-9]+)([0-9]{3})/\1,\2/; ta' <<<"$1"; }
+        pz_ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2fx", a / b; else print "-"}'; }
+        out=()
+        out+=("| POST /v1/personalize, hero + recs, $(pz_group "$pz_profiles") profiles (wrk -t${threads} -c${pz_conns}, loopback, $(nproc) cores shared with wrk) | Weft (fresh Wasm instance) | native (axum) | node:vm, fresh context | node:vm, reused context |")
+        out+=("|---|---|---|---|---|")
+        row_cells() { # label, function printing one cell for (server name, argument), argument
+            local label="$1" fn="$2" a="${3:-}" line n
+            line="| $label |"
+            for n in "${pz_names[@]}"; do line+=" $("$fn" "$n" "$a") |"; done
+            out+=("$line")
+        }
+        cell_max() { pz_group "$(pz_get rps "$1:max")"; }
+        cell_max_lat() { pz_lat "$1:max"; }
+        cell_rate() { echo "$(pz_group "$(pz_get rps "$1:$2")")/s: $(pz_lat "$1:$2")"; }
+        row_cells "max throughput, requests/s (${seconds} s)" cell_max
+        row_cells "latency at max throughput, p50 / p90 / p99" cell_max_lat
+        for r in $pz_rates; do
+            row_cells "at $(pz_group "$r") requests/s (${pz_rate_seconds} s): achieved rate: p50 / p90 / p99" cell_rate "$r"
+        done
+        cell_mem() { local h r; read -r h r <<<"${pz_mem["$1"]}"; awk -v h="$h" -v r="$r" 'BEGIN {printf "%.0f MiB (%.0f MiB)", h / 1024, r / 1024}'; }
+        row_cells "peak RSS: VmHWM (VmRSS after the runs)" cell_mem
+        cell_err() {
+            local e=0 x=0 k
+            for k in max $pz_rates; do
+                e=$((e + $(pz_get errors "$1:$k")))
+                x=$((x + $(pz_get non2xx "$1:$k")))
+            done
+            echo "$e / $x"
+        }
+        row_cells "socket errors / non-2xx, all runs" cell_err
+        pz_json() { sed -E "s/.*\"$1\":([0-9]+).*/\1/" <<<"$2"; }
+        out+=("| decisions from the plugin / from the tenant's defaults (plugin failed, late or quarantined), all runs | $(( $(pz_json plugin_decisions "$status_after") - $(pz_json plugin_decisions "$status_before") )) / $(( $(pz_json default_decisions "$status_after") - $(pz_json default_decisions "$status_before") )) | all plugin | all plugin | all plugin |")
+        out+=("")
+        header="| Weft ÷ | throughput | peak RSS |"
+        sep="|---|---|---|"
+        for r in $pz_rates; do
+            header+=" p50 at $(pz_group "$r")/s | p99 at $(pz_group "$r")/s |"
+            sep+="---|---|"
+        done
+        out+=("$header" "$sep")
+        for n in native node-vm-fresh node-vm-reused; do
+            read -r wh _ <<<"${pz_mem[weft]}"
+            read -r nh _ <<<"${pz_mem[$n]}"
+            line="| $n | $(pz_ratio "$(pz_get rps weft:max)" "$(pz_get rps "$n:max")") | $(pz_ratio "$wh" "$nh") |"
+            for r in $pz_rates; do
+                line+=" $(pz_ratio "$(pz_get p50_us "weft:$r")" "$(pz_get p50_us "$n:$r")") | $(pz_ratio "$(pz_get p99_us "weft:$r")" "$(pz_get p99_us "$n:$r")") |"
+            done
+            out+=("$line")
+        done
+        out+=("")
+        out+=("Weft setup: $(grep '^RESULT' "$results/personalize-setup.txt" | sed 's/^RESULT personalize_setup //') (setup to warm-up $((t_warm - t_setup)) s; warm-up $warm requests). Weft VmRSS: ${rss_started} MiB started, ${rss_loaded} MiB with the profiles ingested, ${rss_warm} MiB after the warm-up (profile cache full).")
+        out+=("Weft's answer for u70 (gold, vip): $(sed -E 's/"payload":\{[^}]*\}/"payload":{…}/g' <<<"$sample")")
+        out+=("Weft /v1/personalize/status before the runs: \`$status_before\`")
+        out+=("Weft /v1/personalize/status after the runs: \`$status_after\`")
+        out+=("Throughput is closed-loop (${pz_conns} connections, no pacing); at a fixed rate each connection waits before its next request so the total approximates the target, and wrk's latency excludes the wait; a server that cannot sustain the rate shows a lower achieved rate. Weft's peak RSS includes ingesting the ${pz_profiles} profiles (sled) and its profile cache; the others hold them in a map.")
+        printf '%s\n' "${out[@]}" >"$results/personalize.md"
+        summary+=("" "${out[@]}")
+        ;;
     *)
-        echo "error: unknown section \`$s\` (invoke, upload, restart, http, ingest, sends, chat)" >&2
+        echo "error: unknown section \`$s\` (invoke, upload, restart, http, ingest, sends, chat, personalize)" >&2
         exit 1
         ;;
     esac

@@ -36,6 +36,9 @@
 //!   `?` work across them: a capability that is `unavailable` becomes `retryable`, one that
 //!   is `denied` or `limit-exceeded` becomes `fatal`, and malformed JSON becomes
 //!   `invalid-input`.
+//! - **Allocation can be nearly free.** An instance lives for one call, so a plugin that
+//!   allocates a bounded amount can swap the general-purpose allocator for a bump
+//!   allocator with [`bump_allocator!`] (see [`bump`] for the tradeoff).
 //! - **JSON stays JSON.** WIT has no maps, so traits, properties and contexts cross the
 //!   boundary as JSON text ([`types::Json`]). [`json`] parses them into
 //!   [`serde_json::Value`] or your own `serde` types and back.
@@ -79,6 +82,7 @@ extern crate self as weft_guest;
 pub mod bindings;
 
 pub mod adapter;
+pub mod bump;
 pub mod clock;
 pub mod config;
 pub mod crypto;

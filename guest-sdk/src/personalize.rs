@@ -1,21 +1,31 @@
 //! Kind 2, `personalization`: decides what a page shows within a ~20 ms budget.
 //!
-//! No outbound HTTP: everything arrives in the [`Request`] or from the profile store.
+//! No outbound HTTP: everything arrives in the [`Request`], beside it as the tenant's
+//! catalog of [`Candidate`]s, or from the profile store. Candidates are typed records
+//! (id, base score, category, tags), so a plugin never parses the catalog; leave an
+//! [`Item`]'s `payload` empty and the host fills in the catalog entry of the item's id.
 //! Implement [`Guest`] and export it with
 //! [`export_personalization!`](crate::export_personalization).
 //!
 //! ```no_run
-//! use weft_guest::personalize::{Decision, Guest, PluginError, Request};
+//! use weft_guest::personalize::{Candidate, Decision, Guest, Item, PluginError, Request};
 //!
 //! struct Banner;
 //!
 //! impl Guest for Banner {
-//!     fn decide(req: Request) -> Result<Vec<Decision>, PluginError> {
+//!     fn decide(req: Request, candidates: Vec<Candidate>) -> Result<Vec<Decision>, PluginError> {
 //!         let gold = req
 //!             .profile
 //!             .as_ref()
 //!             .and_then(|p| p.trait_str("tier"))
 //!             .is_some_and(|t| t == "gold");
+//!         // Sale items first, then by the catalog's score; rank references, not copies.
+//!         let mut ranked: Vec<&Candidate> = candidates.iter().collect();
+//!         ranked.sort_by(|a, b| {
+//!             b.has_tag("sale")
+//!                 .cmp(&a.has_tag("sale"))
+//!                 .then(b.score.total_cmp(&a.score))
+//!         });
 //!         Ok(req
 //!             .placements
 //!             .iter()
@@ -24,7 +34,12 @@
 //!                 variant_id: if gold { "gold".into() } else { "default".into() },
 //!                 experiment_id: None,
 //!                 content: "{}".into(),
-//!                 items: vec![],
+//!                 items: ranked
+//!                     .iter()
+//!                     .take(p.max_items as usize)
+//!                     // Empty payload: the host sends the item's catalog entry.
+//!                     .map(|c| Item { id: c.id.clone(), score: c.score, payload: String::new() })
+//!                     .collect(),
 //!                 ttl_ms: 60_000,
 //!                 reason: None,
 //!             })
@@ -36,59 +51,43 @@
 //! # fn main() {}
 //! ```
 
-use serde::de::DeserializeOwned;
-
 use crate::json::{self, Value};
 
 pub use crate::bindings::personalization::exports::weft::plugin::personalize::*;
 
-impl Request {
-    /// The candidates as a JSON value (`null` when empty or malformed).
-    pub fn candidates_value(&self) -> Value {
-        serde_json::from_str(&self.candidates).unwrap_or(Value::Null)
-    }
-
-    /// The candidates parsed into your own type.
-    pub fn candidates_as<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
-        json::from(&self.candidates)
-    }
-
-    /// The candidates as a list, in catalog order: a JSON array as it is, or the `items`
-    /// array of an object. Empty text and an object without `items` give an empty list.
-    /// Malformed JSON, an `items` that is not an array, or any other JSON value is
-    /// `invalid-input`. Parse once per request and share the list between placements.
+impl Candidate {
+    /// Whether the candidate carries exactly `tag` (case-sensitive).
     ///
     /// ```
-    /// # use weft_guest::personalize::{PageContext, Request};
-    /// # let mut req = Request {
-    /// #     request_id: "r1".into(), profile: None, placements: vec![], recent_events: vec![],
-    /// #     page: PageContext { url: None, path: None, referrer: None, title: None,
-    /// #         page_type: None, locale: None, device_type: None,
-    /// #         campaign: "{}".into(), attributes: "{}".into() },
-    /// #     candidates: String::new(), now: 0 };
-    /// req.candidates = r#"{"items":[{"id":"sku-1"},{"id":"sku-2"}]}"#.into();
-    /// assert_eq!(req.candidate_list().unwrap().len(), 2);
-    /// req.candidates = r#"[{"id":"sku-1"}]"#.into();
-    /// assert_eq!(req.candidate_list().unwrap()[0]["id"], "sku-1");
-    /// req.candidates = String::new();
-    /// assert!(req.candidate_list().unwrap().is_empty());
-    /// req.candidates = "42".into();
-    /// assert!(req.candidate_list().is_err());
+    /// # use weft_guest::personalize::Candidate;
+    /// let c = Candidate {
+    ///     id: "sku-1".into(), score: 0.5, category: None,
+    ///     tags: vec!["sale".into(), "tier:gold".into()],
+    /// };
+    /// assert!(c.has_tag("sale"));
+    /// assert!(!c.has_tag("Sale"));
     /// ```
-    pub fn candidate_list(&self) -> Result<Vec<Value>, PluginError> {
-        match json::parse(&self.candidates)? {
-            Value::Array(items) => Ok(items),
-            Value::Object(mut map) => match map.remove("items") {
-                Some(Value::Array(items)) => Ok(items),
-                None => Ok(Vec::new()),
-                Some(_) => Err(PluginError::invalid_input(
-                    "candidates.items is not an array",
-                )),
-            },
-            _ => Err(PluginError::invalid_input(
-                "candidates must be a JSON array",
-            )),
-        }
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// The values of the candidate's `key:value` tags for `key`, in tag order: for
+    /// `tag_values("tier")`, `gold` from a `tier:gold` tag. The key and the `:` must match
+    /// exactly; the value is everything after the first `:` (possibly empty).
+    ///
+    /// ```
+    /// # use weft_guest::personalize::Candidate;
+    /// let c = Candidate {
+    ///     id: "sku-1".into(), score: 0.5, category: Some("ao-dai".into()),
+    ///     tags: vec!["tier:gold".into(), "new".into(), "tier:Silver".into(), "tiers:x".into()],
+    /// };
+    /// assert_eq!(c.tag_values("tier").collect::<Vec<_>>(), ["gold", "Silver"]);
+    /// assert_eq!(c.tag_values("color").count(), 0);
+    /// ```
+    pub fn tag_values<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.tags
+            .iter()
+            .filter_map(move |t| t.strip_prefix(key).and_then(|rest| rest.strip_prefix(':')))
     }
 }
 

@@ -326,7 +326,7 @@ async fn personalize(api: &Api, write_key: &str) -> anyhow::Result<()> {
         "candidates": [
             {"id": "sku-7", "score": 0.9, "name": "Áo dài lụa", "price": 1450000},
             {"id": "sku-9", "score": 0.6, "name": "Khăn lụa", "price": 350000},
-            {"id": "sku-vip", "score": 0.2, "tier": "gold", "name": "Áo dài thêu tay", "price": 4900000},
+            {"id": "sku-vip", "score": 0.2, "tags": ["tier:gold"], "name": "Áo dài thêu tay", "price": 4900000},
             {"id": "sku-3", "score": 0.4, "name": "Nón lá", "price": 120000}
         ]
     });

@@ -93,36 +93,52 @@ pub fn journey_remind(context: &str) -> Call {
 
 /// A personalization request for a product page with two candidate offers.
 pub fn decide() -> Call {
-    Call::PersonalizeDecide(personalize::Request {
-        request_id: "r-1".into(),
-        profile: Some(profile("gold")),
-        page: personalize::PageContext {
-            url: Some("https://shop.example.vn/p/ao-dai".into()),
-            path: Some("/p/ao-dai".into()),
-            referrer: None,
-            title: Some("Áo dài lụa".into()),
-            page_type: Some("product".into()),
-            locale: Some("vi-VN".into()),
-            device_type: Some("mobile".into()),
-            campaign: "{}".into(),
-            attributes: serde_json::json!({"sku": "sku-7"}).to_string(),
+    Call::PersonalizeDecide {
+        req: personalize::Request {
+            request_id: "r-1".into(),
+            profile: Some(profile("gold")),
+            page: personalize::PageContext {
+                url: Some("https://shop.example.vn/p/ao-dai".into()),
+                path: Some("/p/ao-dai".into()),
+                referrer: None,
+                title: Some("Áo dài lụa".into()),
+                page_type: Some("product".into()),
+                locale: Some("vi-VN".into()),
+                device_type: Some("mobile".into()),
+                campaign: "{}".into(),
+                attributes: serde_json::json!({"sku": "sku-7"}).to_string(),
+            },
+            placements: vec![personalize::Placement {
+                id: "hero".into(),
+                kind: personalize::PlacementKind::Banner,
+                max_items: 2,
+                constraints: "{}".into(),
+                experiment: None,
+            }],
+            recent_events: Vec::new(),
+            now: NOW_MS,
         },
-        placements: vec![personalize::Placement {
-            id: "hero".into(),
-            kind: personalize::PlacementKind::Banner,
-            max_items: 2,
-            constraints: "{}".into(),
-            experiment: None,
-        }],
-        recent_events: Vec::new(),
-        candidates: serde_json::json!([
-            {"id": "offer-gold", "score": 0.9, "tier": "gold"},
-            {"id": "offer-all", "score": 0.5},
-            {"id": "offer-silver", "score": 0.7, "tier": "silver"}
-        ])
-        .to_string(),
-        now: NOW_MS,
-    })
+        candidates: std::sync::Arc::new(vec![
+            candidate("offer-gold", 0.9, Some("offer"), &["tier:gold"]),
+            candidate("offer-all", 0.5, Some("offer"), &["sale"]),
+            candidate("offer-silver", 0.7, Some("offer"), &["tier:silver"]),
+        ]),
+    }
+}
+
+/// A catalog candidate.
+pub fn candidate(
+    id: &str,
+    score: f32,
+    category: Option<&str>,
+    tags: &[&str],
+) -> personalize::Candidate {
+    personalize::Candidate {
+        id: id.into(),
+        score,
+        category: category.map(Into::into),
+        tags: tags.iter().map(|t| (*t).into()).collect(),
+    }
 }
 
 /// A Zalo OA text message to user `zalo-user-1`.
@@ -163,5 +179,54 @@ pub fn chat_turn(text: &str) -> Call {
             page: None,
         },
         trigger: flow::TurnTrigger::Input(flow::UserInput::Text(text.into())),
+    }
+}
+
+/// The personalization benchmark's request: a gold visitor in the `vip` audience on a
+/// product page, placements `hero` (banner with an audience banner) and `recs` (four
+/// products), and a catalog of `candidates` products (every tenth for gold members).
+pub fn decide_two_placements(candidates: usize) -> Call {
+    let Call::PersonalizeDecide { mut req, .. } = decide() else {
+        unreachable!("decide() is a personalize call")
+    };
+    if let Some(p) = req.profile.as_mut() {
+        p.audiences = vec!["vip".into()];
+    }
+    req.placements = vec![
+        personalize::Placement {
+            id: "hero".into(),
+            kind: personalize::PlacementKind::Banner,
+            max_items: 1,
+            constraints: serde_json::json!({
+                "audience_banners": [{"audience": "vip", "variant": "vip-banner",
+                    "content": {"headline": "Khách hàng thân thiết: miễn phí vận chuyển"}}],
+                "exclude": ["gift-card"]
+            })
+            .to_string(),
+            experiment: None,
+        },
+        personalize::Placement {
+            id: "recs".into(),
+            kind: personalize::PlacementKind::ProductList,
+            max_items: 4,
+            constraints: serde_json::json!({"exclude": ["gift-card"]}).to_string(),
+            experiment: None,
+        },
+    ];
+    let categories = ["ao-dai", "vay", "non-la", "khan", "giay"];
+    let candidates = (1..=candidates)
+        .map(|i| {
+            let tags: &[&str] = if i % 10 == 0 { &["tier:gold"] } else { &[] };
+            candidate(
+                &format!("sku-{i}"),
+                (i % 97) as f32 / 100.0,
+                Some(categories[i % categories.len()]),
+                tags,
+            )
+        })
+        .collect();
+    Call::PersonalizeDecide {
+        req,
+        candidates: std::sync::Arc::new(candidates),
     }
 }

@@ -27,7 +27,7 @@ fn settings(plugin: &str) -> Value {
             {"id": "sku-2", "score": 0.5, "category": "vay"},
             {"id": "sku-3", "score": 0.4, "category": "ao-dai"},
             {"id": "sku-4", "score": 0.3, "category": "giay"},
-            {"id": "sku-g", "score": 0.1, "tier": "gold"}
+            {"id": "sku-g", "score": 0.1, "tags": ["tier:gold"]}
         ]
     })
 }

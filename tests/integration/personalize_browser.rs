@@ -98,13 +98,13 @@ async fn the_script_renders_decisions_in_headless_chromium() {
                 // A gold visitor sees sku-gold (boosted), sku-evil, sku-3; never sku-silver.
                 // sku-evil's fields try to become markup, a script link and a data: image.
                 "candidates": [
-                    {"id": "sku-gold", "score": 0.1, "tier": "gold", "name": "Áo dài lụa Vàng",
+                    {"id": "sku-gold", "score": 0.1, "tags": ["tier:gold"], "name": "Áo dài lụa Vàng",
                      "price": 450000, "image": format!("{origin}/img/sku-gold.png"),
                      "url": format!("{origin}/p/sku-gold")},
                     {"id": "sku-evil", "score": 0.9, "name": "<img src=x onerror=\"window.__pwned=1\">",
                      "url": "javascript:window.__pwned=1", "image": "data:image/svg+xml,<svg/>"},
                     {"id": "sku-3", "score": 0.5, "name": "Khăn lụa", "price": "liên hệ"},
-                    {"id": "sku-silver", "score": 0.9, "tier": "silver", "name": "Chỉ cho hạng Bạc"}
+                    {"id": "sku-silver", "score": 0.9, "tags": ["tier:silver"], "name": "Chỉ cho hạng Bạc"}
                 ]
             })
             .to_string(),

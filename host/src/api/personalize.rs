@@ -266,7 +266,9 @@ pub(super) async fn put_settings(
             ),
         ));
     }
-    let settings = parse_json(&body)?;
+    let doc: Value = parse_json(&body)?;
+    let settings = crate::personalize::settings::Settings::from_json(doc)
+        .map_err(|m| ApiError::bad_request("invalid_settings", m))?;
     match s.personalize.put_settings(&auth.tenant_id, settings).await {
         Ok(saved) => Ok(Json(
             serde_json::to_value(saved).map_err(ApiError::internal)?,

@@ -278,6 +278,9 @@ pub struct Personalizer {
     exposure_tx: mpsc::Sender<Exposure>,
     request_prefix: u32,
     next_request: AtomicU64,
+    /// Decisions running at once: one per core. More would only share the cores, and a
+    /// decision preempted by its neighbours can miss its 20 ms wall-clock deadline.
+    running: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Personalizer {
@@ -310,6 +313,9 @@ impl Personalizer {
             exposure_tx: tx,
             request_prefix: rand::random(),
             next_request: AtomicU64::new(0),
+            running: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, usize::from),
+            ),
         })
     }
 
@@ -484,7 +490,6 @@ impl Personalizer {
                 recent_events: snapshot
                     .as_ref()
                     .map_or_else(Vec::new, |s| s.recent.clone()),
-                candidates: compiled.candidates.clone(),
                 now,
             })
             .await;
@@ -513,7 +518,7 @@ impl Personalizer {
                 .iter()
                 .position(|d| d.placement_id == *id)
                 .map(|pos| plugin_decisions.swap_remove(pos));
-            let out = match found.map(|d| to_out(d, placements[k].max_items)) {
+            let out = match found.map(|d| to_out(d, placements[k].max_items, &compiled.payloads)) {
                 Some(Ok(d)) => {
                     from_plugin += 1;
                     if let Some(exp) = &d.experiment_id {
@@ -578,8 +583,14 @@ impl Personalizer {
         }
         // A blocking thread, not this one: WASI's synchronous stdio (a guest's panic
         // message, a debug print) blocks on tokio and must not run on a runtime thread.
+        let Ok(_running) = self.running.acquire().await else {
+            return Err("the server is shutting down".into());
+        };
         let registry = self.registry.clone();
-        let call = Call::PersonalizeDecide(request());
+        let call = Call::PersonalizeDecide {
+            req: request(),
+            candidates: compiled.candidates.clone(),
+        };
         let invoked = tokio::task::spawn_blocking(move || registry.invoke_now(&active, call))
             .await
             .unwrap_or_else(|e| Err(RegistryError::Internal(e.into())));
@@ -802,7 +813,25 @@ fn raw_json(text: String, field: &str) -> Result<Box<RawValue>, String> {
 }
 
 /// Checks and converts a plugin decision; `Err` says why the default is served instead.
-fn to_out(d: wit::Decision, max_items: u32) -> Result<DecisionOut, String> {
+/// An item's payload: the plugin's JSON, or (left empty) the catalog entry of its id.
+fn payload(
+    text: String,
+    id: &str,
+    catalog: &HashMap<String, Box<RawValue>>,
+) -> Result<Box<RawValue>, String> {
+    if text.is_empty() {
+        if let Some(entry) = catalog.get(id) {
+            return Ok(entry.clone());
+        }
+    }
+    raw_json(text, "item payload")
+}
+
+fn to_out(
+    d: wit::Decision,
+    max_items: u32,
+    catalog: &HashMap<String, Box<RawValue>>,
+) -> Result<DecisionOut, String> {
     let content = if d.content.trim().is_empty() {
         RawValue::from_string("{}".into()).expect("{} is JSON")
     } else {
@@ -814,7 +843,7 @@ fn to_out(d: wit::Decision, max_items: u32) -> Result<DecisionOut, String> {
     let mut items = Vec::with_capacity(d.items.len().min(max_items as usize));
     for item in d.items.into_iter().take(max_items as usize) {
         items.push(ItemOut {
-            payload: raw_json(item.payload, "item payload")?,
+            payload: payload(item.payload, &item.id, catalog)?,
             id: item.id,
             score: if item.score.is_finite() {
                 item.score

@@ -34,6 +34,12 @@ const MAX_VARIANTS: usize = 10;
 /// Largest variant weight; weights are relative, so 10,000 allows 0.01% arms.
 const MAX_WEIGHT: u32 = 10_000;
 
+/// Longest candidate id, category or tag: SKUs and labels, not prose.
+const MAX_LABEL_BYTES: usize = 128;
+
+/// Most tags on one candidate.
+const MAX_TAGS: usize = 32;
+
 /// What a placement holds (the WIT `placement-kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -170,9 +176,10 @@ pub struct Settings {
     /// Placements.
     #[serde(default)]
     pub placements: Vec<PlacementConfig>,
-    /// The catalog slice every request hands to the plugin.
+    /// The catalog every request hands to the plugin: objects with a string `id` and
+    /// optional `score`, `category` and `tags`; the whole object is the item's payload.
     #[serde(default)]
-    pub candidates: Value,
+    pub candidates: Vec<Map<String, Value>>,
 }
 
 fn check_id(what: &str, id: &str) -> Result<(), String> {
@@ -191,6 +198,29 @@ fn check_id(what: &str, id: &str) -> Result<(), String> {
 }
 
 impl Settings {
+    /// Reads settings from a JSON document; a wrong type or an unknown field is named.
+    pub fn from_json(v: Value) -> Result<Settings, String> {
+        let Value::Object(map) = v else {
+            return Err("the settings must be a JSON object".into());
+        };
+        let mut s = Settings::default();
+        for (k, v) in map {
+            let wrong = |e: serde_json::Error| format!("{k}: {e}");
+            match k.as_str() {
+                "plugin" => s.plugin = serde_json::from_value(v).map_err(wrong)?,
+                "allowed_origins" => s.allowed_origins = serde_json::from_value(v).map_err(wrong)?,
+                "placements" => s.placements = serde_json::from_value(v).map_err(wrong)?,
+                "candidates" => s.candidates = serde_json::from_value(v).map_err(wrong)?,
+                other => {
+                    return Err(format!(
+                        "unknown field `{other}`; expected plugin, allowed_origins, placements or candidates"
+                    ))
+                }
+            }
+        }
+        Ok(s)
+    }
+
     /// Checks the settings; the error names the field.
     pub fn validate(&mut self) -> Result<(), String> {
         if let Some(p) = &self.plugin {
@@ -246,14 +276,56 @@ impl Settings {
                 }
             }
         }
-        if !matches!(
-            self.candidates,
-            Value::Null | Value::Array(_) | Value::Object(_)
-        ) {
-            return Err("candidates must be a JSON array or object".into());
+        let mut ids = std::collections::HashSet::new();
+        for (i, c) in self.candidates.iter().enumerate() {
+            let candidate = to_candidate(c).map_err(|e| format!("candidates[{i}]: {e}"))?;
+            if !ids.insert(candidate.id) {
+                return Err(format!("candidates[{i}]: id `{}` appears twice", c["id"]));
+            }
         }
         Ok(())
     }
+}
+
+fn label(v: &Value, field: &str) -> Result<String, String> {
+    match v.as_str() {
+        Some(s) if !s.is_empty() && s.len() <= MAX_LABEL_BYTES => Ok(s.to_string()),
+        _ => Err(format!(
+            "`{field}` must be a string of 1 to {MAX_LABEL_BYTES} bytes"
+        )),
+    }
+}
+
+/// The WIT candidate of a catalog entry; the error names the bad field.
+fn to_candidate(c: &Map<String, Value>) -> Result<wit::Candidate, String> {
+    let id = label(c.get("id").unwrap_or(&Value::Null), "id")?;
+    let score = match c.get("score") {
+        None | Some(Value::Null) => 0.0,
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0) as f32,
+        Some(_) => return Err("`score` must be a number".into()),
+    };
+    let category = match c.get("category") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(label(v, "category")?),
+    };
+    let tags = match c.get("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) if list.len() <= MAX_TAGS => list
+            .iter()
+            .map(|t| label(t, "tags[]"))
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(format!(
+                "`tags` must be an array of at most {MAX_TAGS} strings"
+            ))
+        }
+    };
+    Ok(wit::Candidate {
+        id,
+        score,
+        category,
+        tags,
+    })
 }
 
 /// The settings ready for the hot path: WIT placements built once, defaults encoded once.
@@ -267,8 +339,10 @@ pub struct Compiled {
     pub wit: Vec<wit::Placement>,
     /// Each placement's default decision as JSON fragments (`content` and `items`).
     pub defaults: Vec<EncodedDefault>,
-    /// The candidates as the JSON text the plugin receives.
-    pub candidates: String,
+    /// The catalog as the plugin receives it, built once.
+    pub candidates: std::sync::Arc<Vec<wit::Candidate>>,
+    /// Each candidate's whole entry, as the payload of an item the plugin left empty.
+    pub payloads: HashMap<String, Box<serde_json::value::RawValue>>,
 }
 
 /// A default decision with its JSON parts pre-encoded.
@@ -318,16 +392,23 @@ impl Compiled {
                 ttl_ms: p.default.ttl_ms,
             })
             .collect();
-        let candidates = match &settings.candidates {
-            Value::Null => "[]".to_string(),
-            v => v.to_string(),
-        };
+        let candidates = settings
+            .candidates
+            .iter()
+            .filter_map(|c| to_candidate(c).ok())
+            .collect();
+        let payloads = settings
+            .candidates
+            .iter()
+            .filter_map(|c| Some((c.get("id")?.as_str()?.to_string(), raw(c))))
+            .collect();
         Compiled {
             settings,
             index,
             wit,
             defaults,
-            candidates,
+            candidates: std::sync::Arc::new(candidates),
+            payloads,
         }
     }
 }
@@ -338,9 +419,25 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: Value) -> Result<Settings, String> {
-        let mut s: Settings = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        let mut s = Settings::from_json(v)?;
         s.validate()?;
         Ok(s)
+    }
+
+    #[test]
+    fn candidates_become_typed_records_and_keep_their_payload() {
+        let s = parse(json!({"candidates": [
+            {"id": "sku-1", "score": 0.5, "category": "ao-dai", "tags": ["tier:gold"], "price": 10},
+            {"id": "sku-2"}
+        ]}))
+        .unwrap();
+        let c = Compiled::new(s);
+        assert_eq!(c.candidates[0].id, "sku-1");
+        assert_eq!(c.candidates[0].score, 0.5);
+        assert_eq!(c.candidates[0].category.as_deref(), Some("ao-dai"));
+        assert_eq!(c.candidates[0].tags, ["tier:gold"]);
+        assert_eq!(c.candidates[1].score, 0.0);
+        assert!(c.payloads["sku-1"].get().contains("\"price\":10"));
     }
 
     #[test]
@@ -354,7 +451,7 @@ mod tests {
         assert_eq!(s.placements[0].max_items, DEFAULT_MAX_ITEMS);
         assert_eq!(s.placements[0].default.variant, "default");
         let c = Compiled::new(s);
-        assert_eq!(c.candidates, "[]");
+        assert!(c.candidates.is_empty());
         assert_eq!(c.index["hero"], 0);
     }
 
@@ -376,5 +473,11 @@ mod tests {
         assert!(kind.unwrap_err().contains("popup"));
         let cands = parse(json!({"candidates": 3}));
         assert!(cands.unwrap_err().contains("candidates"));
+        let no_id = parse(json!({"candidates": [{"id": "a"}, {"name": "x"}]}));
+        assert!(no_id.unwrap_err().contains("candidates[1]: `id`"));
+        let twice = parse(json!({"candidates": [{"id": "a"}, {"id": "a"}]}));
+        assert!(twice.unwrap_err().contains("twice"));
+        let tags = parse(json!({"candidates": [{"id": "a", "tags": "gold"}]}));
+        assert!(tags.unwrap_err().contains("`tags`"));
     }
 }

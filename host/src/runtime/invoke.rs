@@ -53,7 +53,12 @@ pub enum Call {
     /// `journey.step`.
     JourneyStep(journey::StepInput),
     /// `personalize.decide`.
-    PersonalizeDecide(personalize::Request),
+    PersonalizeDecide {
+        /// The page view.
+        req: personalize::Request,
+        /// The tenant's catalog, shared: the host prepares it once per settings change.
+        candidates: Arc<Vec<personalize::Candidate>>,
+    },
     /// `adapter.capabilities`.
     AdapterCapabilities,
     /// `adapter.send`.
@@ -78,7 +83,7 @@ impl Call {
     pub fn kind(&self) -> PluginKind {
         match self {
             Call::JourneyDescribe | Call::JourneyStep(_) => PluginKind::JourneyRule,
-            Call::PersonalizeDecide(_) => PluginKind::Personalization,
+            Call::PersonalizeDecide { .. } => PluginKind::Personalization,
             Call::AdapterCapabilities
             | Call::AdapterSend(_)
             | Call::AdapterHandleWebhook(_)
@@ -92,7 +97,7 @@ impl Call {
         match self {
             Call::JourneyDescribe => "describe",
             Call::JourneyStep(_) => "step",
-            Call::PersonalizeDecide(_) => "decide",
+            Call::PersonalizeDecide { .. } => "decide",
             Call::AdapterCapabilities => "capabilities",
             Call::AdapterSend(_) => "send",
             Call::AdapterHandleWebhook(_) => "handle-webhook",
@@ -107,7 +112,7 @@ impl Call {
         matches!(
             self,
             Call::JourneyStep(_)
-                | Call::PersonalizeDecide(_)
+                | Call::PersonalizeDecide { .. }
                 | Call::AdapterSend(_)
                 | Call::FlowTurn { .. }
         )
@@ -436,8 +441,8 @@ fn call_plugin(
             let i = p.instantiate(&mut *store)?;
             let d = i.weft_plugin_personalize();
             match call {
-                Call::PersonalizeDecide(req) => {
-                    Output::PersonalizeDecide(d.call_decide(&mut *store, &req)?)
+                Call::PersonalizeDecide { req, candidates } => {
+                    Output::PersonalizeDecide(d.call_decide(&mut *store, &req, &candidates)?)
                 }
                 _ => unreachable!("kind checked above"),
             }

@@ -6,10 +6,14 @@
 //! `constraints.variants` and echoes the experiment id, so the host can record
 //! `Experiment Viewed` and attribute conversions. Without an experiment it shows `control`.
 //!
-//! Pure and fast: no host calls, so it imports no Weft capability at all.
+//! Pure and fast: no host calls, so it imports no Weft capability at all. A hero banner
+//! has no items, so the candidate catalog is ignored. Allocation is a pointer bump
+//! ([`weft_guest::bump_allocator!`]).
 
 use weft_guest::json::{self, Map, Value};
-use weft_guest::personalize::{Decision, Guest, Placement, PluginError, Request};
+use weft_guest::personalize::{Candidate, Decision, Guest, Placement, PluginError, Request};
+
+weft_guest::bump_allocator!();
 
 /// Hero content changes rarely and the assignment is sticky per visitor: one minute.
 const TTL_MS: u32 = 60_000;
@@ -19,7 +23,7 @@ const CONTROL: &str = "control";
 struct AbHero;
 
 impl Guest for AbHero {
-    fn decide(req: Request) -> Result<Vec<Decision>, PluginError> {
+    fn decide(req: Request, _candidates: Vec<Candidate>) -> Result<Vec<Decision>, PluginError> {
         req.placements.iter().map(decide_one).collect()
     }
 }
@@ -121,13 +125,25 @@ mod tests {
             },
             placements,
             recent_events: vec![],
-            candidates: r#"[{"id":"sku-1","score":0.9}]"#.into(),
             now: 0,
         }
     }
 
+    fn candidates() -> Vec<Candidate> {
+        vec![Candidate {
+            id: "sku-1".into(),
+            score: 0.9,
+            category: Some("ao-dai".into()),
+            tags: vec![],
+        }]
+    }
+
+    fn decide(req: Request) -> Result<Vec<Decision>, PluginError> {
+        AbHero::decide(req, candidates())
+    }
+
     fn decide_single(p: Placement) -> Decision {
-        AbHero::decide(request(vec![p])).unwrap().remove(0)
+        decide(request(vec![p])).unwrap().remove(0)
     }
 
     fn content(d: &Decision) -> Value {
@@ -184,7 +200,7 @@ mod tests {
 
     #[test]
     fn each_placement_follows_its_own_assignment() {
-        let out = AbHero::decide(request(vec![
+        let out = decide(request(vec![
             placement(VARIANTS, Some(("hero-q4", "control"))),
             placement(VARIANTS, None),
         ]))
@@ -206,7 +222,7 @@ mod tests {
                 "placement hero: constraints.variants.sale is not an object",
             ),
         ] {
-            let err = AbHero::decide(request(vec![placement(constraints, None)])).unwrap_err();
+            let err = decide(request(vec![placement(constraints, None)])).unwrap_err();
             assert_eq!(
                 err,
                 PluginError::InvalidInput(problem.into()),

@@ -6,12 +6,16 @@
 //! excludes, and ranks the rest of the candidate catalog with a boost for the categories
 //! the visitor browsed. A visitor with no such events gets the popular list instead.
 //!
-//! Pure and fast: no host calls, so it imports no Weft capability at all.
+//! Pure and fast: no host calls, so it imports no Weft capability at all. It ranks the
+//! candidates it is lent by catalog index (reading their `id`, `score` and `category`) and
+//! leaves each item's payload empty for the host to fill in from the catalog. Allocation is a pointer
+//! bump ([`weft_guest::bump_allocator!`]).
 
-use serde::Deserialize;
-use weft_guest::json::{self, Map, Value};
-use weft_guest::personalize::{Decision, Guest, Item, Placement, PluginError, Request};
+use weft_guest::json::{self, Value};
+use weft_guest::personalize::{Candidate, Decision, Guest, Item, Placement, PluginError, Request};
 use weft_guest::types::{Event, EventType};
+
+weft_guest::bump_allocator!();
 
 /// Track event names that show interest in a product.
 const VIEW_EVENTS: [&str; 2] = ["Product Viewed", "Product Added"];
@@ -115,51 +119,14 @@ fn cart_skus(attributes: &str) -> Vec<String> {
     }
 }
 
-/// One candidate: `{"id": …, "score"?: number, "category"?: string}`, borrowed from the
-/// parsed catalog; the whole object travels on as the item's payload.
-#[derive(Debug)]
-struct Candidate<'a> {
-    id: &'a str,
-    score: f32,
-    category: Option<&'a str>,
-    raw: &'a Value,
-}
-
-/// The fields of a candidate this plugin reads; the rest is payload.
-#[derive(Deserialize)]
-struct CandidateFields<'a> {
-    id: &'a str,
-    #[serde(default)]
-    score: Option<f32>,
-    #[serde(default, borrow)]
-    category: Option<&'a str>,
-}
-
-impl<'a> Candidate<'a> {
-    fn parse(raw: &'a Value) -> Result<Self, PluginError> {
-        let fields = CandidateFields::deserialize(raw)?;
-        Ok(Candidate {
-            id: fields.id,
-            score: fields.score.unwrap_or(0.0),
-            category: fields.category,
-            raw,
-        })
-    }
-}
-
 struct RecentlyViewed;
 
 impl Guest for RecentlyViewed {
-    fn decide(req: Request) -> Result<Vec<Decision>, PluginError> {
+    fn decide(req: Request, candidates: Vec<Candidate>) -> Result<Vec<Decision>, PluginError> {
         let history = History::of(&req.recent_events);
         // Never recommend what the visitor saw or is about to buy.
         let mut seen = cart_skus(&req.page.attributes);
         seen.extend(history.products.iter().cloned());
-        let catalog = req.candidate_list()?;
-        let candidates = catalog
-            .iter()
-            .map(Candidate::parse)
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(req
             .placements
             .iter()
@@ -172,29 +139,37 @@ fn decide_one(
     placement: &Placement,
     history: &History,
     seen: &[String],
-    candidates: &[Candidate<'_>],
+    candidates: &[Candidate],
 ) -> Decision {
-    let constraints: Map<String, Value> = json::object_or_empty(&placement.constraints);
+    let constraints = json::object_or_empty(&placement.constraints);
     let excluded: Vec<&str> = constraints
         .get("exclude")
         .and_then(Value::as_array)
         .map(|ids| ids.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
 
-    let mut ranked: Vec<(f32, &Candidate<'_>)> = candidates
+    // Rank (score, catalog index) pairs; only the items that made the cut are built.
+    let mut ranked: Vec<(f32, usize)> = candidates
         .iter()
-        .filter(|c| !excluded.contains(&c.id) && !seen.iter().any(|s| s == c.id))
-        .map(|c| (c.score + history.boost(c.category), c))
+        .enumerate()
+        .filter(|(_, c)| !excluded.contains(&c.id.as_str()) && !seen.contains(&c.id))
+        .map(|(i, c)| (c.score + history.boost(c.category.as_deref()), i))
         .collect();
-    // Highest score first; ties by id so the order is stable across calls.
-    ranked.sort_by(|(sa, a), (sb, b)| sb.total_cmp(sa).then_with(|| a.id.cmp(b.id)));
+    // Highest score first; ties by id, then catalog order, so the order is stable across
+    // calls (a total order, so the unstable sort needs no scratch buffer).
+    ranked.sort_unstable_by(|&(sa, a), &(sb, b)| {
+        sb.total_cmp(&sa)
+            .then_with(|| candidates[a].id.cmp(&candidates[b].id))
+            .then(a.cmp(&b))
+    });
     ranked.truncate(placement.max_items as usize);
     let items = ranked
         .into_iter()
-        .map(|(score, c)| Item {
-            id: c.id.to_owned(),
+        .map(|(score, i)| Item {
+            id: candidates[i].id.clone(),
             score,
-            payload: c.raw.to_string(),
+            // Empty: the host fills in the item's catalog entry.
+            payload: String::new(),
         })
         .collect();
 
@@ -284,19 +259,33 @@ mod tests {
                 experiment: None,
             }],
             recent_events: events,
-            candidates: CANDIDATES.into(),
             now: 0,
         }
     }
 
-    const CANDIDATES: &str = r#"[
-        {"id":"ao-1","score":0.9,"category":"ao-dai"},
-        {"id":"ao-2","score":0.4,"category":"ao-dai"},
-        {"id":"vay-1","score":0.8,"category":"vay"},
-        {"id":"vay-2","score":0.1,"category":"vay"},
-        {"id":"tui-1","score":0.95,"category":"tui"},
-        {"id":"khan-1"}
-    ]"#;
+    fn candidate(id: &str, score: f32, category: Option<&str>) -> Candidate {
+        Candidate {
+            id: id.into(),
+            score,
+            category: category.map(str::to_owned),
+            tags: vec![],
+        }
+    }
+
+    fn catalog() -> Vec<Candidate> {
+        vec![
+            candidate("ao-1", 0.9, Some("ao-dai")),
+            candidate("ao-2", 0.4, Some("ao-dai")),
+            candidate("vay-1", 0.8, Some("vay")),
+            candidate("vay-2", 0.1, Some("vay")),
+            candidate("tui-1", 0.95, Some("tui")),
+            candidate("khan-1", 0.0, None),
+        ]
+    }
+
+    fn decide(req: Request) -> Vec<Decision> {
+        RecentlyViewed::decide(req, catalog()).unwrap()
+    }
 
     fn ids(d: &Decision) -> Vec<&str> {
         d.items.iter().map(|i| i.id.as_str()).collect()
@@ -311,7 +300,7 @@ mod tests {
             "{}",
             10,
         );
-        let d = &RecentlyViewed::decide(req).unwrap()[0];
+        let d = &decide(req)[0];
         // vay-1 0.8+2.5, ao-2 0.4+2.0, tui-1 0.95, khan-1 0.
         assert_eq!(ids(d), ["vay-1", "ao-2", "tui-1", "khan-1"]);
         assert_eq!(d.items[0].score, 0.8 + 2.5);
@@ -330,7 +319,7 @@ mod tests {
             "{}",
             2,
         );
-        let d = &RecentlyViewed::decide(req).unwrap()[0];
+        let d = &decide(req)[0];
         // ao-1 0.9+2.5 and ao-2 0.4+2.5 beat vay-1 0.8+2.0.
         assert_eq!(ids(d), ["ao-1", "ao-2"]);
     }
@@ -342,7 +331,7 @@ mod tests {
             "Product Added",
             r#"{"sku":"tui-1","category":"tui"}"#,
         );
-        let d = &RecentlyViewed::decide(request(vec![added], "{}", "{}", 1)).unwrap()[0];
+        let d = &decide(request(vec![added], "{}", "{}", 1))[0];
         assert_eq!(ids(d), ["ao-1"]);
         assert_eq!(d.variant_id, "recently-viewed");
         assert_eq!(d.reason.as_deref(), Some("categories=tui"));
@@ -363,34 +352,33 @@ mod tests {
             ),
             event(EventType::Track, "Product Viewed", "not json"),
         ];
-        let d = &RecentlyViewed::decide(request(events, "{}", "{}", 3)).unwrap()[0];
+        let d = &decide(request(events, "{}", "{}", 3))[0];
         assert_eq!(d.variant_id, "popular");
         assert_eq!(ids(d), ["tui-1", "ao-1", "vay-1"]);
     }
 
     #[test]
     fn cart_skus_and_excluded_ids_are_left_out() {
-        let d = &RecentlyViewed::decide(request(
+        let d = &decide(request(
             vec![],
             r#"{"cart":[{"sku":"tui-1","quantity":1},"odd",{"qty":2}]}"#,
             r#"{"exclude":["ao-1",3]}"#,
             10,
-        ))
-        .unwrap()[0];
+        ))[0];
         assert_eq!(ids(d), ["vay-1", "ao-2", "vay-2", "khan-1"]);
     }
 
     #[test]
     fn malformed_cart_is_ignored() {
         for attributes in [r#"{"cart":{"sku":"tui-1"}}"#, "[]", ""] {
-            let d = &RecentlyViewed::decide(request(vec![], attributes, "{}", 1)).unwrap()[0];
+            let d = &decide(request(vec![], attributes, "{}", 1))[0];
             assert_eq!(ids(d), ["tui-1"], "{attributes}");
         }
     }
 
     #[test]
     fn no_views_gives_popular_variant_ranked_by_score_with_long_ttl() {
-        let d = &RecentlyViewed::decide(request(vec![], "{}", "{}", 3)).unwrap()[0];
+        let d = &decide(request(vec![], "{}", "{}", 3))[0];
         assert_eq!(d.variant_id, "popular");
         assert_eq!(d.content, r#"{"headline":"Sản phẩm bán chạy"}"#);
         assert_eq!(d.ttl_ms, POPULAR_TTL_MS);
@@ -405,32 +393,45 @@ mod tests {
             "Product Viewed",
             r#"{"product_id":"tui-1"}"#,
         );
-        let d = &RecentlyViewed::decide(request(vec![view], "{}", "{}", 1)).unwrap()[0];
+        let d = &decide(request(vec![view], "{}", "{}", 1))[0];
         assert_eq!(d.variant_id, "recently-viewed");
         assert_eq!(d.reason.as_deref(), Some("categories=none"));
         assert_eq!(ids(d), ["ao-1"]);
     }
 
     #[test]
-    fn equal_scores_are_ordered_by_id() {
-        let mut req = request(vec![], "{}", "{}", 10);
-        req.candidates = r#"{"items":[{"id":"b"},{"id":"c"},{"id":"a"}]}"#.into();
-        let d = &RecentlyViewed::decide(req).unwrap()[0];
-        assert_eq!(ids(d), ["a", "b", "c"]);
+    fn equal_scores_are_ordered_by_id_then_catalog_order() {
+        let catalog = vec![
+            candidate("b", 0.0, None),
+            candidate("c", 0.0, None),
+            candidate("a", 0.0, Some("first")),
+            candidate("a", 0.0, Some("second")),
+        ];
+        let d = &RecentlyViewed::decide(request(vec![], "{}", "{}", 10), catalog).unwrap()[0];
+        assert_eq!(ids(d), ["a", "a", "b", "c"]);
     }
 
     #[test]
-    fn payload_is_the_whole_candidate() {
-        let d = &RecentlyViewed::decide(request(vec![], "{}", "{}", 1)).unwrap()[0];
-        let payload: Value = json::parse(&d.items[0].payload).unwrap();
-        assert_eq!(payload["category"], "tui");
+    fn payload_is_left_empty_for_the_host_to_fill_in() {
+        let d = &decide(request(vec![], "{}", "{}", 10))[0];
+        assert_eq!(d.items.len(), 6);
+        assert!(d.items.iter().all(|i| i.payload.is_empty()));
     }
 
     #[test]
-    fn candidates_that_are_not_a_list_are_invalid_input() {
-        let mut req = request(vec![], "{}", "{}", 10);
-        req.candidates = r#""sku-1""#.into();
-        let err = RecentlyViewed::decide(req).unwrap_err();
-        assert!(matches!(err, PluginError::InvalidInput(_)), "{err:?}");
+    fn candidate_without_category_or_in_another_category_gets_no_boost() {
+        let req = request(vec![viewed("x-1", "khan")], "{}", "{}", 10);
+        let d = &decide(req)[0];
+        // khan-1 has no category: its score stays 0 and it ranks last.
+        assert_eq!(ids(d).last(), Some(&"khan-1"));
+        assert_eq!(d.items.last().unwrap().score, 0.0);
+    }
+
+    #[test]
+    fn empty_catalog_gives_no_items_but_the_variant_still() {
+        let req = request(vec![viewed("x-1", "vay")], "{}", "{}", 10);
+        let d = &RecentlyViewed::decide(req, vec![]).unwrap()[0];
+        assert!(d.items.is_empty());
+        assert_eq!(d.variant_id, "recently-viewed");
     }
 }
