@@ -370,15 +370,13 @@ fn decide_one<'s>(
 ) -> Result<DecisionOut<'s>, &'s str> {
     let placement = asked.config;
     let banners = placement.banners.as_ref().map_err(String::as_str)?;
-    let banner = banners
-        .iter()
-        .find(|b| audiences.iter().any(|a| *a == b.audience));
+    let banner = banners.iter().find(|b| audiences.contains(&b.audience));
 
     let mut ranked: Vec<(f32, &CatalogItem)> = Vec::with_capacity(s.catalog.len());
     ranked.extend(
         s.catalog
             .iter()
-            .filter(|c| !placement.excluded.iter().any(|e| *e == c.id))
+            .filter(|c| !placement.excluded.contains(&c.id))
             .filter_map(|c| Some((eligible_score(c, tier)?, c))),
     );
     // The top `max_items` only: partition around the cut, then sort what made it.
