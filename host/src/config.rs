@@ -38,7 +38,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct PersonalizeConfig {
     /// Memory for cached profiles on the `/v1/personalize` path. 256 MiB holds about
-    /// 100,000 profiles with a full recent-event list, or over a million without.
+    /// 250,000 profiles with a few traits, or about 40,000 with twenty recent events each.
     pub profile_cache_bytes: usize,
 }
 

@@ -486,7 +486,7 @@ impl Personalizer {
                 request_id: request_id.clone(),
                 profile: snapshot.as_ref().map(|s| s.profile.clone()),
                 page: to_wit_page(&req.page),
-                placements: placements.clone(),
+                placements,
                 recent_events: snapshot
                     .as_ref()
                     .map_or_else(Vec::new, |s| s.recent.clone()),
@@ -513,12 +513,16 @@ impl Personalizer {
             }
         };
         for (k, &i) in indices.iter().enumerate() {
-            let id = &placements[k].id;
+            let id = &compiled.wit[i].id;
+            let max_items = match req.placements[k].max_items {
+                Some(m) => m.min(compiled.wit[i].max_items),
+                None => compiled.wit[i].max_items,
+            };
             let found = plugin_decisions
                 .iter()
                 .position(|d| d.placement_id == *id)
                 .map(|pos| plugin_decisions.swap_remove(pos));
-            let out = match found.map(|d| to_out(d, placements[k].max_items, &compiled.payloads)) {
+            let out = match found.map(|d| to_out(d, max_items, &compiled.payloads)) {
                 Some(Ok(d)) => {
                     from_plugin += 1;
                     if let Some(exp) = &d.experiment_id {
