@@ -1,4 +1,4 @@
-//! Typed JSON for the `json` fields (traits, properties, contexts, slots, candidates).
+//! Typed JSON for the `json` fields (traits, properties, contexts, slots, constraints).
 //!
 //! WIT has no maps, so free-form data crosses the boundary as JSON text that the host has
 //! already validated. These helpers parse it into [`Value`] or your own `serde` types and
