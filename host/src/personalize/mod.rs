@@ -226,6 +226,11 @@ impl Breaker {
                 .is_ok()
     }
 
+    /// A probe that could not run (the server was busy): the next request probes instead.
+    fn abandon_probe(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+
     fn success(&self) {
         if self.consecutive.load(Ordering::Relaxed) != 0
             || self.open_until.load(Ordering::Relaxed) != 0
@@ -249,6 +254,52 @@ impl Breaker {
     pub fn quarantined_until(&self, now: i64) -> Option<i64> {
         let until = self.open_until.load(Ordering::Acquire);
         (until != 0 && now < until).then_some(until)
+    }
+}
+
+#[cfg(test)]
+mod breaker_tests {
+    use super::*;
+
+    #[test]
+    fn five_failures_quarantine_and_one_probe_at_a_time_reopens() {
+        let b = Breaker::default();
+        for _ in 0..QUARANTINE_AFTER - 1 {
+            assert!(b.allow(0));
+            b.failure(0);
+        }
+        assert!(
+            b.quarantined_until(0).is_none(),
+            "four failures quarantined"
+        );
+        b.failure(0);
+        assert_eq!(b.quarantined_until(1), Some(QUARANTINE_MS));
+        assert!(!b.allow(QUARANTINE_MS - 1));
+        assert!(b.allow(QUARANTINE_MS), "no probe after the quarantine");
+        assert!(!b.allow(QUARANTINE_MS), "two probes at once");
+        b.success();
+        assert!(b.allow(QUARANTINE_MS + 1));
+        assert!(b.quarantined_until(QUARANTINE_MS + 1).is_none());
+    }
+
+    #[test]
+    fn a_failed_probe_quarantines_again_and_an_abandoned_one_lets_the_next_probe() {
+        let b = Breaker::default();
+        for _ in 0..QUARANTINE_AFTER {
+            b.failure(0);
+        }
+        assert!(b.allow(QUARANTINE_MS));
+        b.abandon_probe();
+        assert!(
+            b.allow(QUARANTINE_MS),
+            "an abandoned probe blocked the next"
+        );
+        b.failure(QUARANTINE_MS);
+        assert_eq!(
+            b.quarantined_until(QUARANTINE_MS),
+            Some(2 * QUARANTINE_MS),
+            "a failed probe did not quarantine again"
+        );
     }
 }
 
@@ -601,11 +652,14 @@ impl Personalizer {
         let invoked = match invoked {
             Ok(i) => i,
             Err(RegistryError::Busy) => {
-                // Not the plugin's fault: no quarantine, but counted.
+                // Not the plugin's fault: no quarantine, but counted; a probe goes to the
+                // next request.
+                state.breaker.abandon_probe();
                 self.fail(&state.stats, now, "busy", "every instance slot was busy");
                 return Err("the server was busy; served the default".into());
             }
             Err(e) => {
+                state.breaker.abandon_probe();
                 self.fail(&state.stats, now, "internal", &e.to_string());
                 return Err("internal error running the plugin".into());
             }
