@@ -47,6 +47,28 @@ async fn shop(h: &TestHost, name: &str, kind_path: &str, s: Value) -> TestTenant
     t
 }
 
+/// A tenant with `tier-personalize` and the standard settings.
+async fn tier_shop(h: &TestHost) -> TestTenant {
+    shop(
+        h,
+        "tier-personalize",
+        plugins::TIER_PERSONALIZE,
+        settings("tier-personalize"),
+    )
+    .await
+}
+
+/// A tenant with the misbehaving personalizer and the standard settings.
+async fn unruly_shop(h: &TestHost) -> TestTenant {
+    shop(
+        h,
+        "unruly",
+        plugins::TEST_UNRULY_PERSONALIZER,
+        settings("unruly"),
+    )
+    .await
+}
+
 async fn ask(
     h: &TestHost,
     t: &TestTenant,
@@ -86,13 +108,7 @@ async fn identify(h: &TestHost, t: &TestTenant, user: &str, traits: Value) {
 #[tokio::test]
 async fn decides_by_tier_from_the_profile_and_sees_a_trait_change_at_once() {
     let h = TestHost::new().await;
-    let t = shop(
-        &h,
-        "tier-personalize",
-        plugins::TIER_PERSONALIZE,
-        settings("tier-personalize"),
-    )
-    .await;
+    let t = tier_shop(&h).await;
     identify(&h, &t, "u1", json!({"tier": "gold"})).await;
     let body = json!({"userId": "u1", "page": {"path": "/", "page_type": "home"}, "placements": ["hero", "recs"]});
     let (s, v) = ask(&h, &t, body.clone(), Some(SHOP)).await;
@@ -178,13 +194,7 @@ async fn decides_by_tier_from_the_profile_and_sees_a_trait_change_at_once() {
 #[tokio::test]
 async fn audience_membership_picks_the_banner_and_leaving_the_audience_drops_it() {
     let h = TestHost::new().await;
-    let t = shop(
-        &h,
-        "tier-personalize",
-        plugins::TIER_PERSONALIZE,
-        settings("tier-personalize"),
-    )
-    .await;
+    let t = tier_shop(&h).await;
     let (s, v) = h
         .request(
             Method::POST,
@@ -329,13 +339,7 @@ fn unruly(mode: &str) -> Value {
 #[tokio::test]
 async fn a_failing_plugin_gets_the_default_content_and_five_in_a_row_quarantine_it() {
     let h = TestHost::new().await;
-    let t = shop(
-        &h,
-        "unruly",
-        plugins::TEST_UNRULY_PERSONALIZER,
-        settings("unruly"),
-    )
-    .await;
+    let t = unruly_shop(&h).await;
     let (s, ok) = ask(&h, &t, unruly("ok"), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(decision(&ok, "hero")["source"], "plugin", "{ok}");
@@ -403,13 +407,7 @@ async fn a_failing_plugin_gets_the_default_content_and_five_in_a_row_quarantine_
 #[tokio::test]
 async fn the_deadline_stops_a_spinning_or_sleeping_plugin_and_a_quick_one_finishes_within_it() {
     let h = TestHost::with_config(|c| c.runtime.personalization.deadline_ms = 50).await;
-    let t = shop(
-        &h,
-        "unruly",
-        plugins::TEST_UNRULY_PERSONALIZER,
-        settings("unruly"),
-    )
-    .await;
+    let t = unruly_shop(&h).await;
     let t0 = std::time::Instant::now();
     let (s, v) = ask(&h, &t, unruly("spin"), None).await;
     let took = t0.elapsed();
@@ -446,13 +444,7 @@ async fn the_deadline_stops_a_spinning_or_sleeping_plugin_and_a_quick_one_finish
 #[tokio::test]
 async fn the_memory_cap_stops_a_hoarding_plugin_and_a_modest_one_runs() {
     let h = TestHost::with_config(|c| c.runtime.personalization.memory_bytes = 8 << 20).await;
-    let t = shop(
-        &h,
-        "unruly",
-        plugins::TEST_UNRULY_PERSONALIZER,
-        settings("unruly"),
-    )
-    .await;
+    let t = unruly_shop(&h).await;
     let (_, v) = ask(&h, &t, unruly("oom"), None).await;
     assert_eq!(decision(&v, "hero")["source"], "default", "{v}");
     let (_, status) = h
@@ -466,20 +458,8 @@ async fn the_memory_cap_stops_a_hoarding_plugin_and_a_modest_one_runs() {
 #[tokio::test]
 async fn one_tenants_visitor_never_gets_another_tenants_profile() {
     let h = TestHost::new().await;
-    let a = shop(
-        &h,
-        "tier-personalize",
-        plugins::TIER_PERSONALIZE,
-        settings("tier-personalize"),
-    )
-    .await;
-    let b = shop(
-        &h,
-        "tier-personalize",
-        plugins::TIER_PERSONALIZE,
-        settings("tier-personalize"),
-    )
-    .await;
+    let a = tier_shop(&h).await;
+    let b = tier_shop(&h).await;
     identify(&h, &a, "same-user", json!({"tier": "gold"})).await;
     let body = json!({"userId": "same-user", "placements": ["hero"]});
     let (_, va) = ask(&h, &a, body.clone(), None).await;
@@ -491,13 +471,7 @@ async fn one_tenants_visitor_never_gets_another_tenants_profile() {
 #[tokio::test]
 async fn cors_answers_an_allowed_origin_and_refuses_another() {
     let h = TestHost::new().await;
-    let t = shop(
-        &h,
-        "tier-personalize",
-        plugins::TIER_PERSONALIZE,
-        settings("tier-personalize"),
-    )
-    .await;
+    let t = tier_shop(&h).await;
     let path = format!("/v1/personalize?writeKey={}", t.write);
     let resp = h
         .raw(
@@ -545,13 +519,7 @@ async fn bad_decision_requests_get_a_4xx_naming_the_problem() {
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert_eq!(v["error"]["code"], "personalization_not_configured");
 
-    let t = shop(
-        &h,
-        "tier-personalize",
-        plugins::TIER_PERSONALIZE,
-        settings("tier-personalize"),
-    )
-    .await;
+    let t = tier_shop(&h).await;
     let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
         (
             json!({"anonymousId": "a", "placements": ["hero", "popup"]}),
@@ -691,13 +659,7 @@ async fn bad_decision_requests_get_a_4xx_naming_the_problem() {
 #[tokio::test]
 async fn settings_refuse_bad_values_naming_the_field_and_keep_the_old_ones() {
     let h = TestHost::new().await;
-    let t = shop(
-        &h,
-        "tier-personalize",
-        plugins::TIER_PERSONALIZE,
-        settings("tier-personalize"),
-    )
-    .await;
+    let t = tier_shop(&h).await;
     let bad: Vec<(Value, &str)> = vec![
         (
             json!({"allowed_origins": ["shop.example.vn"]}),
@@ -757,13 +719,7 @@ async fn settings_refuse_bad_values_naming_the_field_and_keep_the_old_ones() {
 #[tokio::test]
 async fn settings_survive_a_restart() {
     let h = TestHost::new().await;
-    let t = shop(
-        &h,
-        "tier-personalize",
-        plugins::TIER_PERSONALIZE,
-        settings("tier-personalize"),
-    )
-    .await;
+    let t = tier_shop(&h).await;
     let h = h.restart().await;
     let (s, v) = ask(
         &h,

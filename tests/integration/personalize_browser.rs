@@ -4,8 +4,6 @@
 //! checks what `/v1/personalize.js` rendered, the `weft:decision` events, the cache and an
 //! error, and POSTs a report back.
 
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,44 +11,18 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+use weft_tests::browser::{chromium, Browser};
 use weft_tests::{plugins, TestHost};
 
 /// How long the page may take to report: Chromium's start-up on a loaded 2-core box is
 /// the slow part.
 const REPORT_WAIT: Duration = Duration::from_secs(90);
 
-/// The browser, or `None` outside CI when it is not installed (the test says so loudly).
-fn chromium() -> Option<String> {
-    let path = std::env::var("WEFT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if std::path::Path::new(&path).exists() {
-        return Some(path);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{path} is missing: .ci/run installs Debian's `chromium` package for this test");
-    }
-    eprintln!(
-        "SKIPPED the_script_renders_decisions_in_headless_chromium: {path} is missing \
-         (apt-get install chromium); CI runs it"
-    );
-    None
-}
-
-/// Kills the browser's whole process group (renderers and zygotes too) when dropped.
-struct Browser(std::process::Child);
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn the_script_renders_decisions_in_headless_chromium() {
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = chromium("the_script_renders_decisions_in_headless_chromium") else {
+        return;
+    };
     let h = TestHost::new().await;
     let t = h.tenant().await;
     h.install(
@@ -149,30 +121,7 @@ async fn the_script_renders_decisions_in_headless_chromium() {
     tokio::spawn(async move { axum::serve(page, site).await.unwrap() });
 
     let page_url = format!("{origin}/page?utm_source=zalo&utm_medium=oa&utm_campaign=tet");
-    let profile = tempfile::tempdir().unwrap();
-    let child = std::process::Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            // Containers often have a tiny /dev/shm.
-            "--disable-dev-shm-usage",
-            // A desktop viewport, so the page reports device_type "desktop".
-            "--window-size=1280,900",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(&page_url)
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting chromium");
-    let _browser = Browser(child);
+    let _browser = Browser::open(&chromium, &page_url);
 
     let report = tokio::time::timeout(REPORT_WAIT, reports.recv())
         .await

@@ -358,3 +358,73 @@ pub fn weft_bin() -> &'static Path {
         bin
     })
 }
+
+/// Headless Chromium for the browser tests (Debian's `chromium`, which `.ci/run` installs).
+pub mod browser {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+
+    /// The browser's path, or `None` outside CI when it is not installed (the test `name`
+    /// prints SKIPPED); in CI a missing browser fails the test.
+    pub fn chromium(name: &str) -> Option<String> {
+        let path = std::env::var("WEFT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        if std::path::Path::new(&path).exists() {
+            return Some(path);
+        }
+        if std::env::var_os("CI").is_some() {
+            panic!("{path} is missing: .ci/run installs Debian's `chromium` package for this test");
+        }
+        eprintln!("SKIPPED {name}: {path} is missing (apt-get install chromium); CI runs it");
+        None
+    }
+
+    /// A headless browser on one page, with a throwaway profile. Dropping it kills the
+    /// browser's whole process group (renderers and zygotes too).
+    pub struct Browser {
+        child: std::process::Child,
+        _profile: tempfile::TempDir,
+    }
+
+    impl Browser {
+        /// Opens `url` in `chromium` with a desktop viewport.
+        pub fn open(chromium: &str, url: &str) -> Browser {
+            let profile = tempfile::tempdir().unwrap();
+            let child = std::process::Command::new(chromium)
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    // Containers often have a tiny /dev/shm.
+                    "--disable-dev-shm-usage",
+                    // A desktop viewport, so pages report device_type "desktop".
+                    "--window-size=1280,900",
+                ])
+                .arg(format!("--user-data-dir={}", profile.path().display()))
+                .arg(url)
+                .process_group(0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting chromium");
+            Browser {
+                child,
+                _profile: profile,
+            }
+        }
+    }
+
+    impl Drop for Browser {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .stderr(Stdio::null())
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
