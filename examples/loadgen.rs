@@ -7,6 +7,8 @@
 //! cargo run --release -p weft --example loadgen -- run --url URL [--key K --body FILE] [--connections 16] [--seconds 10]
 //! # open-loop ingestion at a fixed rate (the p99-at-10,000-events/s figure)
 //! cargo run --release -p weft --example loadgen -- ingest --url URL --write-key wwk_... --rate 10000 [--batch 1]
+//! # open-loop profile lookups (the 360 view of a random user) at a fixed rate
+//! cargo run --release -p weft --example loadgen -- lookups --url URL --key wsk_... --rate 1000 [--profiles 100000]
 //! # the send pipeline to a fake Twilio it runs itself, then signed status webhooks back
 //! # (the server needs `[runtime] allow_private_networks = true` to reach the fake)
 //! cargo run --release -p weft --example loadgen -- sends --url URL --admin-token wat_... --rate 5000 [--seconds 10]
@@ -193,10 +195,66 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `total` requests open loop: request `i` is due at `start + i * interval`, spread
+/// over `conns` keep-alive connections; `build(client, i)` makes request `i`. A request
+/// that every connection was too busy to send on time is measured from its *scheduled*
+/// send time, so a slow server cannot hide queueing (no coordinated omission). Returns the sorted latencies (µs) and the errors.
+async fn open_loop<F>(
+    total: u64,
+    interval: Duration,
+    conns: usize,
+    build: F,
+) -> anyhow::Result<(Vec<u64>, u64, Instant)>
+where
+    F: Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let start = Instant::now() + Duration::from_millis(100);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let build = Arc::new(build);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..conns {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()?;
+        let (next, build) = (next.clone(), build.clone());
+        workers.spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let due = start + interval.mul_f64(i as f64);
+                // A request this worker reaches late (its previous answer was slow) counts
+                // from when it was due; one it waits for counts from when it is sent,
+                // because tokio's timer wakes up to 1 ms after `due` and that delay is the
+                // load generator's, not the server's.
+                let origin = if Instant::now() >= due {
+                    due
+                } else {
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                };
+                let ok = match build(&http, i).send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                lat.push(origin.elapsed().as_micros() as u64);
+                if !ok {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        });
+    }
+    let (all, errors) = gather(workers).await?;
+    Ok((all, errors, start))
+}
+
 /// Open-loop ingestion at a fixed rate: `--rate` events per second as single `/v1/track`
 /// calls (or `--batch N` events per `/v1/batch`), each with a unique messageId, spread over
-/// `--connections` connections. Latency is measured from each request's *scheduled* send
-/// time, so a slow server cannot hide queueing (no coordinated omission).
+/// `--connections` connections (see [`open_loop`]).
 async fn ingest(args: &[String]) -> anyhow::Result<()> {
     let url = need(args, "--url")?;
     let key = need(args, "--write-key")?;
@@ -208,63 +266,64 @@ async fn ingest(args: &[String]) -> anyhow::Result<()> {
     let requests_per_sec = rate / batch.max(1) as f64;
     let total = (requests_per_sec * secs as f64) as u64;
     let interval = Duration::from_secs_f64(1.0 / requests_per_sec);
-    let start = Instant::now() + Duration::from_millis(100);
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let run_id: u64 = rand::random::<u32>().into();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..conns {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()?;
-        let (url, key, next) = (url.clone(), key.clone(), next.clone());
-        workers.spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let due = start + interval.mul_f64(i as f64);
-                tokio::time::sleep_until(due.into()).await;
-                let event = |j: u64| {
-                    let n = i * batch as u64 + j;
-                    let user = (n.wrapping_mul(2_654_435_761)) % profiles;
-                    serde_json::json!({"type": "track", "event": "Product Added", "userId": format!("u{user}"),
-                        "messageId": format!("r{run_id}-{n}"),
-                        "properties": {"cart_id": format!("c{user}"), "product_id": format!("sku-{}", n % 500), "price": 450000, "currency": "VND"},
-                        "context": {"library": {"name": "loadgen"}, "timezone": "Asia/Ho_Chi_Minh"}})
-                };
-                let (path, body) = if batch <= 1 {
-                    ("/v1/track", event(0))
-                } else {
-                    ("/v1/batch", serde_json::json!({"batch": (0..batch as u64).map(event).collect::<Vec<_>>()}))
-                };
-                let ok = match http
-                    .post(format!("{url}{path}"))
-                    .basic_auth(&key, Some(""))
-                    .json(&body)
-                    .send()
-                    .await
-                {
-                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                lat.push(due.elapsed().as_micros() as u64);
-                if !ok {
-                    errors += 1;
-                }
-            }
-            (lat, errors)
-        });
-    }
-    let (all, errors) = gather(workers).await?;
+    let (all, errors, start) = open_loop(total, interval, conns, move |http, i| {
+        let event = |j: u64| {
+            let n = i * batch as u64 + j;
+            let user = (n.wrapping_mul(2_654_435_761)) % profiles;
+            serde_json::json!({"type": "track", "event": "Product Added", "userId": format!("u{user}"),
+                "messageId": format!("r{run_id}-{n}"),
+                "properties": {"cart_id": format!("c{user}"), "product_id": format!("sku-{}", n % 500), "price": 450000, "currency": "VND"},
+                "context": {"library": {"name": "loadgen"}, "timezone": "Asia/Ho_Chi_Minh"}})
+        };
+        let (path, body) = if batch <= 1 {
+            ("/v1/track", event(0))
+        } else {
+            ("/v1/batch", serde_json::json!({"batch": (0..batch as u64).map(event).collect::<Vec<_>>()}))
+        };
+        http.post(format!("{url}{path}"))
+            .basic_auth(&key, Some(""))
+            .json(&body)
+    })
+    .await?;
     let elapsed = start.elapsed().as_secs_f64();
     println!(
         "RESULT requests={} events={} duration_s={elapsed:.2} target_eps={rate:.0} eps={:.0} p50_us={} p90_us={} p99_us={} p999_us={} max_us={} errors={errors}",
         all.len(),
         all.len() * batch,
         (all.len() * batch) as f64 / elapsed,
+        percentile(&all, 50.0),
+        percentile(&all, 90.0),
+        percentile(&all, 99.0),
+        percentile(&all, 99.9),
+        all.last().copied().unwrap_or(0),
+    );
+    Ok(())
+}
+
+/// Open-loop profile lookups at a fixed rate: `--rate` `GET /v1/profiles/user_id:uN` (the
+/// 360 view) per second for a user among u0..u(`--profiles` - 1), spread over
+/// `--connections` connections (see [`open_loop`]).
+async fn lookups(args: &[String]) -> anyhow::Result<()> {
+    let url = need(args, "--url")?;
+    let key = need(args, "--key")?;
+    let rate: f64 = arg(args, "--rate").map_or(Ok(1_000.0), |v| v.parse())?;
+    let conns: usize = arg(args, "--connections").map_or(Ok(16), |v| v.parse())?;
+    let secs: u64 = arg(args, "--seconds").map_or(Ok(10), |v| v.parse())?;
+    let profiles: u64 = arg(args, "--profiles").map_or(Ok(100_000), |v| v.parse())?;
+    let total = (rate * secs as f64) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let (all, errors, start) = open_loop(total, interval, conns, move |http, i| {
+        let user = (i.wrapping_mul(2_654_435_761)) % profiles;
+        http.get(format!("{url}/v1/profiles/user_id:u{user}"))
+            .bearer_auth(&key)
+    })
+    .await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "RESULT requests={} duration_s={elapsed:.2} target_rps={rate:.0} rps={:.0} p50_us={} p90_us={} p99_us={} p999_us={} max_us={} errors={errors}",
+        all.len(),
+        all.len() as f64 / elapsed,
         percentile(&all, 50.0),
         percentile(&all, 90.0),
         percentile(&all, 99.0),
@@ -283,10 +342,11 @@ fn main() -> anyhow::Result<()> {
         Some("setup") => rt.block_on(setup(&args)),
         Some("run") => rt.block_on(run(&args)),
         Some("ingest") => rt.block_on(ingest(&args)),
+        Some("lookups") => rt.block_on(lookups(&args)),
         Some("sends") => rt.block_on(sends(&args)),
         Some("chat") => rt.block_on(chat(&args)),
         Some("personalize-setup") => rt.block_on(personalize_setup(&args)),
-        _ => anyhow::bail!("usage: loadgen setup --url URL --admin-token TOKEN --out DIR | loadgen run --url URL [--key KEY --body FILE] [--connections N] [--seconds S] | loadgen ingest --url URL --write-key KEY [--rate 10000] [--batch 1] [--connections 64] [--seconds 10] [--profiles 100000] | loadgen sends --url URL --admin-token TOKEN [--rate 5000] [--seconds 10] [--connections 64] [--webhook-connections 32] [--profiles 10000] [--provider-latency-ms 0] | loadgen chat --url URL --admin-token TOKEN [--conversations 5000] [--rate 2000] [--seconds 10] [--server-pid PID] [--open-concurrency 200] | loadgen personalize-setup --url URL --admin-token TOKEN --settings FILE --out DIR [--profiles 100000] [--batch 500]"),
+        _ => anyhow::bail!("usage: loadgen setup --url URL --admin-token TOKEN --out DIR | loadgen run --url URL [--key KEY --body FILE] [--connections N] [--seconds S] | loadgen ingest --url URL --write-key KEY [--rate 10000] [--batch 1] [--connections 64] [--seconds 10] [--profiles 100000] | loadgen lookups --url URL --key KEY [--rate 1000] [--connections 16] [--seconds 10] [--profiles 100000] | loadgen sends --url URL --admin-token TOKEN [--rate 5000] [--seconds 10] [--connections 64] [--webhook-connections 32] [--profiles 10000] [--provider-latency-ms 0] | loadgen chat --url URL --admin-token TOKEN [--conversations 5000] [--rate 2000] [--seconds 10] [--server-pid PID] [--open-concurrency 200] | loadgen personalize-setup --url URL --admin-token TOKEN --settings FILE --out DIR [--profiles 100000] [--batch 500]"),
     }
 }
 

@@ -455,7 +455,14 @@ impl Journeys {
             .db
             .run(move |b| {
                 let mut woke = Vec::new();
-                let due = b.scan_prefix(&TIMERS, b"", TIMER_CHUNK)?;
+                // Only the due timers: keys sort by due time, and every key due at or
+                // before `now` sorts before `<now + 1:020>`.
+                let due = b.scan_range(
+                    &TIMERS,
+                    b"",
+                    format!("{:020}", now.max(0) + 1).as_bytes(),
+                    TIMER_CHUNK,
+                )?;
                 for (key, work) in due {
                     // A timer holds the work item it becomes; its token guards against
                     // firing twice if a crash lands between the insert and the delete.

@@ -279,6 +279,16 @@ pub trait Backend: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
 
+    /// Up to `limit` entries with `start <= key < end`, in ascending key order: the due
+    /// part of a queue keyed by time, without reading what is not due.
+    fn scan_range(
+        &self,
+        space: &Space,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
+
     /// Like [`scan_prefix`](Self::scan_prefix) but in descending key order,
     /// e.g. newest first for keys with a big-endian timestamp.
     fn scan_prefix_rev(

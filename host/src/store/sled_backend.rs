@@ -252,6 +252,19 @@ impl Backend for SledBackend {
         self.read(space, |t| collect(t.scan_prefix(prefix), limit))
     }
 
+    fn scan_range(
+        &self,
+        space: &Space,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, StoreError> {
+        if end <= start {
+            return Ok(Vec::new());
+        }
+        self.read(space, |t| collect(t.range(start..end), limit))
+    }
+
     fn scan_prefix_rev(
         &self,
         space: &Space,

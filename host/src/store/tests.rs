@@ -142,6 +142,14 @@ fn scans_are_ordered_limited_and_prefix_bounded() {
     assert_eq!(ids(b.scan_prefix_rev(&s, b"ev/", 3).unwrap()), [15, 9, 6]);
     assert!(b.scan_prefix(&s, b"ev/", 0).unwrap().is_empty());
     assert_eq!(b.scan_prefix(&s, b"", usize::MAX).unwrap().len(), 9);
+    let key = |i: u64| [b"ev/".as_slice(), &i.to_be_bytes()].concat();
+    assert_eq!(
+        ids(b.scan_range(&s, &key(2), &key(9), usize::MAX).unwrap()),
+        [2, 3, 4, 6],
+        "the end is excluded"
+    );
+    assert_eq!(ids(b.scan_range(&s, &key(0), &key(9), 2).unwrap()), [1, 2]);
+    assert!(b.scan_range(&s, &key(9), &key(2), 10).unwrap().is_empty());
 }
 
 #[test]
