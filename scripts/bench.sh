@@ -5,7 +5,8 @@
 #   3. restart  - App::open with 100 active plugins, peak RSS (examples/restart.rs)
 #   4. http     - wrk against `weft serve` on loopback        (scripts/wrk-invoke.lua)
 #   5. ingest   - Segment ingestion with abandoned-cart installed: accepted and processed
-#                 events/s, p99 at a fixed 10,000 events/s, profile lookups
+#                 events/s, p99 at a fixed 10,000 events/s, profile lookups (wrk, then open
+#                 loop at 1,000 and 2,000/s)
 #                 (scripts/wrk-ingest.lua, examples/loadgen.rs ingest, scripts/wrk-profile.lua)
 #   6. sends    - the send pipeline at 500 and 5,000 messages/s to a fake Twilio, then its
 #                 signed status webhooks (examples/loadgen.rs sends)
@@ -225,6 +226,12 @@ for s in "${sections[@]}"; do
         WEFT_KEY="$key" wrk -t"$threads" -c16 -d"${seconds}s" --latency -s scripts/wrk-profile.lua "$base" \
             | tee "$results/profile-lookup.txt"
         fmt_row "wrk, GET /v1/profiles/user_id:uN (360 view), 16 connections: lookups" "$(grep '^RESULT' "$results/profile-lookup.txt")" rps
+        # The lookup latency target at fixed rates (open loop; the wrk run above warmed the cache).
+        for rate in 1000 2000; do
+            target/release/examples/loadgen lookups --url "$base" --key "$key" --rate "$rate" \
+                --seconds "$seconds" | tee "$results/profile-lookup-$rate.txt"
+            fmt_row "loadgen open loop at $rate lookups/s (360 view)" "$(grep '^RESULT' "$results/profile-lookup-$rate.txt")" rps
+        done
         summary+=("" "server RSS after the run: $(ps -o rss= -p "$server" | awk '{printf "%.0f MiB", $1/1024}'), data directory: $(du -sh "$data/data" | cut -f1)")
         kill "$server" 2>/dev/null || true
         wait "$server" 2>/dev/null || true
