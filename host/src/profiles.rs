@@ -540,8 +540,8 @@ pub const MAX_EVENTS_PAGE: usize = 200;
 /// One page of a profile's history, newest first.
 #[derive(Debug, Serialize)]
 pub struct EventsPage {
-    /// The events (as ingested, normalised).
-    pub events: Vec<serde_json::Value>,
+    /// The events (as ingested, normalised), passed through as stored.
+    pub events: Vec<Box<serde_json::value::RawValue>>,
     /// Pass as `before` to get the next (older) page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
@@ -571,7 +571,7 @@ pub fn events_page(
     let mut next = None;
     for (k, v) in rows.into_iter().take(limit) {
         next = Some(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
-        events.push(serde_json::from_slice(&v).map_err(ProfileError::Corrupt)?);
+        events.push(raw_json(v)?);
     }
     Ok(EventsPage {
         events,
@@ -612,15 +612,48 @@ pub fn event_stats(
     Ok(out)
 }
 
+/// The 360 view of a profile: what `GET /v1/profiles/{id}` answers. Stored JSON (events,
+/// merges) is passed through as stored rather than parsed into values and written again.
+/// Fields in alphabetical order, the order the view has always had.
+#[derive(Debug, Serialize)]
+pub struct ProfileView {
+    /// Audiences the profile is in, with when it entered.
+    pub audiences: Vec<Membership>,
+    /// Inbound messages on the profile's conversations, newest first.
+    pub conversations: Vec<serde_json::Value>,
+    /// The profile's latest send intents, newest first.
+    pub deliveries: Vec<crate::messaging::outbox::OutboxRecord>,
+    /// Windowed counts per event name.
+    pub events: std::collections::BTreeMap<String, EventSummary>,
+    /// The profile's journey instances, newest first.
+    pub journeys: Vec<crate::journeys::Instance>,
+    /// The merge log, newest first.
+    pub merges: Vec<Box<serde_json::value::RawValue>>,
+    /// The profile record: traits, identities, computed traits.
+    pub profile: ProfileRecord,
+    /// The latest [`RECENT_EVENTS`] events, newest first.
+    pub recent_events: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// One audience a profile is in.
+#[derive(Debug, Serialize)]
+pub struct Membership {
+    /// Audience id.
+    pub id: String,
+    /// Entered at, Unix ms.
+    pub since: i64,
+}
+
 /// The 360 view of a profile at `now_ms`: record, computed traits and event counts, recent
-/// events and merges. Audiences, journeys and deliveries are filled in by their modules.
+/// events, merges and audiences. Journeys, deliveries and conversations are left empty for
+/// their modules to fill in.
 pub fn view(
     b: &dyn Backend,
     sp: &Space,
-    rec: &ProfileRecord,
+    rec: ProfileRecord,
     now_ms: i64,
-) -> Result<serde_json::Value, ProfileError> {
-    let events: std::collections::BTreeMap<String, EventSummary> = event_stats(b, sp, &rec.id)?
+) -> Result<ProfileView, ProfileError> {
+    let events = event_stats(b, sp, &rec.id)?
         .into_iter()
         .map(|(name, st)| {
             let summary = EventSummary {
@@ -636,19 +669,27 @@ pub fn view(
     let recent = events_page(b, sp, &rec.id, None, RECENT_EVENTS)?;
     let mut merges = Vec::new();
     for (_, v) in b.scan_prefix_rev(sp, format!("mergelog/{}/", rec.id).as_bytes(), 50)? {
-        merges
-            .push(serde_json::from_slice::<serde_json::Value>(&v).map_err(ProfileError::Corrupt)?);
+        merges.push(raw_json(v)?);
     }
-    Ok(serde_json::json!({
-        "profile": rec,
-        "events": events,
-        "recent_events": recent.events,
-        "merges": merges,
-        "audiences": crate::audience::engine::memberships(b, sp, &rec.id)?
-            .into_iter()
-            .map(|(id, since)| serde_json::json!({"id": id, "since": since}))
-            .collect::<Vec<_>>(),
-        "journeys": [],
-        "deliveries": [],
-    }))
+    let audiences = crate::audience::engine::memberships(b, sp, &rec.id)?
+        .into_iter()
+        .map(|(id, since)| Membership { id, since })
+        .collect();
+    Ok(ProfileView {
+        audiences,
+        conversations: Vec::new(),
+        deliveries: Vec::new(),
+        events,
+        journeys: Vec::new(),
+        merges,
+        profile: rec,
+        recent_events: recent.events,
+    })
+}
+
+/// Stored JSON bytes as a raw JSON value (checked, not parsed into a tree).
+fn raw_json(v: Vec<u8>) -> Result<Box<serde_json::value::RawValue>, ProfileError> {
+    let text = String::from_utf8(v)
+        .map_err(|e| ProfileError::Corrupt(<serde_json::Error as serde::de::Error>::custom(e)))?;
+    serde_json::value::RawValue::from_string(text).map_err(ProfileError::Corrupt)
 }

@@ -569,7 +569,9 @@ pub(super) async fn conversation_view(
             };
             let Some(id) = id else { return Ok(Value::Null) };
             match crate::profiles::get(b, &sp, &id).map_err(StoreError::from)? {
-                Some(rec) => crate::profiles::view(b, &sp, &rec, now).map_err(StoreError::from),
+                Some(rec) => crate::profiles::view(b, &sp, rec, now)
+                    .map_err(StoreError::from)
+                    .map(|v| serde_json::to_value(v).unwrap_or(Value::Null)),
                 None => Ok(Value::Null),
             }
         })

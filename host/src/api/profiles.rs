@@ -107,30 +107,24 @@ pub(super) async fn get(
     auth: TenantAuth,
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<profiles::ProfileView>, ApiError> {
     let ident = parse_id(&id)?;
     let sp = Space::tenant(&auth.tenant_id);
     let now = s.clock.now_ms();
     let view = blocking(&s, move |b| {
         match profiles::get_by_identity(b, &sp, &ident.kind, &ident.value)? {
             Some(rec) => {
-                let mut view = profiles::view(b, &sp, &rec, now)?;
-                view["journeys"] =
-                    serde_json::to_value(crate::journeys::Journeys::instances_of(b, &sp, &rec.id)?)
-                        .map_err(profiles::ProfileError::Corrupt)?;
-                view["deliveries"] = serde_json::to_value(crate::messaging::outbox::for_profile(
+                let (pid, identities) = (rec.id.clone(), rec.identities.clone());
+                let mut view = profiles::view(b, &sp, rec, now)?;
+                view.journeys = crate::journeys::Journeys::instances_of(b, &sp, &pid)?;
+                view.deliveries =
+                    crate::messaging::outbox::for_profile(b, &sp, &pid, profiles::RECENT_EVENTS)?;
+                view.conversations = crate::delivery::webhook::inbound_of(
                     b,
                     &sp,
-                    &rec.id,
+                    &identities,
                     profiles::RECENT_EVENTS,
-                )?)
-                .map_err(profiles::ProfileError::Corrupt)?;
-                view["conversations"] = Value::Array(crate::delivery::webhook::inbound_of(
-                    b,
-                    &sp,
-                    &rec.identities,
-                    profiles::RECENT_EVENTS,
-                )?);
+                )?;
                 Ok(Some(view))
             }
             None => Ok(None),
