@@ -1081,19 +1081,21 @@ impl Registry {
         let space = active.installation.space();
         let backend = self.db.backend();
         let name = &active.installation.plugin;
-        let mut ops = Vec::with_capacity(2);
+        // Two plain writes, not a batch: the pair need not be atomic (a crash between them
+        // leaves one record more), and sled runs every batch under its process-wide write
+        // lock, which would stall every other reader and writer once per invocation.
         match serde_json::to_vec(&rec) {
-            Ok(b) => ops.push(BatchOp::put(inv_key(name, seq), b)),
+            Ok(b) => {
+                if let Err(e) = backend.put(&space, &inv_key(name, seq), &b) {
+                    tracing::warn!(error = %e, "writing invocation record");
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "encoding invocation record"),
         }
         if seq >= INVOCATION_RECORDS_KEPT {
-            ops.push(BatchOp::delete(inv_key(
-                name,
-                seq - INVOCATION_RECORDS_KEPT,
-            )));
-        }
-        if let Err(e) = backend.apply_batch(&space, &ops) {
-            tracing::warn!(error = %e, "writing invocation record");
+            if let Err(e) = backend.delete(&space, &inv_key(name, seq - INVOCATION_RECORDS_KEPT)) {
+                tracing::warn!(error = %e, "deleting an old invocation record");
+            }
         }
     }
 

@@ -346,6 +346,14 @@ impl Backend for SledBackend {
     }
 
     fn apply_batch(&self, space: &Space, ops: &[BatchOp]) -> Result<(), StoreError> {
+        // One write is atomic by itself: skip sled's batch, which runs under a process-wide
+        // write lock that stalls every other reader and writer.
+        if let [op] = ops {
+            return match op {
+                BatchOp::Put { key, value } => self.put(space, key, value),
+                BatchOp::Delete { key } => self.delete(space, key),
+            };
+        }
         let mut batch = sled::Batch::default();
         for op in ops {
             match op {
