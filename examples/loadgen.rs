@@ -125,6 +125,19 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The `p50_us=… p90_us=… p99_us=… p999_us=… max_us=…` part of a `RESULT` line, from
+/// sorted latencies in µs.
+fn latencies(sorted: &[u64]) -> String {
+    format!(
+        "p50_us={} p90_us={} p99_us={} p999_us={} max_us={}",
+        percentile(sorted, 50.0),
+        percentile(sorted, 90.0),
+        percentile(sorted, 99.0),
+        percentile(sorted, 99.9),
+        sorted.last().copied().unwrap_or(0),
+    )
+}
+
 /// Latencies (sorted, µs) and error counts of every worker.
 async fn gather(
     mut workers: tokio::task::JoinSet<(Vec<u64>, u64)>,
@@ -183,14 +196,10 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
     let (all, errors) = gather(workers).await?;
     let elapsed = t0.elapsed().as_secs_f64();
     println!(
-        "RESULT requests={} duration_s={elapsed:.2} rps={:.0} p50_us={} p90_us={} p99_us={} p999_us={} max_us={} errors={errors} non2xx=0",
+        "RESULT requests={} duration_s={elapsed:.2} rps={:.0} {} errors={errors} non2xx=0",
         all.len(),
         all.len() as f64 / elapsed,
-        percentile(&all, 50.0),
-        percentile(&all, 90.0),
-        percentile(&all, 99.0),
-        percentile(&all, 99.9),
-        all.last().copied().unwrap_or(0),
+        latencies(&all),
     );
     Ok(())
 }
@@ -288,15 +297,11 @@ async fn ingest(args: &[String]) -> anyhow::Result<()> {
     .await?;
     let elapsed = start.elapsed().as_secs_f64();
     println!(
-        "RESULT requests={} events={} duration_s={elapsed:.2} target_eps={rate:.0} eps={:.0} p50_us={} p90_us={} p99_us={} p999_us={} max_us={} errors={errors}",
+        "RESULT requests={} events={} duration_s={elapsed:.2} target_eps={rate:.0} eps={:.0} {} errors={errors}",
         all.len(),
         all.len() * batch,
         (all.len() * batch) as f64 / elapsed,
-        percentile(&all, 50.0),
-        percentile(&all, 90.0),
-        percentile(&all, 99.0),
-        percentile(&all, 99.9),
-        all.last().copied().unwrap_or(0),
+        latencies(&all),
     );
     Ok(())
 }
@@ -321,14 +326,10 @@ async fn lookups(args: &[String]) -> anyhow::Result<()> {
     .await?;
     let elapsed = start.elapsed().as_secs_f64();
     println!(
-        "RESULT requests={} duration_s={elapsed:.2} target_rps={rate:.0} rps={:.0} p50_us={} p90_us={} p99_us={} p999_us={} max_us={} errors={errors}",
+        "RESULT requests={} duration_s={elapsed:.2} target_rps={rate:.0} rps={:.0} {} errors={errors}",
         all.len(),
         all.len() as f64 / elapsed,
-        percentile(&all, 50.0),
-        percentile(&all, 90.0),
-        percentile(&all, 99.0),
-        percentile(&all, 99.9),
-        all.last().copied().unwrap_or(0),
+        latencies(&all),
     );
     Ok(())
 }
