@@ -14,7 +14,9 @@
 //!
 //! - **Memory is never reused within a call.** A block is only given back when it is the
 //!   most recent one (a `Vec` grown and dropped at once, say); everything else stays taken
-//!   until the instance ends. A plugin that allocates and frees in a loop (parsing many
+//!   until no block is live at all, which is after the call for a plugin that keeps
+//!   nothing allocated between calls (then the next call on the same instance starts
+//!   afresh). A plugin that allocates and frees in a loop (parsing many
 //!   documents one after another, building and dropping large temporaries) uses the sum of
 //!   its allocations instead of their peak, and the kind's memory cap still applies: past
 //!   it the call traps with `memory_limit_exceeded`. Use it for calls that allocate a
@@ -56,13 +58,22 @@ pub(crate) struct Arena {
     next: usize,
     /// One past the last usable address; 0 before the first region.
     end: usize,
+    /// Where the current region starts: `next` goes back here when no block is live.
+    base: usize,
+    /// Blocks handed out and not given back.
+    live: usize,
 }
 
 #[cfg(any(test, all(target_arch = "wasm32", not(target_feature = "atomics"))))]
 impl Arena {
     /// An arena without memory; the first allocation draws the first region.
     pub(crate) const fn new() -> Arena {
-        Arena { next: 0, end: 0 }
+        Arena {
+            next: 0,
+            end: 0,
+            base: 0,
+            live: 0,
+        }
     }
 
     /// Carves `layout` from the current region, if it fits.
@@ -85,6 +96,7 @@ impl Arena {
         let extends = start == self.end && self.end != 0;
         if !extends {
             self.next = start;
+            self.base = start;
         }
         self.end = end;
         Some(extends)
@@ -92,6 +104,15 @@ impl Arena {
 
     /// A block for `layout`, or null when memory is exhausted.
     pub(crate) fn alloc(&mut self, layout: Layout, source: &mut impl Source) -> *mut u8 {
+        let block = self.carve(layout, source);
+        if !block.is_null() {
+            self.live += 1;
+        }
+        block
+    }
+
+    /// [`alloc`](Self::alloc) without counting the block.
+    fn carve(&mut self, layout: Layout, source: &mut impl Source) -> *mut u8 {
         if let Some(start) = self.bump(layout) {
             return start as *mut u8;
         }
@@ -106,9 +127,15 @@ impl Arena {
             .map_or(ptr::null_mut(), |start| start as *mut u8)
     }
 
-    /// Gives the block back if it is the most recent one; any other stays taken.
+    /// Gives the block back if it is the most recent one; any other stays taken until no
+    /// block is live, when the whole current region is free again. That happens after every
+    /// call of a plugin that keeps nothing allocated between calls (the call's arguments
+    /// and results are freed when it returns), so a long-lived instance reuses its memory.
     pub(crate) fn dealloc(&mut self, ptr: *mut u8, layout: Layout) {
-        if (ptr as usize).wrapping_add(layout.size()) == self.next {
+        self.live = self.live.saturating_sub(1);
+        if self.live == 0 {
+            self.next = self.base;
+        } else if (ptr as usize).wrapping_add(layout.size()) == self.next {
             self.next = ptr as usize;
         }
     }
@@ -152,7 +179,8 @@ impl Arena {
         }
         // SAFETY: the caller guarantees `new_size` and `layout.align()` form a layout.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        let new = self.alloc(new_layout, source);
+        // The old block is given up for the new one: the live count stays.
+        let new = self.carve(new_layout, source);
         if !new.is_null() {
             // SAFETY: `ptr` holds `layout.size()` bytes, `new` at least `new_size`, and a
             // fresh block never overlaps a live one.
@@ -465,6 +493,47 @@ mod tests {
         arena.dealloc(c, layout(16, 8));
         let d = arena.alloc(layout(16, 8), &mut buf);
         assert_eq!(d, c, "the most recent block is reused");
+    }
+
+    #[test]
+    fn region_is_reused_from_its_start_once_no_block_is_live() {
+        let mut buf = Buffer::new(BUFFER);
+        let mut arena = Arena::new();
+        // One "call": arguments in, a result grown by realloc (copied, as it is not the
+        // last block), everything freed in another order than allocated.
+        let args = arena.alloc(layout(100, 8), &mut buf);
+        let result = arena.alloc(layout(8, 8), &mut buf);
+        let tmp = arena.alloc(layout(50, 1), &mut buf);
+        let result = unsafe { arena.realloc(result, layout(8, 8), 64, &mut buf) };
+        arena.dealloc(args, layout(100, 8));
+        arena.dealloc(tmp, layout(50, 1));
+        let kept = arena.alloc(layout(8, 8), &mut buf);
+        assert!(
+            kept as usize > result as usize,
+            "a live block keeps the region taken"
+        );
+        arena.dealloc(kept, layout(8, 8));
+        arena.dealloc(result, layout(64, 8));
+        let again = arena.alloc(layout(100, 8), &mut buf);
+        assert_eq!(again, args, "the next call starts the region afresh");
+        assert_eq!(buf.regions, 1);
+    }
+
+    #[test]
+    fn many_calls_on_one_instance_stay_in_one_region() {
+        let mut buf = Buffer::new(2 * STEP);
+        let mut arena = Arena::new();
+        for _ in 0..1000 {
+            let a = arena.alloc(layout(STEP / 4, 8), &mut buf);
+            let b = arena.alloc(layout(STEP / 4, 8), &mut buf);
+            assert!(
+                !a.is_null() && !b.is_null(),
+                "memory is reused across calls"
+            );
+            arena.dealloc(a, layout(STEP / 4, 8));
+            arena.dealloc(b, layout(STEP / 4, 8));
+        }
+        assert_eq!(buf.regions, 1);
     }
 
     #[test]

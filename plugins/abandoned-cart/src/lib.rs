@@ -13,6 +13,10 @@ use weft_guest::journey::{
 use weft_guest::json::{self, json};
 use weft_guest::types::{ChannelKind, Content, MessageCategory, Profile, TemplateRef};
 
+// A step allocates a few KiB and keeps nothing between calls: a pointer bump is the
+// cheapest allocator for it (see weft_guest::bump).
+weft_guest::bump_allocator!();
+
 /// The step that sends the reminder, run after the wait.
 const REMIND_STEP: &str = "remind";
 /// How long a cart stays quiet before the reminder: one hour.

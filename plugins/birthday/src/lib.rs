@@ -49,6 +49,10 @@ use weft_guest::types::{
     CapabilityError, ChannelKind, Content, Event, MessageCategory, Profile, TemplateRef,
 };
 
+// A call allocates a few KiB and keeps nothing between calls: a pointer bump is the
+// cheapest allocator for it (see weft_guest::bump).
+weft_guest::bump_allocator!();
+
 /// The entry event a daily sweeper or the tenant sends.
 const CHECK_EVENT: &str = "Birthday Check";
 /// The host's synthetic event when a profile joins an audience.

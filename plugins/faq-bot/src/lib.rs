@@ -13,6 +13,10 @@ use weft_guest::flow::{
 use weft_guest::json::{self, json};
 use weft_guest::types::{ChannelKind, Choice, Choices, Content};
 
+// A call allocates a few KiB and keeps nothing between calls: a pointer bump is the
+// cheapest allocator for it (see weft_guest::bump).
+weft_guest::bump_allocator!();
+
 /// Queue that human handoffs go to.
 const SUPPORT_QUEUE: &str = "support";
 /// Unrecognised messages in a session before the bot hands off.

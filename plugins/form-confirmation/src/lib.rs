@@ -36,6 +36,10 @@ use weft_guest::types::{
     CapabilityError, ChannelKind, ConsentState, Content, Event, MessageCategory, Profile,
 };
 
+// A call allocates a few KiB and keeps nothing between calls: a pointer bump is the
+// cheapest allocator for it (see weft_guest::bump).
+weft_guest::bump_allocator!();
+
 /// The entry event.
 const FORM_EVENT: &str = "Form Submitted";
 /// The step that sends the nurture email, run after the wait.

@@ -20,6 +20,10 @@ use weft_guest::flow::{
 use weft_guest::json::{self, json};
 use weft_guest::types::{ChannelKind, Choice, Choices, Content};
 
+// A call allocates a few KiB and keeps nothing between calls: a pointer bump is the
+// cheapest allocator for it (see weft_guest::bump).
+weft_guest::bump_allocator!();
+
 /// Id of the reminder, delivered back as the `timer` trigger.
 const NUDGE_ID: &str = "nudge";
 /// Silence before the reminder: long enough to find a phone number, short enough to still be on the page.

@@ -18,6 +18,10 @@ use weft_guest::flow::{
 use weft_guest::json::{self, json, Value};
 use weft_guest::types::{Button, ButtonAction, Card, ChannelKind, Choice, Choices, Content, Event};
 
+// A call allocates a few KiB and keeps nothing between calls: a pointer bump is the
+// cheapest allocator for it (see weft_guest::bump).
+weft_guest::bump_allocator!();
+
 /// Agent queue for handoffs: the payments team can see orders and the payment provider.
 const PAYMENTS_QUEUE: &str = "payments";
 /// Handoff priority: revenue at risk, but no emergency, so the middle of 0 to 9.

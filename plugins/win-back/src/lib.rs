@@ -28,6 +28,10 @@ use weft_guest::journey::{
 };
 use weft_guest::types::{ChannelKind, Content, Event, MessageCategory, Profile};
 
+// A call allocates a few KiB and keeps nothing between calls: a pointer bump is the
+// cheapest allocator for it (see weft_guest::bump).
+weft_guest::bump_allocator!();
+
 /// The host's synthetic event when a profile joins an audience.
 const AUDIENCE_ENTERED: &str = "Audience Entered";
 /// The audience (no `Order Completed` in 30 days) this journey serves.
