@@ -169,6 +169,8 @@ pub struct Active {
     pub pre: KindPre,
     /// Who it runs as.
     pub installation: Arc<Installation>,
+    /// Whether it may run on an async runtime thread ([`Runtime::runs_inline`]).
+    pub inline: bool,
     next_seq: AtomicU64,
 }
 
@@ -708,9 +710,10 @@ impl Registry {
             .map_or(0, |s| s + 1);
         let this = self.clone();
         let (digest, kind) = (v.digest.clone(), v.kind);
-        let pre = tokio::task::spawn_blocking(move || {
+        let (pre, inline) = tokio::task::spawn_blocking(move || {
             let c = this.load_component(&digest, kind)?;
-            Ok::<_, RegistryError>(this.runtime.prepare(&c, kind)?)
+            let inline = this.runtime.runs_inline(&c);
+            Ok::<_, RegistryError>((this.runtime.prepare(&c, kind)?, inline))
         })
         .await
         .map_err(internal)??;
@@ -720,6 +723,7 @@ impl Registry {
             digest: v.digest.clone(),
             pre,
             installation: Arc::new(Installation::new(tenant, name, &v.version, settings)),
+            inline,
             next_seq: AtomicU64::new(next_seq),
         }))
     }
@@ -994,6 +998,47 @@ impl Registry {
     /// the caller serves its fallback), and an invocation record only when the call
     /// fails. Blocking: call it from a blocking thread.
     pub fn invoke_now(&self, active: &Arc<Active>, call: Call) -> Result<Invoked, RegistryError> {
+        let call_name = call.name();
+        let invoked = self.admit_now(active, |pre, inst| self.runtime.invoke(pre, inst, call))?;
+        if let Some(e) = &invoked.error {
+            self.record_failure(active, call_name, e, &invoked.report);
+        }
+        Ok(invoked)
+    }
+
+    /// [`invoke_now`](Self::invoke_now) on the calling async runtime thread, for an
+    /// [`Active::inline`] plugin: no thread hand-off. A failure is not recorded here (that
+    /// writes to the store); pass it to [`record_failure`](Self::record_failure) from a
+    /// blocking thread.
+    pub fn invoke_inline(
+        &self,
+        active: &Arc<Active>,
+        call: Call,
+    ) -> Result<Invoked, RegistryError> {
+        self.admit_now(active, |pre, inst| {
+            self.runtime.invoke_inline(pre, inst, call)
+        })
+    }
+
+    /// Writes the invocation record of a failed call made by
+    /// [`invoke_inline`](Self::invoke_inline). Blocking.
+    pub fn record_failure(
+        &self,
+        active: &Active,
+        call_name: &str,
+        error: &InvokeError,
+        report: &Report,
+    ) {
+        let at = self.runtime.services().clock.now_ms();
+        self.record(active, at, call_name, Some(error.clone()), report);
+    }
+
+    /// Runs `run` if the tenant and the pool have a free slot now, else `Busy`.
+    fn admit_now(
+        &self,
+        active: &Arc<Active>,
+        run: impl FnOnce(&KindPre, &Arc<Installation>) -> crate::runtime::Invocation,
+    ) -> Result<Invoked, RegistryError> {
         let slot = self.slot(&active.installation.tenant);
         let Ok(_tenant_permit) = slot.permits.try_acquire() else {
             return Err(RegistryError::Busy);
@@ -1001,16 +1046,11 @@ impl Registry {
         let Ok(_pool_permit) = self.global_permits.try_acquire() else {
             return Err(RegistryError::Busy);
         };
-        let call_name = call.name();
-        let inv = self.runtime.invoke(&active.pre, &active.installation, call);
+        let inv = run(&active.pre, &active.installation);
         let (output, error) = match inv.result {
             Ok(o) => (Some(o), None),
             Err(e) => (None, Some(e)),
         };
-        if let Some(e) = &error {
-            let at = self.runtime.services().clock.now_ms();
-            self.record(active, at, call_name, Some(e.clone()), &inv.report);
-        }
         Ok(Invoked {
             version: active.version.clone(),
             output,

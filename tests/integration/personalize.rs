@@ -405,7 +405,7 @@ async fn a_failing_plugin_gets_the_default_content_and_five_in_a_row_quarantine_
 }
 
 #[tokio::test]
-async fn the_deadline_stops_a_spinning_or_sleeping_plugin_and_a_quick_one_finishes_within_it() {
+async fn the_deadline_stops_a_spinning_plugin_a_sleeping_one_is_refused_and_a_quick_one_runs() {
     let h = TestHost::with_config(|c| c.runtime.personalization.deadline_ms = 50).await;
     let t = unruly_shop(&h).await;
     let t0 = std::time::Instant::now();
@@ -421,7 +421,8 @@ async fn the_deadline_stops_a_spinning_or_sleeping_plugin_and_a_quick_one_finish
         "{v}"
     );
     assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
-    // Waiting in a host call (a WASI sleep) is bounded by the same deadline.
+    // A personalizer that imports nothing from the store runs on the request's thread,
+    // where waiting in a host call (a WASI sleep) is refused at once.
     let t0 = std::time::Instant::now();
     let (_, v) = ask(&h, &t, unruly("sleep"), None).await;
     let took = t0.elapsed();
@@ -430,7 +431,7 @@ async fn the_deadline_stops_a_spinning_or_sleeping_plugin_and_a_quick_one_finish
         decision(&v, "hero")["reason"]
             .as_str()
             .unwrap()
-            .contains("deadline"),
+            .contains("may not wait"),
         "{v}"
     );
     assert!(
@@ -439,6 +440,36 @@ async fn the_deadline_stops_a_spinning_or_sleeping_plugin_and_a_quick_one_finish
     );
     let (_, v) = ask(&h, &t, unruly("ok"), None).await;
     assert_eq!(decision(&v, "hero")["source"], "plugin", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_the_request_thread_a_sleeping_personalizer_is_stopped_at_its_deadline() {
+    // The invoke API runs a plugin on a blocking thread, where a WASI wait may block, up
+    // to the deadline and no further.
+    let h = TestHost::with_config(|c| c.runtime.personalization.deadline_ms = 50).await;
+    let t = unruly_shop(&h).await;
+    let weft::runtime::Call::PersonalizeDecide {
+        mut req,
+        candidates,
+    } = weft::samples::decide_two_placements(0)
+    else {
+        unreachable!("a decide call")
+    };
+    req.page.attributes = r#"{"mode":"sleep"}"#.into();
+    let t0 = std::time::Instant::now();
+    let v = h
+        .invoke(
+            &t,
+            "unruly",
+            &weft::runtime::Call::PersonalizeDecide { req, candidates },
+        )
+        .await;
+    let took = t0.elapsed();
+    assert_eq!(v["error"]["code"], "deadline_exceeded", "{v}");
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "a 10 s sleep took {took:?}"
+    );
 }
 
 #[tokio::test]

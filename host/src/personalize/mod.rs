@@ -1,7 +1,9 @@
 //! Edge personalization: **a page's `POST /v1/personalize` is decided in
 //! [`Personalizer::decide`]**. It finds the visitor's profile in the in-memory
 //! [`cache::ProfileCache`], assigns experiments, runs the tenant's personalization plugin
-//! on a fresh instance on the calling thread, and fails open to the tenant's default
+//! on a fresh instance (on the request's own thread when the plugin imports nothing from
+//! the store, see [`Runtime::runs_inline`](crate::runtime::Runtime::runs_inline); on a
+//! blocking thread otherwise), and fails open to the tenant's default
 //! content when the plugin errs, runs out of time or is quarantined. Exposures become
 //! `Experiment Viewed` events in the background.
 
@@ -23,7 +25,7 @@ use crate::clock::SharedClock;
 use crate::identity;
 use crate::ingest::{Ingest, Message, MessageType};
 use crate::kind::PluginKind;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Invoked, Registry, RegistryError};
 use crate::runtime::bindings::exports::personalize as wit;
 use crate::runtime::{Call, Output};
 use crate::store::{Db, Space, StoreError};
@@ -636,19 +638,42 @@ impl Personalizer {
                 active.installation.plugin
             ));
         }
-        // A blocking thread, not this one: WASI's synchronous stdio (a guest's panic
-        // message, a debug print) blocks on tokio and must not run on a runtime thread.
-        let Ok(_running) = self.running.acquire().await else {
-            return Err("the server is shutting down".into());
-        };
-        let registry = self.registry.clone();
         let call = Call::PersonalizeDecide {
             req: request(),
             candidates: compiled.candidates.clone(),
         };
-        let invoked = tokio::task::spawn_blocking(move || registry.invoke_now(&active, call))
-            .await
-            .unwrap_or_else(|e| Err(RegistryError::Internal(e.into())));
+        let invoked = if active.inline {
+            // A plugin that cannot touch the store or wait runs right here: a thread
+            // hand-off would cost more than many decisions.
+            let invoked = self.registry.invoke_inline(&active, call);
+            if let Ok(Invoked {
+                error: Some(e),
+                report,
+                ..
+            }) = &invoked
+            {
+                let (registry, active, e, report) = (
+                    self.registry.clone(),
+                    active.clone(),
+                    e.clone(),
+                    report.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    registry.record_failure(&active, "decide", &e, &report);
+                });
+            }
+            invoked
+        } else {
+            // Otherwise on a blocking thread, at most one per core: its store access or
+            // a WASI wait may block.
+            let Ok(_running) = self.running.acquire().await else {
+                return Err("the server is shutting down".into());
+            };
+            let registry = self.registry.clone();
+            tokio::task::spawn_blocking(move || registry.invoke_now(&active, call))
+                .await
+                .unwrap_or_else(|e| Err(RegistryError::Internal(e.into())))
+        };
         let invoked = match invoked {
             Ok(i) => i,
             Err(RegistryError::Busy) => {

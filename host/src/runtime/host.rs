@@ -221,6 +221,10 @@ pub struct HostState {
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) hostcalls: u32,
     pub(crate) http_calls: Vec<crate::runtime::invoke::HttpCall>,
+    /// Whether a WASI wait that is not ready at once may block this thread (until the
+    /// deadline); false for an invocation run on an async runtime thread, where such a wait
+    /// traps instead (see `capabilities::waits`).
+    pub(crate) may_wait: bool,
 }
 
 impl WasiView for HostState {

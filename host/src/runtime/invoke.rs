@@ -310,6 +310,19 @@ pub fn invoke(
     limits: &KindLimits,
     call: Call,
 ) -> Invocation {
+    invoke_with(services, pre, installation, limits, call, true)
+}
+
+/// [`invoke`], where `may_wait` false makes a WASI wait that is not ready at once trap
+/// instead of blocking the thread: for an invocation on an async runtime thread.
+pub fn invoke_with(
+    services: &Arc<Services>,
+    pre: &KindPre,
+    installation: &Arc<Installation>,
+    limits: &KindLimits,
+    call: Call,
+    may_wait: bool,
+) -> Invocation {
     let start = Instant::now();
     if call.kind() != pre.kind() {
         return Invocation {
@@ -327,6 +340,7 @@ pub fn invoke(
     });
     let budget = limits.fuel.unwrap_or(UNMETERED_FUEL);
     let mut store = new_store(services, pre, installation, limits, start, deadline);
+    store.data_mut().may_wait = may_wait;
 
     let raw = call_plugin(&mut store, pre, call);
     let elapsed = start.elapsed();
@@ -397,6 +411,7 @@ pub fn new_store(
         stderr,
         hostcalls: 0,
         http_calls: Vec::new(),
+        may_wait: true,
     };
     let engine = match pre {
         KindPre::JourneyRule(p) => p.engine(),
@@ -540,6 +555,14 @@ fn classify(
     }
     if e.is::<wasmtime::PoolConcurrencyLimitError>() {
         return InvokeError::PoolExhausted;
+    }
+    // A wait refused on a request thread: its own message, not the backtrace around it.
+    if e.chain()
+        .any(|c| c.to_string() == super::capabilities::NO_WAITING)
+    {
+        return InvokeError::Trap {
+            message: super::capabilities::NO_WAITING.to_string(),
+        };
     }
     // Host-side failures during a host call (a trap raised by a capability).
     let message = format!("{e}");

@@ -286,4 +286,34 @@ impl Runtime {
         let limits = self.config.limits(pre.kind());
         invoke::invoke(&self.services, pre, installation, limits, call)
     }
+
+    /// [`invoke`](Self::invoke) on an async runtime thread: for a component that
+    /// [`runs_inline`](Self::runs_inline). A WASI wait that is not ready at once traps with
+    /// [`capabilities::NO_WAITING`] instead of blocking the thread.
+    pub fn invoke_inline(
+        &self,
+        pre: &KindPre,
+        installation: &Arc<Installation>,
+        call: Call,
+    ) -> Invocation {
+        let limits = self.config.limits(pre.kind());
+        invoke::invoke_with(&self.services, pre, installation, limits, call, false)
+    }
+
+    /// Whether `component` can run on an async runtime thread: it imports nothing that
+    /// touches the store or may block (profile store, state, config), only types, log,
+    /// clock and the WASI subset, whose waits [`invoke_inline`](Self::invoke_inline)
+    /// refuses.
+    pub fn runs_inline(&self, component: &Component) -> bool {
+        /// The `weft:plugin` interfaces served from memory, without the store.
+        const MEMORY_ONLY: [&str; 3] =
+            ["weft:plugin/types", "weft:plugin/log", "weft:plugin/clock"];
+        component
+            .component_type()
+            .imports(&self.engine)
+            .all(|(name, _)| {
+                let base = unversioned(name);
+                MEMORY_ONLY.contains(&base) || GRANTED_WASI.contains(&base)
+            })
+    }
 }

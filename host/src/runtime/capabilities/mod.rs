@@ -14,6 +14,8 @@ mod log;
 pub(crate) mod outbound_http;
 mod profile_store;
 mod state;
+mod waits;
+pub use waits::NO_WAITING;
 
 use wasmtime::component::{HasData, HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
@@ -59,8 +61,8 @@ pub fn add_wasi_subset(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     })
     .map_err(wt)?;
     wasi::sync::io::poll::add_to_linker::<HostState, HasIo>(l, |t| &mut t.table).map_err(wt)?;
-    bound_waits_by_the_deadline(l)?;
     wasi::sync::io::streams::add_to_linker::<HostState, HasIo>(l, |t| &mut t.table).map_err(wt)?;
+    waits::add_to_linker(l)?;
     wasi::clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)
         .map_err(wt)?;
     wasi::clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)
@@ -86,64 +88,6 @@ pub fn add_wasi_subset(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
         .map_err(wt)?;
     wasi::cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)
         .map_err(wt)?;
-    Ok(())
-}
-
-/// The `wasi:io/poll` instance as the WASI bindings name it (guests importing any 0.2.x
-/// match it).
-const WASI_POLL: &str = "wasi:io/poll@0.2.12";
-
-/// Replaces `poll` and `pollable.block` with versions that wait at most until the
-/// invocation's deadline. Epoch interruption only stops a guest running wasm code; a
-/// guest waiting in a host call (`std::thread::sleep` is a monotonic-clock pollable and a
-/// `block`) would otherwise hold its thread and pool slot for as long as it asked. Past
-/// the deadline the call traps as an interrupt, which the invocation reports as
-/// `deadline_exceeded`.
-fn bound_waits_by_the_deadline(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    use std::time::Instant;
-    use wasmtime::component::Resource;
-    use wasmtime_wasi_io::bindings::wasi::io::poll::{Host, HostPollable};
-    use wasmtime_wasi_io::poll::DynPollable;
-
-    fn wait<T>(
-        rt: &tokio::runtime::Handle,
-        deadline: Instant,
-        fut: impl std::future::Future<Output = wasmtime::Result<T>>,
-    ) -> wasmtime::Result<T> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rt.block_on(tokio::time::timeout(left, fut)) {
-            Ok(r) => r,
-            Err(_) => Err(wasmtime::Trap::Interrupt.into()),
-        }
-    }
-
-    linker.allow_shadowing(true);
-    let mut poll = linker.instance(WASI_POLL).map_err(wt)?;
-    poll.func_wrap(
-        "poll",
-        |mut store: wasmtime::StoreContextMut<'_, HostState>,
-         (pollables,): (Vec<Resource<DynPollable>>,)| {
-            let state = store.data_mut();
-            let (rt, deadline) = (state.services.rt.clone(), state.deadline);
-            wait(&rt, deadline, Host::poll(&mut state.table, pollables)).map(|r| (r,))
-        },
-    )
-    .map_err(wt)?;
-    poll.func_wrap(
-        "[method]pollable.block",
-        |mut store: wasmtime::StoreContextMut<'_, HostState>,
-         (pollable,): (Resource<DynPollable>,)| {
-            let state = store.data_mut();
-            let (rt, deadline) = (state.services.rt.clone(), state.deadline);
-            wait(
-                &rt,
-                deadline,
-                HostPollable::block(&mut state.table, pollable),
-            )
-        },
-    )
-    .map_err(wt)?;
-    linker.allow_shadowing(false);
     Ok(())
 }
 
