@@ -442,6 +442,23 @@ async fn the_deadline_stops_a_spinning_plugin_a_sleeping_one_is_refused_and_a_qu
     assert_eq!(decision(&v, "hero")["source"], "plugin", "{v}");
 }
 
+#[tokio::test]
+async fn only_a_plugin_that_imports_nothing_from_the_store_runs_on_the_request_thread() {
+    let h = TestHost::new().await;
+    let t = unruly_shop(&h).await;
+    h.install(&t, "wb", "journey-rule", plugins::TEST_WELL_BEHAVED)
+        .await;
+    let registry = &h.app.state.registry;
+    assert!(
+        registry.active(&t.id, "unruly").unwrap().inline,
+        "imports only types and WASI"
+    );
+    assert!(
+        !registry.active(&t.id, "wb").unwrap().inline,
+        "imports state, which reads and writes the store"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_the_request_thread_a_sleeping_personalizer_is_stopped_at_its_deadline() {
     // The invoke API runs a plugin on a blocking thread, where a WASI wait may block, up

@@ -283,8 +283,7 @@ impl Runtime {
         installation: &Arc<Installation>,
         call: Call,
     ) -> Invocation {
-        let limits = self.config.limits(pre.kind());
-        invoke::invoke(&self.services, pre, installation, limits, call)
+        self.invoke_with(pre, installation, call, true)
     }
 
     /// [`invoke`](Self::invoke) on an async runtime thread: for a component that
@@ -296,8 +295,19 @@ impl Runtime {
         installation: &Arc<Installation>,
         call: Call,
     ) -> Invocation {
+        self.invoke_with(pre, installation, call, false)
+    }
+
+    /// Both of the above, with the kind's limits.
+    fn invoke_with(
+        &self,
+        pre: &KindPre,
+        installation: &Arc<Installation>,
+        call: Call,
+        may_wait: bool,
+    ) -> Invocation {
         let limits = self.config.limits(pre.kind());
-        invoke::invoke_with(&self.services, pre, installation, limits, call, false)
+        invoke::invoke_with(&self.services, pre, installation, limits, call, may_wait)
     }
 
     /// Whether `component` can run on an async runtime thread: it imports nothing that
