@@ -65,9 +65,13 @@ fn split(state: &mut HostState) -> (&mut ResourceTable, Waits<'_>) {
 /// Runs `fut` to completion within the invocation's rules (see the module).
 fn settle<F: Future>(w: Waits<'_>, fut: F) -> wasmtime::Result<F::Output> {
     let mut fut = std::pin::pin!(fut);
+    // In the runtime's context: a WASI future may touch tokio's timer or reactor, and the
+    // calling thread (a plain thread of an embedder, say) need not be in it already.
+    let entered = w.rt.enter();
     if let Poll::Ready(out) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         return Ok(out);
     }
+    drop(entered);
     if !w.may_wait {
         return Err(wasmtime::Error::msg(NO_WAITING));
     }
