@@ -57,31 +57,62 @@ fn plugins_dir() -> PathBuf {
     }
 }
 
-async fn setup(args: &[String]) -> anyhow::Result<()> {
-    let url = need(args, "--url")?;
-    let admin = need(args, "--admin-token")?;
-    let out = PathBuf::from(need(args, "--out")?);
-    let wasm_path = plugins_dir().join("abandoned-cart.wasm");
-    let wasm = std::fs::read(&wasm_path).map_err(|e| {
+/// A built example plugin's component, from [`plugins_dir`].
+fn plugin_wasm(name: &str) -> anyhow::Result<Vec<u8>> {
+    let path = plugins_dir().join(format!("{name}.wasm"));
+    std::fs::read(&path).map_err(|e| {
         anyhow::anyhow!(
             "cannot read {} ({e}); run `bash scripts/build-plugins.sh` first",
-            wasm_path.display()
+            path.display()
         )
-    })?;
-    let http = reqwest::Client::new();
+    })
+}
+
+/// A tenant the load helper created: its id, secret key and write key.
+struct NewTenant {
+    id: String,
+    key: String,
+    wkey: String,
+}
+
+/// Creates a tenant named `name` with the admin token.
+async fn new_tenant(
+    http: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    name: &str,
+) -> anyhow::Result<NewTenant> {
     let tenant: serde_json::Value = http
         .post(format!("{url}/v1/tenants"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"name": "load"}))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "name": name }))
         .send()
         .await?
         .error_for_status()?
         .json()
         .await?;
-    let key = tenant["secret_key"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no secret_key in {tenant}"))?
-        .to_string();
+    let (Some(id), Some(key), Some(wkey)) = (
+        tenant["id"].as_str(),
+        tenant["secret_key"].as_str(),
+        tenant["write_key"].as_str(),
+    ) else {
+        anyhow::bail!("unexpected tenant answer {tenant}");
+    };
+    Ok(NewTenant {
+        id: id.into(),
+        key: key.into(),
+        wkey: wkey.into(),
+    })
+}
+
+async fn setup(args: &[String]) -> anyhow::Result<()> {
+    let url = need(args, "--url")?;
+    let admin = need(args, "--admin-token")?;
+    let out = PathBuf::from(need(args, "--out")?);
+    let wasm = plugin_wasm("abandoned-cart")?;
+    let http = reqwest::Client::new();
+    let tenant = new_tenant(&http, &url, &admin, "load").await?;
+    let key = tenant.key.clone();
     http.put(format!(
         "{url}/v1/plugins/abandoned-cart/versions/1.0.0?kind=journey-rule&activate=true"
     ))
@@ -105,13 +136,11 @@ async fn setup(args: &[String]) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("key"), &key)?;
-    if let Some(w) = tenant["write_key"].as_str() {
-        std::fs::write(out.join("write_key"), w)?;
-    }
+    std::fs::write(out.join("write_key"), &tenant.wkey)?;
     std::fs::write(out.join("entered.json"), &body)?;
     eprintln!(
-        "tenant {} with abandoned-cart installed; body {} bytes",
-        tenant["id"],
+        "tenant {:?} with abandoned-cart installed; body {} bytes",
+        tenant.id,
         body.len()
     );
     Ok(())
@@ -385,26 +414,9 @@ async fn personalize_setup(args: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(batch > 0, "--batch must be positive");
 
     let http = reqwest::Client::new();
-    let tenant: serde_json::Value = http
-        .post(format!("{url}/v1/tenants"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"name": "personalize"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let (Some(key), Some(wkey)) = (tenant["secret_key"].as_str(), tenant["write_key"].as_str())
-    else {
-        anyhow::bail!("unexpected tenant answer {tenant}");
-    };
-    let wasm_path = plugins_dir().join("tier-personalize.wasm");
-    let wasm = std::fs::read(&wasm_path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read {} ({e}); run `bash scripts/build-plugins.sh` first",
-            wasm_path.display()
-        )
-    })?;
+    let tenant = new_tenant(&http, &url, &admin, "personalize").await?;
+    let (key, wkey) = (tenant.key.as_str(), tenant.wkey.as_str());
+    let wasm = plugin_wasm("tier-personalize")?;
     // Answers the error body too: a refused setup step should say why.
     async fn ok(r: reqwest::Response, what: &str) -> anyhow::Result<serde_json::Value> {
         let status = r.status();
@@ -446,8 +458,8 @@ async fn personalize_setup(args: &[String]) -> anyhow::Result<()> {
     )
     .await?;
     eprintln!(
-        "tenant {}: tier-personalize, audience vip, settings; ingesting {profiles} profiles",
-        tenant["id"]
+        "tenant {:?}: tier-personalize, audience vip, settings; ingesting {profiles} profiles",
+        tenant.id
     );
 
     // Profiles: identify events, `batch` per request, 4 requests in flight.
@@ -632,29 +644,13 @@ async fn sends(args: &[String]) -> anyhow::Result<()> {
         Duration::from_millis(arg(args, "--provider-latency-ms").map_or(Ok(0), |v| v.parse())?);
     let (provider, arrivals) = fake_twilio(delay).await?;
     let http = reqwest::Client::new();
-    let tenant: serde_json::Value = http
-        .post(format!("{url}/v1/tenants"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"name": "sends"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let (Some(key), Some(wkey), Some(tid)) = (
-        tenant["secret_key"].as_str(),
-        tenant["write_key"].as_str(),
-        tenant["id"].as_str(),
-    ) else {
-        anyhow::bail!("unexpected tenant answer {tenant}");
-    };
-    let wasm_path = plugins_dir().join("sms.wasm");
-    let wasm = std::fs::read(&wasm_path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read {} ({e}); build the plugins",
-            wasm_path.display()
-        )
-    })?;
+    let tenant = new_tenant(&http, &url, &admin, "sends").await?;
+    let (key, wkey, tid) = (
+        tenant.key.as_str(),
+        tenant.wkey.as_str(),
+        tenant.id.as_str(),
+    );
+    let wasm = plugin_wasm("sms")?;
     http.put(format!(
         "{url}/v1/plugins/sms/versions/1.0.0?kind=channel-adapter&activate=true"
     ))
@@ -1093,26 +1089,9 @@ async fn chat(args: &[String]) -> anyhow::Result<()> {
 
     // Setup: a tenant with faq-bot as the default flow.
     let http = reqwest::Client::new();
-    let tenant: serde_json::Value = http
-        .post(format!("{url}/v1/tenants"))
-        .bearer_auth(&admin)
-        .json(&serde_json::json!({"name": "chat"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let (Some(key), Some(wkey)) = (tenant["secret_key"].as_str(), tenant["write_key"].as_str())
-    else {
-        anyhow::bail!("unexpected tenant answer {tenant}");
-    };
-    let wasm_path = plugins_dir().join("faq-bot.wasm");
-    let wasm = std::fs::read(&wasm_path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read {} ({e}); run `bash scripts/build-plugins.sh` first",
-            wasm_path.display()
-        )
-    })?;
+    let tenant = new_tenant(&http, &url, &admin, "chat").await?;
+    let (key, wkey) = (tenant.key.as_str(), tenant.wkey.as_str());
+    let wasm = plugin_wasm("faq-bot")?;
     http.put(format!(
         "{url}/v1/plugins/faq-bot/versions/1.0.0?kind=chatbot-flow&activate=true"
     ))
@@ -1127,7 +1106,7 @@ async fn chat(args: &[String]) -> anyhow::Result<()> {
         .send()
         .await?
         .error_for_status()?;
-    eprintln!("tenant {}: faq-bot is the default flow", tenant["id"]);
+    eprintln!("tenant {:?}: faq-bot is the default flow", tenant.id);
 
     // Idle conversations.
     let rss_before = server_pid.and_then(rss_kib);
