@@ -331,8 +331,9 @@ pub struct Personalizer {
     exposure_tx: mpsc::Sender<Exposure>,
     request_prefix: u32,
     next_request: AtomicU64,
-    /// Decisions running at once: one per core. More would only share the cores, and a
-    /// decision preempted by its neighbours can miss its 20 ms wall-clock deadline.
+    /// Decisions running at once on blocking threads: one per core. More would only share
+    /// the cores, and a decision preempted by its neighbours can miss its 20 ms wall-clock
+    /// deadline. (Inline decisions need no cap: the runtime has one worker per core.)
     running: tokio::sync::Semaphore,
 }
 
