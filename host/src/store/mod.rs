@@ -30,6 +30,7 @@
 mod blob;
 mod durability;
 mod sled_backend;
+mod staged;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +44,7 @@ use serde::Serialize;
 pub use blob::{sha256_hex, BlobStore};
 pub use durability::{write_file_durably, CommitFuture};
 pub use sled_backend::SledBackend;
+pub use staged::Staged;
 
 /// Largest value the store accepts, in bytes.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
