@@ -18,7 +18,7 @@ use crate::registry::{Active, Registry};
 use crate::runtime::bindings::exports::journey as wit;
 use crate::runtime::bindings::types;
 use crate::runtime::{Call, Output};
-use crate::store::{Backend, BatchOp, Db, Space, StoreError, UniqueInsert};
+use crate::store::{Backend, BatchOp, Db, Space, Staged, StoreError, UniqueInsert};
 use crate::worker::TenantLoops;
 
 /// The global space of timers, keyed `<due:020>/<tenant>/<token>`; each holds the work
@@ -503,18 +503,21 @@ impl Journeys {
 
     /// Runs up to [`RUNNER_CHUNK`] work items of `tenant`, oldest first.
     fn run_pass(&self, tenant: &str) -> Result<usize, StoreError> {
-        let b = self.db.backend().as_ref();
+        let backend = self.db.backend();
         let sp = Space::tenant(tenant);
-        let items = b.scan_prefix(&sp, b"jq/", RUNNER_CHUNK)?;
+        let items = backend.scan_prefix(&sp, b"jq/", RUNNER_CHUNK)?;
         if items.is_empty() {
             return Ok(0);
         }
         let routes = self.routes(tenant);
         let mut queued_events = false;
+        // Items run in order, each reading what the earlier ones decided, and the pass
+        // writes their batches as one: every sled batch costs two log-buffer writes.
+        let staged = Staged::new(backend.clone(), sp.clone());
         for (key, value) in &items {
             let mut ops = match serde_json::from_slice::<Work>(value) {
                 Ok(work) => {
-                    let (ops, events) = self.handle(b, &sp, tenant, &routes, work)?;
+                    let (ops, events) = self.handle(&staged, &sp, tenant, &routes, work)?;
                     queued_events |= events;
                     ops
                 }
@@ -524,8 +527,9 @@ impl Journeys {
                 }
             };
             ops.push(BatchOp::delete(key.clone()));
-            b.apply_batch(&sp, &ops)?;
+            staged.stage(ops)?;
         }
+        staged.commit()?;
         if queued_events {
             self.ingest.processor().wake(tenant);
         }
