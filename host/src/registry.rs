@@ -961,22 +961,40 @@ impl Registry {
         active: Arc<Active>,
         call: Call,
     ) -> Result<Invoked, RegistryError> {
+        self.invoke_then(tenant, active, call, |invoked| invoked)
+            .await
+    }
+
+    /// [`invoke`](Self::invoke), then `then` on the result, on the same blocking thread:
+    /// for callers whose next step is blocking store work, which saves a second hand-off
+    /// to a blocking thread. The slots are released before `then` runs.
+    pub async fn invoke_then<R: Send + 'static>(
+        self: &Arc<Self>,
+        tenant: &str,
+        active: Arc<Active>,
+        call: Call,
+        then: impl FnOnce(Invoked) -> R + Send + 'static,
+    ) -> Result<R, RegistryError> {
         let slot = self.slot(tenant);
         let acquire = async {
             let t = slot.permits.clone().acquire_owned().await;
             let g = self.global_permits.clone().acquire_owned().await;
             (t, g)
         };
-        let (Ok(_tenant_permit), Ok(_pool_permit)) = tokio::time::timeout(ADMISSION_WAIT, acquire)
+        let (Ok(tenant_permit), Ok(pool_permit)) = tokio::time::timeout(ADMISSION_WAIT, acquire)
             .await
             .map_err(|_| RegistryError::Busy)?
         else {
             return Err(RegistryError::Busy);
         };
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.invoke_admitted(&active, call))
-            .await
-            .map_err(internal)
+        tokio::task::spawn_blocking(move || {
+            let invoked = this.invoke_admitted(&active, call);
+            drop((tenant_permit, pool_permit));
+            then(invoked)
+        })
+        .await
+        .map_err(internal)
     }
 
     /// Invokes a typed call from a blocking thread (background workers: journey runners,

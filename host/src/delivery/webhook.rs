@@ -104,15 +104,57 @@ impl Deliveries {
         if active.kind != PluginKind::ChannelAdapter {
             return Err(not_found());
         }
-        let inv = match self
+        let me = self
+            .me
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or_else(|| WebhookFailure::Adapter("shutting down".into()))?;
+        let (tenant_owned, plugin_owned) = (tenant.to_string(), plugin.to_string());
+        // The adapter's run and the store work after it share one blocking thread.
+        let handled = self
             .registry
-            .invoke(tenant, active.clone(), Call::AdapterHandleWebhook(req))
-            .await
-        {
-            Ok(i) => i,
+            .invoke_then(
+                tenant,
+                active.clone(),
+                Call::AdapterHandleWebhook(req),
+                move |inv| me.after_webhook(&tenant_owned, (&plugin_owned, &active), inv),
+            )
+            .await;
+        let (response, applied) = match handled {
+            Ok(r) => r?,
             Err(RegistryError::Busy) => return Err(WebhookFailure::Busy),
             Err(e) => return Err(WebhookFailure::Adapter(e.to_string())),
         };
+        if let Some((queued, inbound)) = applied {
+            self.db.commit().await?;
+            if queued {
+                self.ingest.processor().wake(tenant);
+            }
+            // New customer messages become conversation turns (queued durably above), now
+            // rather than at the engine's next tick; the provider has its answer already.
+            if let Some(chat) = self.chat.get().and_then(std::sync::Weak::upgrade) {
+                if inbound {
+                    let tenant = tenant.to_string();
+                    tokio::spawn(async move {
+                        if let Err(e) = chat.drain_inbound(&tenant).await {
+                            tracing::warn!(tenant, error = %e, "inbound messages to the conversation engine");
+                        }
+                    });
+                }
+            }
+        }
+        Ok(response)
+    }
+
+    /// The adapter's answer to a webhook, with the events it reported applied (not yet
+    /// durable): `Some((queued, inbound))` as [`apply_events`](Self::apply_events) returns
+    /// when there were events. Blocking.
+    fn after_webhook(
+        &self,
+        tenant: &str,
+        (plugin, active): (&str, &std::sync::Arc<crate::registry::Active>),
+        inv: crate::registry::Invoked,
+    ) -> Result<(HttpResponse, Option<(bool, bool)>), WebhookFailure> {
         let result = match (inv.output, inv.error) {
             (Some(Output::AdapterHandleWebhook(Ok(r))), _) => r,
             (Some(Output::AdapterHandleWebhook(Err(e))), _) => {
@@ -135,37 +177,11 @@ impl Deliveries {
                 result.events.len()
             )));
         }
-        if !result.events.is_empty() {
-            let me = self
-                .me
-                .get()
-                .and_then(std::sync::Weak::upgrade)
-                .ok_or_else(|| WebhookFailure::Adapter("shutting down".into()))?;
-            let (tenant_owned, plugin_owned) = (tenant.to_string(), plugin.to_string());
-            let events = result.events;
-            let (queued, inbound) = tokio::task::spawn_blocking(move || {
-                me.apply_events(&tenant_owned, (&plugin_owned, &active), events)
-            })
-            .await
-            .map_err(|e| WebhookFailure::Adapter(format!("event task failed: {e}")))??;
-            self.db.commit().await?;
-            if queued {
-                self.ingest.processor().wake(tenant);
-            }
-            // New customer messages become conversation turns (queued durably above), now
-            // rather than at the engine's next tick; the provider has its answer already.
-            if let Some(chat) = self.chat.get().and_then(std::sync::Weak::upgrade) {
-                if inbound {
-                    let tenant = tenant.to_string();
-                    tokio::spawn(async move {
-                        if let Err(e) = chat.drain_inbound(&tenant).await {
-                            tracing::warn!(tenant, error = %e, "inbound messages to the conversation engine");
-                        }
-                    });
-                }
-            }
+        if result.events.is_empty() {
+            return Ok((result.response, None));
         }
-        Ok(result.response)
+        let applied = self.apply_events(tenant, (plugin, active), result.events)?;
+        Ok((result.response, Some(applied)))
     }
 
     /// Applies `events` from `plugin`, each provider event once. Returns whether track
