@@ -28,6 +28,7 @@
 //! [`open`] uses `<data>/sled` for the database and `<data>/blobs` for files.
 
 mod blob;
+mod combine;
 mod durability;
 mod sled_backend;
 mod staged;

@@ -24,6 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use super::combine::Combiner;
 use super::durability::{create_dir_all_durably, sync_dir, CommitFuture, GroupCommit, Syncer};
 use super::{
     check_key, check_value, Backend, BatchOp, Entry as KvEntry, Space, StoreError, UniqueInsert,
@@ -42,6 +43,8 @@ pub struct SledBackend {
     commit: GroupCommit,
     /// Told of every write; registered once at start-up, so the read lock is uncontended.
     observers: RwLock<Vec<Arc<dyn WriteObserver>>>,
+    /// Concurrent batches, applied as one per tree.
+    combiner: Combiner,
 }
 
 pub(crate) fn sled_err(e: sled::Error) -> StoreError {
@@ -121,6 +124,7 @@ impl SledBackend {
             trees: RwLock::new(trees),
             commit,
             observers: RwLock::new(Vec::new()),
+            combiner: Combiner::default(),
         })
     }
 
@@ -354,21 +358,21 @@ impl Backend for SledBackend {
                 BatchOp::Delete { key } => self.delete(space, key),
             };
         }
-        let mut batch = sled::Batch::default();
+        let mut writes = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
                 BatchOp::Put { key, value } => {
                     check_key(key)?;
                     check_value(value)?;
-                    batch.insert(key.as_slice(), value.as_slice());
+                    writes.push((key.as_slice().into(), Some(value.as_slice().into())));
                 }
                 BatchOp::Delete { key } => {
                     check_key(key)?;
-                    batch.remove(key.as_slice());
+                    writes.push((key.as_slice().into(), None));
                 }
             }
         }
-        self.write(space, |t| t.apply_batch(batch).map_err(sled_err))?;
+        self.write(space, |t| self.combiner.apply(t, writes).map_err(sled_err))?;
         self.notify(space, ops.iter().map(BatchOp::key));
         Ok(())
     }
