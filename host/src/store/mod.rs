@@ -23,6 +23,16 @@
 //! [`MAX_VALUE_BYTES`] and keys to [`MAX_KEY_BYTES`]; store anything larger
 //! in the [`BlobStore`] and keep its digest in the key-value store.
 //!
+//! # Batches cost more than their writes
+//!
+//! sled's `apply_batch` (and its transactions) roll the log buffer twice, each roll a
+//! buffer write that wakes all of sled's I/O threads, and take a process-wide write lock
+//! that every reader then waits on. So: write one key with `put`/`delete` (a one-op
+//! [`Backend::apply_batch`] does that by itself); let concurrent callers' batches be
+//! combined (the sled backend applies the batches queued on a tree while one is applied
+//! as one batch); and when work applies many items in order, stage them in a [`Staged`]
+//! view, which reads through its own writes, and commit them together.
+//!
 //! # Layout
 //!
 //! [`open`] uses `<data>/sled` for the database and `<data>/blobs` for files.
