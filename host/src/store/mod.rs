@@ -231,6 +231,17 @@ impl BatchOp {
         BatchOp::Delete { key: key.into() }
     }
 
+    /// Whether the key, and a put's value, are within the store's limits.
+    pub fn check(&self) -> Result<(), StoreError> {
+        match self {
+            BatchOp::Put { key, value } => {
+                check_key(key)?;
+                check_value(value)
+            }
+            BatchOp::Delete { key } => check_key(key),
+        }
+    }
+
     /// The key this op writes or deletes.
     pub fn key(&self) -> &[u8] {
         match self {

@@ -360,17 +360,13 @@ impl Backend for SledBackend {
         }
         let mut writes = Vec::with_capacity(ops.len());
         for op in ops {
-            match op {
+            op.check()?;
+            writes.push(match op {
                 BatchOp::Put { key, value } => {
-                    check_key(key)?;
-                    check_value(value)?;
-                    writes.push((key.as_slice().into(), Some(value.as_slice().into())));
+                    (key.as_slice().into(), Some(value.as_slice().into()))
                 }
-                BatchOp::Delete { key } => {
-                    check_key(key)?;
-                    writes.push((key.as_slice().into(), None));
-                }
-            }
+                BatchOp::Delete { key } => (key.as_slice().into(), None),
+            });
         }
         self.write(space, |t| self.combiner.apply(t, writes).map_err(sled_err))?;
         self.notify(space, ops.iter().map(BatchOp::key));
@@ -386,13 +382,7 @@ impl Backend for SledBackend {
             check_key(&item.guard)?;
             check_value(&item.guard_value)?;
             for op in &item.ops {
-                match op {
-                    BatchOp::Put { key, value } => {
-                        check_key(key)?;
-                        check_value(value)?;
-                    }
-                    BatchOp::Delete { key } => check_key(key)?,
-                }
+                op.check()?;
             }
         }
         let written = self.write(space, |t| {

@@ -8,10 +8,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{
-    check_key, check_value, Backend, BatchOp, Entry, Space, StoreError, UniqueInsert, UpdateFn,
-    WriteObserver,
-};
+use super::{Backend, BatchOp, Entry, Space, StoreError, UniqueInsert, UpdateFn, WriteObserver};
 
 /// Staged writes: key → new value, `None` for a delete. The last write of a key wins.
 type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -39,13 +36,7 @@ impl Staged {
     /// Stages `ops` (in order), or none of them if a key or value is over its limit.
     pub fn stage(&self, ops: Vec<BatchOp>) -> Result<(), StoreError> {
         for op in &ops {
-            match op {
-                BatchOp::Put { key, value } => {
-                    check_key(key)?;
-                    check_value(value)?;
-                }
-                BatchOp::Delete { key } => check_key(key)?,
-            }
+            op.check()?;
         }
         let mut p = self.lock();
         for op in ops {
@@ -85,6 +76,25 @@ impl Staged {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// [`Backend::scan_prefix`], or its descending twin when `rev`.
+    fn prefix_scan(
+        &self,
+        space: &Space,
+        prefix: &[u8],
+        rev: bool,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.check(space)?;
+        let end = prefix_end(prefix);
+        self.merged(Bound::Included(prefix), upper(&end), rev, limit, |n| {
+            if rev {
+                self.inner.scan_prefix_rev(space, prefix, n)
+            } else {
+                self.inner.scan_prefix(space, prefix, n)
+            }
+        })
     }
 
     fn check(&self, space: &Space) -> Result<(), StoreError> {
@@ -177,11 +187,7 @@ impl Backend for Staged {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        self.check(space)?;
-        let end = prefix_end(prefix);
-        self.merged(Bound::Included(prefix), upper(&end), false, limit, |n| {
-            self.inner.scan_prefix(space, prefix, n)
-        })
+        self.prefix_scan(space, prefix, false, limit)
     }
 
     fn scan_range(
@@ -210,11 +216,7 @@ impl Backend for Staged {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        self.check(space)?;
-        let end = prefix_end(prefix);
-        self.merged(Bound::Included(prefix), upper(&end), true, limit, |n| {
-            self.inner.scan_prefix_rev(space, prefix, n)
-        })
+        self.prefix_scan(space, prefix, true, limit)
     }
 
     fn scan_prefix_rev_before(
