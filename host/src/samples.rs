@@ -5,6 +5,7 @@ use crate::runtime::bindings::exports::{adapter, flow, journey, personalize};
 use crate::runtime::bindings::types::{
     ChannelKind, Event, EventType, Identity, MessageCategory, Profile,
 };
+use crate::runtime::catalog::{Catalog, CatalogBuilder};
 use crate::runtime::Call;
 
 /// 2026-11-22T02:00:00Z, a fixed "now" so samples are reproducible.
@@ -118,27 +119,22 @@ pub fn decide() -> Call {
             recent_events: Vec::new(),
             now: NOW_MS,
         },
-        candidates: std::sync::Arc::new(vec![
-            candidate("offer-gold", 0.9, Some("offer"), &["tier:gold"]),
-            candidate("offer-all", 0.5, Some("offer"), &["sale"]),
-            candidate("offer-silver", 0.7, Some("offer"), &["tier:silver"]),
-        ]),
+        catalog: std::sync::Arc::new(catalog(&[
+            ("offer-gold", 0.9, Some("offer"), &["tier:gold"]),
+            ("offer-all", 0.5, Some("offer"), &["sale"]),
+            ("offer-silver", 0.7, Some("offer"), &["tier:silver"]),
+        ])),
     }
 }
 
-/// A catalog candidate.
-pub fn candidate(
-    id: &str,
-    score: f32,
-    category: Option<&str>,
-    tags: &[&str],
-) -> personalize::Candidate {
-    personalize::Candidate {
-        id: id.into(),
-        score,
-        category: category.map(Into::into),
-        tags: tags.iter().map(|t| (*t).into()).collect(),
+/// A catalog of `(id, score, category, tags)` entries.
+pub fn catalog(entries: &[(&str, f32, Option<&str>, &[&str])]) -> Catalog {
+    let mut b = CatalogBuilder::new();
+    for (id, score, category, tags) in entries {
+        b.push(id, *score, *category, tags)
+            .expect("a sample catalog is small");
     }
+    b.build()
 }
 
 /// A Zalo OA text message to user `zalo-user-1`.
@@ -214,19 +210,20 @@ pub fn decide_two_placements(candidates: usize) -> Call {
         },
     ];
     let categories = ["ao-dai", "vay", "non-la", "khan", "giay"];
-    let candidates = (1..=candidates)
-        .map(|i| {
-            let tags: &[&str] = if i % 10 == 0 { &["tier:gold"] } else { &[] };
-            candidate(
+    let mut catalog = CatalogBuilder::new();
+    for i in 1..=candidates {
+        let tags: &[&str] = if i % 10 == 0 { &["tier:gold"] } else { &[] };
+        catalog
+            .push(
                 &format!("sku-{i}"),
                 (i % 97) as f32 / 100.0,
                 Some(categories[i % categories.len()]),
                 tags,
             )
-        })
-        .collect();
+            .expect("a sample catalog is small");
+    }
     Call::PersonalizeDecide {
         req,
-        candidates: std::sync::Arc::new(candidates),
+        catalog: std::sync::Arc::new(catalog.build()),
     }
 }

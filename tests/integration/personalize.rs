@@ -465,10 +465,8 @@ async fn off_the_request_thread_a_sleeping_personalizer_is_stopped_at_its_deadli
     // to the deadline and no further.
     let h = TestHost::with_config(|c| c.runtime.personalization.deadline_ms = 50).await;
     let t = unruly_shop(&h).await;
-    let weft::runtime::Call::PersonalizeDecide {
-        mut req,
-        candidates,
-    } = weft::samples::decide_two_placements(0)
+    let weft::runtime::Call::PersonalizeDecide { mut req, catalog } =
+        weft::samples::decide_two_placements(0)
     else {
         unreachable!("a decide call")
     };
@@ -478,7 +476,7 @@ async fn off_the_request_thread_a_sleeping_personalizer_is_stopped_at_its_deadli
         .invoke(
             &t,
             "unruly",
-            &weft::runtime::Call::PersonalizeDecide { req, candidates },
+            &weft::runtime::Call::PersonalizeDecide { req, catalog },
         )
         .await;
     let took = t0.elapsed();

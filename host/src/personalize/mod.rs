@@ -641,7 +641,7 @@ impl Personalizer {
         }
         let call = Call::PersonalizeDecide {
             req: request(),
-            candidates: compiled.candidates.clone(),
+            catalog: compiled.catalog.clone(),
         };
         let invoked = if active.inline {
             // A plugin that cannot touch the store or wait runs right here: a thread

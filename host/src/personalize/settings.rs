@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::runtime::bindings::exports::personalize as wit;
+use crate::runtime::catalog::{self, Candidate, Catalog, CatalogBuilder};
 
 /// Where the settings live in the tenant's space.
 pub const SETTINGS_KEY: &[u8] = b"pz/settings";
@@ -296,8 +297,8 @@ fn label(v: &Value, field: &str) -> Result<String, String> {
     }
 }
 
-/// The WIT candidate of a catalog entry; the error names the bad field.
-fn to_candidate(c: &Map<String, Value>) -> Result<wit::Candidate, String> {
+/// The fields ranking reads from a catalog entry; the error names the bad field.
+fn to_candidate(c: &Map<String, Value>) -> Result<Candidate, String> {
     let id = label(c.get("id").unwrap_or(&Value::Null), "id")?;
     let score = match c.get("score") {
         None | Some(Value::Null) => 0.0,
@@ -320,7 +321,7 @@ fn to_candidate(c: &Map<String, Value>) -> Result<wit::Candidate, String> {
             ))
         }
     };
-    Ok(wit::Candidate {
+    Ok(Candidate {
         id,
         score,
         category,
@@ -340,7 +341,7 @@ pub struct Compiled {
     /// Each placement's default decision as JSON fragments (`content` and `items`).
     pub defaults: Vec<EncodedDefault>,
     /// The catalog as the plugin receives it, built once.
-    pub candidates: std::sync::Arc<Vec<wit::Candidate>>,
+    pub catalog: std::sync::Arc<Catalog>,
     /// Each candidate's whole entry, as the payload of an item the plugin left empty.
     pub payloads: HashMap<String, Box<serde_json::value::RawValue>>,
 }
@@ -392,11 +393,16 @@ impl Compiled {
                 ttl_ms: p.default.ttl_ms,
             })
             .collect();
-        let candidates = settings
+        // Validated settings hold at most 60 KiB, far below the catalog's 4 GiB limit.
+        let candidates: Vec<Candidate> = settings
             .candidates
             .iter()
             .filter_map(|c| to_candidate(c).ok())
             .collect();
+        let catalog = catalog::from_candidates(&candidates).unwrap_or_else(|_| {
+            tracing::error!("personalization catalog over 4 GiB; the plugin gets none");
+            CatalogBuilder::new().build()
+        });
         let payloads = settings
             .candidates
             .iter()
@@ -407,7 +413,7 @@ impl Compiled {
             index,
             wit,
             defaults,
-            candidates: std::sync::Arc::new(candidates),
+            catalog: std::sync::Arc::new(catalog),
             payloads,
         }
     }
@@ -432,11 +438,13 @@ mod tests {
         ]}))
         .unwrap();
         let c = Compiled::new(s);
-        assert_eq!(c.candidates[0].id, "sku-1");
-        assert_eq!(c.candidates[0].score, 0.5);
-        assert_eq!(c.candidates[0].category.as_deref(), Some("ao-dai"));
-        assert_eq!(c.candidates[0].tags, ["tier:gold"]);
-        assert_eq!(c.candidates[1].score, 0.0);
+        let got: Vec<Candidate> = catalog::candidates(&c.catalog).collect();
+        assert_eq!(got[0].id, "sku-1");
+        assert_eq!(got[0].score, 0.5);
+        assert_eq!(got[0].category.as_deref(), Some("ao-dai"));
+        assert_eq!(got[0].tags, ["tier:gold"]);
+        assert_eq!(got[1].score, 0.0);
+        assert_eq!(got[1].category, None);
         assert!(c.payloads["sku-1"].get().contains("\"price\":10"));
     }
 
@@ -451,7 +459,7 @@ mod tests {
         assert_eq!(s.placements[0].max_items, DEFAULT_MAX_ITEMS);
         assert_eq!(s.placements[0].default.variant, "default");
         let c = Compiled::new(s);
-        assert!(c.candidates.is_empty());
+        assert!(c.catalog.entries.is_empty());
         assert_eq!(c.index["hero"], 0);
     }
 

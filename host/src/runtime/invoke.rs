@@ -57,7 +57,9 @@ pub enum Call {
         /// The page view.
         req: personalize::Request,
         /// The tenant's catalog, shared: the host prepares it once per settings change.
-        candidates: Arc<Vec<personalize::Candidate>>,
+        /// In JSON, `candidates`: a list of `{id, score, category, tags}`.
+        #[serde(rename = "candidates", with = "super::catalog::as_candidates")]
+        catalog: Arc<super::catalog::Catalog>,
     },
     /// `adapter.capabilities`.
     AdapterCapabilities,
@@ -456,8 +458,8 @@ fn call_plugin(
             let i = p.instantiate(&mut *store)?;
             let d = i.weft_plugin_personalize();
             match call {
-                Call::PersonalizeDecide { req, candidates } => {
-                    Output::PersonalizeDecide(d.call_decide(&mut *store, &req, &candidates)?)
+                Call::PersonalizeDecide { req, catalog } => {
+                    Output::PersonalizeDecide(d.call_decide(&mut *store, &req, &catalog)?)
                 }
                 _ => unreachable!("kind checked above"),
             }

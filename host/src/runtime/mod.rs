@@ -4,6 +4,7 @@
 
 pub mod bindings;
 pub mod capabilities;
+pub mod catalog;
 pub mod engine;
 pub mod host;
 pub mod invoke;

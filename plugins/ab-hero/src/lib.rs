@@ -11,7 +11,7 @@
 //! ([`weft_guest::bump_allocator!`]).
 
 use weft_guest::json::{self, Map, Value};
-use weft_guest::personalize::{Candidate, Decision, Guest, Placement, PluginError, Request};
+use weft_guest::personalize::{Catalog, Decision, Guest, Placement, PluginError, Request};
 
 weft_guest::bump_allocator!();
 
@@ -23,7 +23,7 @@ const CONTROL: &str = "control";
 struct AbHero;
 
 impl Guest for AbHero {
-    fn decide(req: Request, _candidates: Vec<Candidate>) -> Result<Vec<Decision>, PluginError> {
+    fn decide(req: Request, _catalog: Catalog) -> Result<Vec<Decision>, PluginError> {
         req.placements.iter().map(decide_one).collect()
     }
 }
@@ -129,13 +129,10 @@ mod tests {
         }
     }
 
-    fn candidates() -> Vec<Candidate> {
-        vec![Candidate {
-            id: "sku-1".into(),
-            score: 0.9,
-            category: Some("ao-dai".into()),
-            tags: vec![],
-        }]
+    fn candidates() -> Catalog {
+        let mut c = Catalog::new();
+        c.push("sku-1", 0.9, Some("ao-dai"), &[]);
+        c
     }
 
     fn decide(req: Request) -> Result<Vec<Decision>, PluginError> {

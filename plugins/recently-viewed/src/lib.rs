@@ -7,12 +7,14 @@
 //! the visitor browsed. A visitor with no such events gets the popular list instead.
 //!
 //! Pure and fast: no host calls, so it imports no Weft capability at all. It ranks the
-//! candidates it is lent by catalog index (reading their `id`, `score` and `category`) and
-//! leaves each item's payload empty for the host to fill in from the catalog. Allocation is a pointer
-//! bump ([`weft_guest::bump_allocator!`]).
+//! catalog it is lent through borrowed views (reading each candidate's `id`, `score` and
+//! `category`) by catalog index, and leaves each item's payload empty for the host to fill
+//! in from the catalog. Allocation is a pointer bump ([`weft_guest::bump_allocator!`]).
 
 use weft_guest::json::{self, Value};
-use weft_guest::personalize::{Candidate, Decision, Guest, Item, Placement, PluginError, Request};
+use weft_guest::personalize::{
+    Candidate, Catalog, Decision, Guest, Item, Placement, PluginError, Request,
+};
 use weft_guest::types::{Event, EventType};
 
 weft_guest::bump_allocator!();
@@ -122,7 +124,8 @@ fn cart_skus(attributes: &str) -> Vec<String> {
 struct RecentlyViewed;
 
 impl Guest for RecentlyViewed {
-    fn decide(req: Request, candidates: Vec<Candidate>) -> Result<Vec<Decision>, PluginError> {
+    fn decide(req: Request, catalog: Catalog) -> Result<Vec<Decision>, PluginError> {
+        let candidates: Vec<Candidate> = catalog.iter().collect();
         let history = History::of(&req.recent_events);
         // Never recommend what the visitor saw or is about to buy.
         let mut seen = cart_skus(&req.page.attributes);
@@ -139,7 +142,7 @@ fn decide_one(
     placement: &Placement,
     history: &History,
     seen: &[String],
-    candidates: &[Candidate],
+    candidates: &[Candidate<'_>],
 ) -> Decision {
     let constraints = json::object_or_empty(&placement.constraints);
     let excluded: Vec<&str> = constraints
@@ -152,21 +155,21 @@ fn decide_one(
     let mut ranked: Vec<(f32, usize)> = candidates
         .iter()
         .enumerate()
-        .filter(|(_, c)| !excluded.contains(&c.id.as_str()) && !seen.contains(&c.id))
-        .map(|(i, c)| (c.score + history.boost(c.category.as_deref()), i))
+        .filter(|(_, c)| !excluded.contains(&c.id) && !seen.iter().any(|s| s == c.id))
+        .map(|(i, c)| (c.score + history.boost(c.category), i))
         .collect();
     // Highest score first; ties by id, then catalog order, so the order is stable across
     // calls (a total order, so the unstable sort needs no scratch buffer).
     ranked.sort_unstable_by(|&(sa, a), &(sb, b)| {
         sb.total_cmp(&sa)
-            .then_with(|| candidates[a].id.cmp(&candidates[b].id))
+            .then_with(|| candidates[a].id.cmp(candidates[b].id))
             .then(a.cmp(&b))
     });
     ranked.truncate(placement.max_items as usize);
     let items = ranked
         .into_iter()
         .map(|(score, i)| Item {
-            id: candidates[i].id.clone(),
+            id: candidates[i].id.to_owned(),
             score,
             // Empty: the host fills in the item's catalog entry.
             payload: String::new(),
@@ -263,24 +266,30 @@ mod tests {
         }
     }
 
-    fn candidate(id: &str, score: f32, category: Option<&str>) -> Candidate {
-        Candidate {
-            id: id.into(),
-            score,
-            category: category.map(str::to_owned),
-            tags: vec![],
-        }
+    fn candidate(id: &'static str, score: f32, category: Option<&'static str>) -> Entry {
+        (id, score, category)
     }
 
-    fn catalog() -> Vec<Candidate> {
-        vec![
+    /// A catalog entry: id, score, category.
+    type Entry = (&'static str, f32, Option<&'static str>);
+
+    fn catalog_of(entries: Vec<Entry>) -> Catalog {
+        let mut c = Catalog::new();
+        for (id, score, category) in entries {
+            c.push(id, score, category, &[]);
+        }
+        c
+    }
+
+    fn catalog() -> Catalog {
+        catalog_of(vec![
             candidate("ao-1", 0.9, Some("ao-dai")),
             candidate("ao-2", 0.4, Some("ao-dai")),
             candidate("vay-1", 0.8, Some("vay")),
             candidate("vay-2", 0.1, Some("vay")),
             candidate("tui-1", 0.95, Some("tui")),
             candidate("khan-1", 0.0, None),
-        ]
+        ])
     }
 
     fn decide(req: Request) -> Vec<Decision> {
@@ -407,7 +416,8 @@ mod tests {
             candidate("a", 0.0, Some("first")),
             candidate("a", 0.0, Some("second")),
         ];
-        let d = &RecentlyViewed::decide(request(vec![], "{}", "{}", 10), catalog).unwrap()[0];
+        let d = &RecentlyViewed::decide(request(vec![], "{}", "{}", 10), catalog_of(catalog))
+            .unwrap()[0];
         assert_eq!(ids(d), ["a", "a", "b", "c"]);
     }
 
@@ -430,7 +440,7 @@ mod tests {
     #[test]
     fn empty_catalog_gives_no_items_but_the_variant_still() {
         let req = request(vec![viewed("x-1", "vay")], "{}", "{}", 10);
-        let d = &RecentlyViewed::decide(req, vec![]).unwrap()[0];
+        let d = &RecentlyViewed::decide(req, Catalog::new()).unwrap()[0];
         assert!(d.items.is_empty());
         assert_eq!(d.variant_id, "recently-viewed");
     }

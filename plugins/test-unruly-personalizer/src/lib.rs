@@ -12,12 +12,12 @@
 use std::hint::black_box;
 
 use weft_guest::json::Value;
-use weft_guest::personalize::{Candidate, Decision, Guest, PluginError, Request};
+use weft_guest::personalize::{Catalog, Decision, Guest, PluginError, Request};
 
 struct Unruly;
 
 impl Guest for Unruly {
-    fn decide(req: Request, _candidates: Vec<Candidate>) -> Result<Vec<Decision>, PluginError> {
+    fn decide(req: Request, _catalog: Catalog) -> Result<Vec<Decision>, PluginError> {
         let attributes: Value = weft_guest::json::parse(&req.page.attributes)?;
         let mode = attributes
             .get("mode")

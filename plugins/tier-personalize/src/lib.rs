@@ -4,7 +4,7 @@
 //! the placement's `max-items`.
 //!
 //! Pure and fast: no host calls, so it imports no Weft capability at all. It works on the
-//! candidates it is lent: eligibility and scores are worked out once per request as a list
+//! catalog it is lent, through borrowed views: eligibility and scores are worked out once per request as a list
 //! of small records borrowing each candidate's id, each placement keeps its best
 //! `max-items` of them in a heap in one pass, and only the items that made the cut are
 //! built, with an empty payload the host fills in from the catalog. The profile traits are
@@ -16,7 +16,9 @@ mod parse;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use weft_guest::personalize::{Candidate, Decision, Guest, Item, Placement, PluginError, Request};
+use weft_guest::personalize::{
+    Candidate, Catalog, Decision, Guest, Item, Placement, PluginError, Request,
+};
 use weft_guest::types::Profile;
 
 use parse::Constraints;
@@ -111,7 +113,7 @@ impl Tier {
     /// The score this visitor ranks `c` by, or `None` when `c` is not for them. Untagged
     /// items are for everyone at their own score; an item with `tier:` tags only for a
     /// visitor whose tier one of them names, boosted.
-    fn score(self, c: &Candidate) -> Option<f32> {
+    fn score(self, c: &Candidate<'_>) -> Option<f32> {
         let mut tagged = false;
         for value in c.tag_values(TIER_TAG) {
             if self
@@ -192,11 +194,10 @@ struct Ranking<'a> {
 }
 
 impl<'a> Ranking<'a> {
-    fn new(candidates: &'a [Candidate], tier: Tier) -> Ranking<'a> {
-        let eligible: Vec<Ranked> = candidates
+    fn new(catalog: &'a Catalog, tier: Tier) -> Ranking<'a> {
+        let eligible: Vec<Ranked> = catalog
             .iter()
-            .enumerate()
-            .filter_map(|(index, c)| Some(Ranked::new(tier.score(c)?, &c.id, index)))
+            .filter_map(|c| Some(Ranked::new(tier.score(&c)?, c.id, c.index)))
             .collect();
         // The most a placement can keep: every eligible candidate.
         let best = BinaryHeap::with_capacity(eligible.len());
@@ -245,7 +246,7 @@ impl<'a> Ranking<'a> {
 struct TierPersonalize;
 
 impl Guest for TierPersonalize {
-    fn decide(req: Request, candidates: Vec<Candidate>) -> Result<Vec<Decision>, PluginError> {
+    fn decide(req: Request, catalog: Catalog) -> Result<Vec<Decision>, PluginError> {
         let Request {
             profile,
             placements,
@@ -253,7 +254,7 @@ impl Guest for TierPersonalize {
         } = req;
         let tier = Tier::of(profile.as_ref());
         let audiences = profile.as_ref().map_or(&[][..], |p| &p.audiences[..]);
-        let mut ranking = Ranking::new(&candidates, tier);
+        let mut ranking = Ranking::new(&catalog, tier);
         placements
             .into_iter()
             .map(|placement| decide_one(placement, tier, audiences, &mut ranking))
@@ -373,23 +374,29 @@ mod tests {
         request_with(profile, max_items, r#"{"exclude":["x"]}"#)
     }
 
-    fn candidate(id: &str, score: f32, tags: &[&str]) -> Candidate {
-        Candidate {
-            id: id.into(),
-            score,
-            category: None,
-            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-        }
+    /// A catalog entry: id, score, tags.
+    type Entry = (String, f32, Vec<&'static str>);
+
+    fn candidate(id: &str, score: f32, tags: &[&'static str]) -> Entry {
+        (id.to_owned(), score, tags.to_vec())
     }
 
-    fn catalog() -> Vec<Candidate> {
-        vec![
+    fn catalog_of(entries: Vec<Entry>) -> Catalog {
+        let mut c = Catalog::new();
+        for (id, score, tags) in &entries {
+            c.push(id, *score, None, tags);
+        }
+        c
+    }
+
+    fn catalog() -> Catalog {
+        catalog_of(vec![
             candidate("a", 0.5, &[]),
             candidate("b", 0.9, &["sale"]),
             candidate("g", 0.1, &["new", "tier:gold"]),
             candidate("s", 0.2, &["tier:silver"]),
             candidate("x", 5.0, &[]),
-        ]
+        ])
     }
 
     fn decide(req: Request) -> Vec<Decision> {
@@ -431,7 +438,7 @@ mod tests {
         assert_eq!(out[0].variant_id, "tier-default");
         assert_eq!(out[0].ttl_ms, KNOWN_TTL_MS);
         assert_eq!(ids(&out[0]), ["b", "a"]);
-        let out = TierPersonalize::decide(request(bronze(), 5), vec![]).unwrap();
+        let out = TierPersonalize::decide(request(bronze(), 5), Catalog::new()).unwrap();
         assert!(out[0].items.is_empty());
     }
 
@@ -449,8 +456,11 @@ mod tests {
             candidate("key-case", 0.2, &["Tier:silver"]),
             candidate("spaced", 0.3, &["tier: gold"]),
         ];
-        let out = TierPersonalize::decide(request(Some(profile(r#"{"tier":"gold"}"#)), 5), catalog)
-            .unwrap();
+        let out = TierPersonalize::decide(
+            request(Some(profile(r#"{"tier":"gold"}"#)), 5),
+            catalog_of(catalog),
+        )
+        .unwrap();
         assert_eq!(ids(&out[0]), ["upper", "key-case"]);
         assert_eq!(out[0].items[0].score, 0.1 + OWN_TIER_BOOST);
         assert_eq!(out[0].items[1].score, 0.2);
@@ -458,7 +468,7 @@ mod tests {
 
     #[test]
     fn item_tagged_for_two_tiers_is_for_both_and_boosted_once() {
-        let catalog = || vec![candidate("both", 0.5, &["tier:gold", "tier:silver"])];
+        let catalog = || catalog_of(vec![candidate("both", 0.5, &["tier:gold", "tier:silver"])]);
         for tier in ["gold", "silver"] {
             let req = request(Some(profile(&format!(r#"{{"tier":"{tier}"}}"#))), 5);
             let out = TierPersonalize::decide(req, catalog()).unwrap();
@@ -471,10 +481,10 @@ mod tests {
     #[test]
     fn item_tagged_for_an_unknown_tier_is_shown_to_no_one() {
         let catalog = || {
-            vec![
+            catalog_of(vec![
                 candidate("bronze", 0.9, &["tier:bronze"]),
                 candidate("blank", 0.8, &["tier:"]),
-            ]
+            ])
         };
         for traits in [r#"{"tier":"gold"}"#, r#"{"tier":"bronze"}"#, "{}"] {
             let req = request(Some(profile(traits)), 5);
@@ -498,7 +508,7 @@ mod tests {
             candidate("b", 0.0, &[]),
             candidate("ab", 0.5, &[]),
         ];
-        let out = TierPersonalize::decide(request(None, 5), catalog).unwrap();
+        let out = TierPersonalize::decide(request(None, 5), catalog_of(catalog)).unwrap();
         assert_eq!(ids(&out[0]), ["a", "ab", "c", "b"]);
     }
 
@@ -514,7 +524,7 @@ mod tests {
     #[test]
     fn top_items_equal_the_head_of_a_full_stable_sort() {
         // 200 candidates with many equal scores and ids, some tier-tagged.
-        let catalog: Vec<Candidate> = (0..200u32)
+        let entries: Vec<Entry> = (0..200u32)
             .map(|i| {
                 let tags: &[&str] = match i % 6 {
                     0 => &["tier:gold"],
@@ -524,10 +534,11 @@ mod tests {
                 candidate(&format!("sku-{}", i % 37), (i % 7) as f32 / 10.0, tags)
             })
             .collect();
+        let catalog = catalog_of(entries);
         let tier = Tier::Gold;
         let mut expected: Vec<(f32, &str)> = catalog
             .iter()
-            .filter_map(|c| Some((tier.score(c)?, c.id.as_str())))
+            .filter_map(|c| Some((tier.score(&c)?, c.id)))
             .collect();
         expected.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         for max_items in [1, 2, 5, 17, 100, 150, 1000] {
