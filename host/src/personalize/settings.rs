@@ -394,12 +394,11 @@ impl Compiled {
             })
             .collect();
         // Validated settings hold at most 60 KiB, far below the catalog's 4 GiB limit.
-        let candidates: Vec<Candidate> = settings
+        let candidates = settings
             .candidates
             .iter()
-            .filter_map(|c| to_candidate(c).ok())
-            .collect();
-        let catalog = catalog::from_candidates(&candidates).unwrap_or_else(|_| {
+            .filter_map(|c| to_candidate(c).ok());
+        let catalog = catalog::from_candidates(candidates).unwrap_or_else(|_| {
             tracing::error!("personalization catalog over 4 GiB; the plugin gets none");
             CatalogBuilder::new().build()
         });

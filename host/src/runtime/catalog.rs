@@ -147,11 +147,12 @@ pub fn candidates(catalog: &Catalog) -> impl Iterator<Item = Candidate> + '_ {
 }
 
 /// Builds a catalog from candidates.
-pub fn from_candidates<'a>(
-    list: impl IntoIterator<Item = &'a Candidate>,
+pub fn from_candidates<C: std::borrow::Borrow<Candidate>>(
+    list: impl IntoIterator<Item = C>,
 ) -> Result<Catalog, CatalogError> {
     let mut b = CatalogBuilder::new();
     for c in list {
+        let c = c.borrow();
         b.push(&c.id, c.score, c.category.as_deref(), &c.tags)?;
     }
     Ok(b.build())
