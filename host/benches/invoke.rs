@@ -21,7 +21,7 @@ use weft::runtime::bindings::exports::journey;
 use weft::runtime::bindings::journey_rule::JourneyRulePre;
 use weft::runtime::engine;
 use weft::runtime::host::{Installation, Settings, STDIO_CAPTURE_BYTES};
-use weft::runtime::{invoke, Call, KindPre, Output};
+use weft::runtime::{invoke, Bindings, Call, KindPre, Output};
 use weft::samples;
 
 use common::Host;
@@ -70,7 +70,7 @@ fn benches(c: &mut Criterion) {
     let deadline = limits.deadline();
     // Warm instances serve many calls: give their stores a deadline the run cannot reach.
     let warm_deadline = Duration::from_secs(24 * 3600);
-    let KindPre::JourneyRule(cart_pre) = &cart else {
+    let Bindings::JourneyRule(cart_pre) = &cart.bindings else {
         unreachable!("prepared as a journey rule")
     };
 
@@ -82,19 +82,32 @@ fn benches(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // A store as `invoke` builds it, for one fresh instance.
+    let fresh_store = || {
+        invoke::new_store(
+            rt.services(),
+            &cart,
+            &cart_inst,
+            &limits,
+            Instant::now(),
+            deadline,
+        )
+    };
+    // As `invoke` instantiates once a pre's exports are checked: the bare component.
     g.bench_function("abandoned-cart/instantiate-only", |b| {
         b.iter(|| {
-            let mut store = invoke::new_store(
-                rt.services(),
-                &cart,
-                &cart_inst,
-                &limits,
-                Instant::now(),
-                deadline,
-            );
-            let instance = cart_pre.instantiate(&mut store).expect("instantiate");
-            black_box(&instance);
-            drop(store);
+            let mut store = fresh_store();
+            let instance = cart_pre.instance_pre().instantiate(&mut store);
+            black_box(&instance.expect("instantiate"));
+        })
+    });
+    // The generated bindings' instantiate, which looks up and type-checks every export
+    // each time (what `invoke` did for every call before `runtime::exports`).
+    g.bench_function("abandoned-cart/instantiate-with-bindings-load", |b| {
+        b.iter(|| {
+            let mut store = fresh_store();
+            let instance = cart_pre.instantiate(&mut store);
+            black_box(&instance.expect("instantiate"));
         })
     });
     {
@@ -144,7 +157,7 @@ fn benches(c: &mut Criterion) {
         // Host-call cost on a warm instance: `step` does `state.increment` (a sled update)
         // and one `log` call; `describe` makes none. After 100 calls the per-invocation log
         // cap drops the line, so this counts the log call's cap check, not a stored line.
-        let KindPre::JourneyRule(well_pre) = &well else {
+        let Bindings::JourneyRule(well_pre) = &well.bindings else {
             unreachable!("prepared as a journey rule")
         };
         let mut store = invoke::new_store(
@@ -196,17 +209,7 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.bench_function("store-new-and-drop", |b| {
-        b.iter(|| {
-            let store = invoke::new_store(
-                rt.services(),
-                &cart,
-                &cart_inst,
-                &limits,
-                Instant::now(),
-                deadline,
-            );
-            black_box(store)
-        })
+        b.iter(|| black_box(fresh_store()))
     });
     g.bench_function("output-json-size-check", |b| {
         b.iter(|| invoke::json_size(black_box(&cart_out)))
@@ -249,7 +252,7 @@ fn benches(c: &mut Criterion) {
             .instantiate_pre(&component)
             .and_then(JourneyRulePre::new)
             .expect("pre");
-        let pre = KindPre::JourneyRule(pre);
+        let pre = KindPre::new(Bindings::JourneyRule(pre)).expect("exports");
         let inv = invoke::invoke(rt.services(), &pre, &cart_inst, &limits, entered.clone());
         assert!(
             matches!(inv.result, Ok(Output::JourneyStep(Ok(_)))),

@@ -6,6 +6,7 @@ mod audiences;
 mod channels;
 mod chat;
 mod durability;
+mod exports;
 mod ingest;
 mod journey_plugins;
 mod journeys;

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{InstancePre, ResourceTable};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::exports::{adapter, flow, journey, personalize};
 use super::bindings::{channel_adapter, chatbot_flow, journey_rule, personalization, types};
+use super::exports::Exports;
 use super::host::{
     HostState, HostWallClock, Installation, Limiter, LogLine, MemoryLimitExceeded, Services,
     STDIO_CAPTURE_BYTES,
@@ -19,9 +20,18 @@ use super::host::{
 use crate::config::KindLimits;
 use crate::kind::PluginKind;
 
-/// A compiled, linked, type-checked plugin, ready to instantiate.
+/// A compiled, linked plugin, ready to instantiate: the generated bindings' pre for its
+/// kind's world, and its export functions found once.
 #[derive(Clone)]
-pub enum KindPre {
+pub struct KindPre {
+    /// The generated bindings' pre.
+    pub bindings: Bindings,
+    exports: Arc<Exports>,
+}
+
+/// The generated bindings' pre of each kind's world.
+#[derive(Clone)]
+pub enum Bindings {
     /// A journey rule.
     JourneyRule(journey_rule::JourneyRulePre<HostState>),
     /// A personalizer.
@@ -33,13 +43,50 @@ pub enum KindPre {
 }
 
 impl KindPre {
+    /// Wraps a generated pre, finding the kind's export functions in its component.
+    pub fn new(bindings: Bindings) -> wasmtime::Result<KindPre> {
+        let exports = Exports::new(bindings.instance_pre(), bindings.kind())?;
+        Ok(KindPre {
+            bindings,
+            exports: Arc::new(exports),
+        })
+    }
+
     /// The kind this pre was checked against.
     pub fn kind(&self) -> PluginKind {
+        self.bindings.kind()
+    }
+
+    /// Whether an instance of this pre has type-checked every export, so that later
+    /// invocations call theirs by index (see [`Exports`]).
+    pub fn exports_checked(&self) -> bool {
+        self.exports.checked()
+    }
+
+    /// The engine the component was compiled for.
+    pub fn engine(&self) -> &wasmtime::Engine {
+        self.bindings.instance_pre().engine()
+    }
+}
+
+impl Bindings {
+    /// The kind of the world.
+    pub fn kind(&self) -> PluginKind {
         match self {
-            KindPre::JourneyRule(_) => PluginKind::JourneyRule,
-            KindPre::Personalization(_) => PluginKind::Personalization,
-            KindPre::ChannelAdapter(_) => PluginKind::ChannelAdapter,
-            KindPre::ChatbotFlow(_) => PluginKind::ChatbotFlow,
+            Bindings::JourneyRule(_) => PluginKind::JourneyRule,
+            Bindings::Personalization(_) => PluginKind::Personalization,
+            Bindings::ChannelAdapter(_) => PluginKind::ChannelAdapter,
+            Bindings::ChatbotFlow(_) => PluginKind::ChatbotFlow,
+        }
+    }
+
+    /// The linked component, without the generated bindings.
+    pub fn instance_pre(&self) -> &InstancePre<HostState> {
+        match self {
+            Bindings::JourneyRule(p) => p.instance_pre(),
+            Bindings::Personalization(p) => p.instance_pre(),
+            Bindings::ChannelAdapter(p) => p.instance_pre(),
+            Bindings::ChatbotFlow(p) => p.instance_pre(),
         }
     }
 }
@@ -415,13 +462,7 @@ pub fn new_store(
         http_calls: Vec::new(),
         may_wait: true,
     };
-    let engine = match pre {
-        KindPre::JourneyRule(p) => p.engine(),
-        KindPre::Personalization(p) => p.engine(),
-        KindPre::ChannelAdapter(p) => p.engine(),
-        KindPre::ChatbotFlow(p) => p.engine(),
-    };
-    let mut store = Store::new(engine, state);
+    let mut store = Store::new(pre.engine(), state);
     store.limiter(|s| &mut s.limiter);
     let _ = store.set_fuel(limits.fuel.unwrap_or(UNMETERED_FUEL));
     // Compare the real deadline at every epoch tick instead of counting ticks: each tick
@@ -439,14 +480,78 @@ pub fn new_store(
     store
 }
 
+/// Instantiates `pre` in `store` and makes `call`. The first instance of a pre is loaded
+/// through the generated bindings, which type-check every export; later ones skip that
+/// (see [`Exports`]).
 fn call_plugin(
     store: &mut Store<HostState>,
     pre: &KindPre,
     call: Call,
 ) -> wasmtime::Result<Output> {
-    Ok(match (pre, call) {
-        (KindPre::JourneyRule(p), call) => {
+    if !pre.exports.checked() {
+        return call_through_bindings(store, pre, call);
+    }
+    let instance = pre.bindings.instance_pre().instantiate(&mut *store)?;
+    let e = &pre.exports;
+    let name = call.name();
+    let store = &mut *store;
+    Ok(match call {
+        Call::JourneyDescribe => {
+            let (m,): (journey::Manifest,) = e.call(store, &instance, name, ())?;
+            Output::JourneyDescribe(m)
+        }
+        Call::JourneyStep(input) => {
+            let (r,): (Result<Vec<journey::Command>, types::PluginError>,) =
+                e.call(store, &instance, name, (&input,))?;
+            Output::JourneyStep(r)
+        }
+        Call::PersonalizeDecide { req, catalog } => {
+            let (r,): (Result<Vec<personalize::Decision>, types::PluginError>,) =
+                e.call(store, &instance, name, (&req, &*catalog))?;
+            Output::PersonalizeDecide(r)
+        }
+        Call::AdapterCapabilities => {
+            let (c,): (adapter::ChannelCapabilities,) = e.call(store, &instance, name, ())?;
+            Output::AdapterCapabilities(c)
+        }
+        Call::AdapterSend(m) => {
+            let (r,): (Result<adapter::SendOk, adapter::SendError>,) =
+                e.call(store, &instance, name, (&m,))?;
+            Output::AdapterSend(r)
+        }
+        Call::AdapterHandleWebhook(req) => {
+            let (r,): (Result<adapter::WebhookResult, adapter::WebhookError>,) =
+                e.call(store, &instance, name, (&req,))?;
+            Output::AdapterHandleWebhook(r)
+        }
+        Call::AdapterRefreshCredentials => {
+            let (r,): (Result<(), types::PluginError>,) = e.call(store, &instance, name, ())?;
+            Output::AdapterRefreshCredentials(r)
+        }
+        Call::FlowDescribe => {
+            let (m,): (flow::FlowManifest,) = e.call(store, &instance, name, ())?;
+            Output::FlowDescribe(m)
+        }
+        Call::FlowTurn { session, trigger } => {
+            let (r,): (Result<flow::TurnResult, types::PluginError>,) =
+                e.call(store, &instance, name, (&session, &trigger))?;
+            Output::FlowTurn(r)
+        }
+    })
+}
+
+/// [`call_plugin`] through the generated bindings, whose instantiation looks up and
+/// type-checks every export of the kind's interface; marks the pre's exports checked.
+fn call_through_bindings(
+    store: &mut Store<HostState>,
+    pre: &KindPre,
+    call: Call,
+) -> wasmtime::Result<Output> {
+    let checked = || pre.exports.mark_checked();
+    Ok(match (&pre.bindings, call) {
+        (Bindings::JourneyRule(p), call) => {
             let i = p.instantiate(&mut *store)?;
+            checked();
             let j = i.weft_plugin_journey();
             match call {
                 Call::JourneyDescribe => Output::JourneyDescribe(j.call_describe(&mut *store)?),
@@ -454,8 +559,9 @@ fn call_plugin(
                 _ => unreachable!("kind checked above"),
             }
         }
-        (KindPre::Personalization(p), call) => {
+        (Bindings::Personalization(p), call) => {
             let i = p.instantiate(&mut *store)?;
+            checked();
             let d = i.weft_plugin_personalize();
             match call {
                 Call::PersonalizeDecide { req, catalog } => {
@@ -464,8 +570,9 @@ fn call_plugin(
                 _ => unreachable!("kind checked above"),
             }
         }
-        (KindPre::ChannelAdapter(p), call) => {
+        (Bindings::ChannelAdapter(p), call) => {
             let i = p.instantiate(&mut *store)?;
+            checked();
             let a = i.weft_plugin_adapter();
             match call {
                 Call::AdapterCapabilities => {
@@ -481,8 +588,9 @@ fn call_plugin(
                 _ => unreachable!("kind checked above"),
             }
         }
-        (KindPre::ChatbotFlow(p), call) => {
+        (Bindings::ChatbotFlow(p), call) => {
             let i = p.instantiate(&mut *store)?;
+            checked();
             let f = i.weft_plugin_flow();
             match call {
                 Call::FlowDescribe => Output::FlowDescribe(f.call_describe(&mut *store)?),

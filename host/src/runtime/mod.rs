@@ -6,6 +6,7 @@ pub mod bindings;
 pub mod capabilities;
 pub mod catalog;
 pub mod engine;
+pub mod exports;
 pub mod host;
 pub mod invoke;
 
@@ -19,7 +20,7 @@ use crate::config::RuntimeConfig;
 use crate::kind::{unversioned, PluginKind, GRANTED_WASI};
 pub use engine::Allocator;
 use host::{HostState, Installation, Services};
-pub use invoke::{Call, Invocation, InvokeError, KindPre, Output, Report};
+pub use invoke::{Bindings, Call, Invocation, InvokeError, KindPre, Output, Report};
 
 /// Why an upload was refused. Every message names the problem.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -247,20 +248,21 @@ impl Runtime {
         let pre = self.linkers[kind_index(kind)]
             .instantiate_pre(component)
             .map_err(mismatch)?;
-        Ok(match kind {
-            PluginKind::JourneyRule => KindPre::JourneyRule(
+        let bindings = match kind {
+            PluginKind::JourneyRule => Bindings::JourneyRule(
                 bindings::journey_rule::JourneyRulePre::new(pre).map_err(mismatch)?,
             ),
-            PluginKind::Personalization => KindPre::Personalization(
+            PluginKind::Personalization => Bindings::Personalization(
                 bindings::personalization::PersonalizationPre::new(pre).map_err(mismatch)?,
             ),
-            PluginKind::ChannelAdapter => KindPre::ChannelAdapter(
+            PluginKind::ChannelAdapter => Bindings::ChannelAdapter(
                 bindings::channel_adapter::ChannelAdapterPre::new(pre).map_err(mismatch)?,
             ),
-            PluginKind::ChatbotFlow => KindPre::ChatbotFlow(
+            PluginKind::ChatbotFlow => Bindings::ChatbotFlow(
                 bindings::chatbot_flow::ChatbotFlowPre::new(pre).map_err(mismatch)?,
             ),
-        })
+        };
+        KindPre::new(bindings).map_err(mismatch)
     }
 
     /// Loads a compiled artifact that this runtime produced earlier.
