@@ -53,21 +53,6 @@ impl PluginKind {
         }
     }
 
-    /// The functions of [`export_interface`](Self::export_interface), by WIT name.
-    pub fn export_functions(self) -> &'static [&'static str] {
-        match self {
-            PluginKind::JourneyRule => &["describe", "step"],
-            PluginKind::Personalization => &["decide"],
-            PluginKind::ChannelAdapter => &[
-                "capabilities",
-                "send",
-                "handle-webhook",
-                "refresh-credentials",
-            ],
-            PluginKind::ChatbotFlow => &["describe", "turn"],
-        }
-    }
-
     /// The `weft:plugin` interfaces this kind may import.
     pub fn granted_weft_imports(self) -> &'static [&'static str] {
         const COMMON: &[&str] = &[

@@ -6,65 +6,38 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use weft::clock::SystemClock;
-use weft::config::RuntimeConfig;
 use weft::kind::PluginKind;
-use weft::runtime::host::{Installation, Services, Settings};
+use weft::runtime::host::{Installation, Settings};
 use weft::runtime::{Call, KindPre, Runtime};
 use weft::samples;
-use weft_tests::plugins;
+use weft_tests::{plugins, TestHost};
 
-/// One runtime over a throwaway store.
-struct Host {
-    runtime: Arc<Runtime>,
-    _db: weft::store::Db,
-    _dir: tempfile::TempDir,
+/// Compiles and prepares a built plugin.
+fn prepare(rt: &Runtime, wasm: &str, kind: PluginKind) -> KindPre {
+    let component = rt.compile(&weft_tests::plugin_bytes(wasm), kind).unwrap();
+    rt.prepare(&component, kind).unwrap()
 }
 
-impl Host {
-    fn new() -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let (db, _blobs) = weft::store::open(dir.path()).unwrap();
-        let services = Services::new(db.backend().clone(), Arc::new(SystemClock), true).unwrap();
-        let config = RuntimeConfig {
-            pool_instances: 4,
-            ..RuntimeConfig::default()
-        };
-        Host {
-            runtime: Arc::new(Runtime::new(config, services).unwrap()),
-            _db: db,
-            _dir: dir,
-        }
-    }
-
-    fn prepare(&self, wasm: &str, kind: PluginKind) -> KindPre {
-        let component = self
-            .runtime
-            .compile(&weft_tests::plugin_bytes(wasm), kind)
-            .unwrap();
-        self.runtime.prepare(&component, kind).unwrap()
-    }
-
-    /// The call's output (or error) as JSON.
-    fn answer(&self, pre: &KindPre, inst: &Arc<Installation>, call: &Call) -> Value {
-        let inv = self.runtime.invoke(pre, inst, call.clone());
-        match inv.result {
-            Ok(out) => serde_json::to_value(out).unwrap(),
-            Err(e) => Value::String(format!("error: {e}")),
-        }
+/// The call's output (or error) as JSON.
+fn call_answer(rt: &Runtime, pre: &KindPre, inst: &Arc<Installation>, call: &Call) -> Value {
+    let inv = rt.invoke(pre, inst, call.clone());
+    match inv.result {
+        Ok(out) => serde_json::to_value(out).unwrap(),
+        Err(e) => Value::String(format!("error: {e}")),
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_export_answers_the_same_before_and_after_its_type_check_is_cached() {
-    // Invocations block: run them on a blocking thread of the runtime the host needs.
-    let h = Host::new();
-    tokio::task::spawn_blocking(move || check_every_export(&h))
+    let h = TestHost::new().await;
+    let rt = h.app.state.registry.runtime().clone();
+    // Invocations block: run them on a blocking thread.
+    tokio::task::spawn_blocking(move || check_every_export(&rt))
         .await
         .unwrap();
 }
 
-fn check_every_export(h: &Host) {
+fn check_every_export(rt: &Runtime) {
     let cases: [(&str, PluginKind, Vec<Call>); 4] = [
         (
             plugins::ABANDONED_CART,
@@ -96,9 +69,9 @@ fn check_every_export(h: &Host) {
         // Each export's answer on a fresh pre, whose first call is the checked one.
         let mut checked = Vec::new();
         for call in &calls {
-            let pre = h.prepare(wasm, kind);
+            let pre = prepare(rt, wasm, kind);
             assert!(!pre.exports_checked(), "{wasm}: checked before any call");
-            let answer = h.answer(&pre, &inst, call);
+            let answer = call_answer(rt, &pre, &inst, call);
             assert!(
                 !answer.is_string(),
                 "{wasm} {}: the call failed: {answer}",
@@ -112,12 +85,12 @@ fn check_every_export(h: &Host) {
             checked.push(answer);
         }
         // One pre, checked by its first call: every export, called by index, answers alike.
-        let pre = h.prepare(wasm, kind);
-        h.answer(&pre, &inst, &calls[0]);
+        let pre = prepare(rt, wasm, kind);
+        call_answer(rt, &pre, &inst, &calls[0]);
         assert!(pre.exports_checked());
         for (call, answer) in calls.iter().zip(&checked) {
             assert_eq!(
-                &h.answer(&pre, &inst, call),
+                &call_answer(rt, &pre, &inst, call),
                 answer,
                 "{wasm} {}",
                 call.name()

@@ -2,62 +2,56 @@
 //!
 //! The generated `*Pre::instantiate` looks up and type-checks *every* function of the
 //! kind's export interface on every instantiation (`GuestIndices::load`): about a quarter of
-//! a fresh instance's instantiation time, for functions the invocation never calls. Here the
-//! first instance of a pre still goes through the generated bindings, which type-check every
-//! export against the host's signatures (so a mistyped export fails the first call, the
-//! upload's `describe`, as before). Later instances of the same pre instantiate the bare
-//! component and fetch only the function they call, by an index found at prepare time.
+//! a fresh instance's instantiation time, for functions the invocation never calls. Here
+//! every instance is the bare component; the first instance of a pre is type-checked by the
+//! generated bindings' `Indices::load` (so a mistyped export fails the first call, the
+//! upload's `describe`, as before), and every call fetches only the function it calls, by
+//! an index found at prepare time.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{
     ComponentExportIndex, ComponentNamedList, Instance, InstancePre, Lift, Lower, TypedFunc,
 };
 use wasmtime::Store;
 
 use super::host::HostState;
-use crate::kind::PluginKind;
-
-/// The version of the `weft:plugin` package, as exported interface names carry it.
-const WIT_VERSION: &str = "0.1.0";
+use crate::kind::{unversioned, PluginKind};
 
 /// The exported functions of one prepared component.
 pub struct Exports {
     /// Each function of the kind's export interface, by WIT name.
-    funcs: Vec<(&'static str, ComponentExportIndex)>,
-    /// Set once an instance of this component has been loaded through the generated
-    /// bindings, which type-check every export. The component, and so every export's type,
-    /// is the same for every instance of the pre.
+    funcs: Vec<(String, ComponentExportIndex)>,
+    /// Set once an instance of this component has passed the generated bindings' type
+    /// check of every export. The component, and so every export's type, is the same for
+    /// every instance of the pre.
     checked: AtomicBool,
 }
 
-impl std::fmt::Debug for Exports {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Exports")
-            .field(
-                "funcs",
-                &self.funcs.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field("checked", &self.checked())
-            .finish()
-    }
-}
-
 impl Exports {
-    /// Finds the indices of `kind`'s export functions in `pre`'s component.
+    /// Finds the indices of the functions of `kind`'s export interface in `pre`'s
+    /// component, as its type lists them.
     pub fn new(pre: &InstancePre<HostState>, kind: PluginKind) -> wasmtime::Result<Exports> {
-        let component = pre.component();
-        let interface = format!("{}@{WIT_VERSION}", kind.export_interface());
-        let parent = component
-            .get_export_index(None, &interface)
-            .ok_or_else(|| wasmtime::format_err!("no exported instance named `{interface}`"))?;
-        let funcs = kind
-            .export_functions()
-            .iter()
-            .map(|&name| {
+        let (component, engine) = (pre.component(), pre.engine());
+        let ty = component.component_type();
+        let missing = || wasmtime::format_err!("no exported `{}`", kind.export_interface());
+        let (interface, item) = ty
+            .exports(engine)
+            .find(|(name, _)| unversioned(name) == kind.export_interface())
+            .ok_or_else(missing)?;
+        let (ComponentItem::ComponentInstance(iface), Some(parent)) =
+            (item.ty, component.get_export_index(None, interface))
+        else {
+            return Err(missing());
+        };
+        let funcs = iface
+            .exports(engine)
+            .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+            .map(|(name, _)| {
                 component
                     .get_export_index(Some(&parent), name)
-                    .map(|i| (name, i))
+                    .map(|i| (name.to_string(), i))
                     .ok_or_else(|| wasmtime::format_err!("`{interface}` does not export `{name}`"))
             })
             .collect::<wasmtime::Result<_>>()?;
@@ -73,7 +67,7 @@ impl Exports {
         self.checked.load(Ordering::Acquire)
     }
 
-    /// Records that an instance was loaded through the generated bindings.
+    /// Records that an instance passed the generated bindings' type check.
     pub fn mark_checked(&self) {
         self.checked.store(true, Ordering::Release);
     }
@@ -107,8 +101,8 @@ impl Exports {
                 .get_func(&mut *store, index)
                 .ok_or_else(|| wasmtime::format_err!("no export function `{name}`"))?;
             #[allow(unsafe_code)]
-            // SAFETY: `checked` is set only after the generated bindings loaded an instance
-            // of this same component, type-checking every export against their signatures;
+            // SAFETY: `checked` is set only after the generated bindings type-checked every
+            // export of an instance of this same component against their signatures;
             // `P` and `R` are those signatures (debug builds, which the tests run, check
             // them on every call above). Every instance of the component has the same types.
             unsafe {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use wasmtime::component::{InstancePre, ResourceTable};
+use wasmtime::component::{Instance, InstancePre, ResourceTable};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
@@ -78,6 +78,32 @@ impl Bindings {
             Bindings::ChannelAdapter(_) => PluginKind::ChannelAdapter,
             Bindings::ChatbotFlow(_) => PluginKind::ChatbotFlow,
         }
+    }
+
+    /// Type-checks every export of the kind's interface in `instance` against the
+    /// generated bindings' signatures (their `Indices::load`).
+    pub fn check_exports(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+    ) -> wasmtime::Result<()> {
+        match self {
+            Bindings::JourneyRule(p) => {
+                journey_rule::JourneyRuleIndices::new(p.instance_pre())?.load(store, instance)?;
+            }
+            Bindings::Personalization(p) => {
+                personalization::PersonalizationIndices::new(p.instance_pre())?
+                    .load(store, instance)?;
+            }
+            Bindings::ChannelAdapter(p) => {
+                channel_adapter::ChannelAdapterIndices::new(p.instance_pre())?
+                    .load(store, instance)?;
+            }
+            Bindings::ChatbotFlow(p) => {
+                chatbot_flow::ChatbotFlowIndices::new(p.instance_pre())?.load(store, instance)?;
+            }
+        }
+        Ok(())
     }
 
     /// The linked component, without the generated bindings.
@@ -480,18 +506,19 @@ pub fn new_store(
     store
 }
 
-/// Instantiates `pre` in `store` and makes `call`. The first instance of a pre is loaded
-/// through the generated bindings, which type-check every export; later ones skip that
-/// (see [`Exports`]).
+/// Instantiates `pre` in `store` and makes `call`. The first instance of a pre has every
+/// export type-checked by the generated bindings; every call then fetches only its own
+/// function (see [`Exports`]).
 fn call_plugin(
     store: &mut Store<HostState>,
     pre: &KindPre,
     call: Call,
 ) -> wasmtime::Result<Output> {
-    if !pre.exports.checked() {
-        return call_through_bindings(store, pre, call);
-    }
     let instance = pre.bindings.instance_pre().instantiate(&mut *store)?;
+    if !pre.exports.checked() {
+        pre.bindings.check_exports(&mut *store, &instance)?;
+        pre.exports.mark_checked();
+    }
     let e = &pre.exports;
     let name = call.name();
     let store = &mut *store;
@@ -536,69 +563,6 @@ fn call_plugin(
             let (r,): (Result<flow::TurnResult, types::PluginError>,) =
                 e.call(store, &instance, name, (&session, &trigger))?;
             Output::FlowTurn(r)
-        }
-    })
-}
-
-/// [`call_plugin`] through the generated bindings, whose instantiation looks up and
-/// type-checks every export of the kind's interface; marks the pre's exports checked.
-fn call_through_bindings(
-    store: &mut Store<HostState>,
-    pre: &KindPre,
-    call: Call,
-) -> wasmtime::Result<Output> {
-    let checked = || pre.exports.mark_checked();
-    Ok(match (&pre.bindings, call) {
-        (Bindings::JourneyRule(p), call) => {
-            let i = p.instantiate(&mut *store)?;
-            checked();
-            let j = i.weft_plugin_journey();
-            match call {
-                Call::JourneyDescribe => Output::JourneyDescribe(j.call_describe(&mut *store)?),
-                Call::JourneyStep(input) => Output::JourneyStep(j.call_step(&mut *store, &input)?),
-                _ => unreachable!("kind checked above"),
-            }
-        }
-        (Bindings::Personalization(p), call) => {
-            let i = p.instantiate(&mut *store)?;
-            checked();
-            let d = i.weft_plugin_personalize();
-            match call {
-                Call::PersonalizeDecide { req, catalog } => {
-                    Output::PersonalizeDecide(d.call_decide(&mut *store, &req, &catalog)?)
-                }
-                _ => unreachable!("kind checked above"),
-            }
-        }
-        (Bindings::ChannelAdapter(p), call) => {
-            let i = p.instantiate(&mut *store)?;
-            checked();
-            let a = i.weft_plugin_adapter();
-            match call {
-                Call::AdapterCapabilities => {
-                    Output::AdapterCapabilities(a.call_capabilities(&mut *store)?)
-                }
-                Call::AdapterSend(m) => Output::AdapterSend(a.call_send(&mut *store, &m)?),
-                Call::AdapterHandleWebhook(r) => {
-                    Output::AdapterHandleWebhook(a.call_handle_webhook(&mut *store, &r)?)
-                }
-                Call::AdapterRefreshCredentials => {
-                    Output::AdapterRefreshCredentials(a.call_refresh_credentials(&mut *store)?)
-                }
-                _ => unreachable!("kind checked above"),
-            }
-        }
-        (Bindings::ChatbotFlow(p), call) => {
-            let i = p.instantiate(&mut *store)?;
-            checked();
-            let f = i.weft_plugin_flow();
-            match call {
-                Call::FlowDescribe => Output::FlowDescribe(f.call_describe(&mut *store)?),
-                Call::FlowTurn { session, trigger } => {
-                    Output::FlowTurn(f.call_turn(&mut *store, &session, &trigger)?)
-                }
-                _ => unreachable!("kind checked above"),
-            }
         }
     })
 }
