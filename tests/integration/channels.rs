@@ -1050,6 +1050,68 @@ async fn api_message_goes_through_the_pipeline_once_per_intent_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_status_webhooks_each_apply_once_and_in_status_order() {
+    let (h, t, _twilio) = sms_only().await;
+    let intents: Vec<String> = (1..=6).map(|n| format!("sms-{n}")).collect();
+    for i in &intents {
+        api_send(&h, &t, i, "sms").await;
+    }
+    let mut sids = Vec::new();
+    for i in &intents {
+        let d = status_of(&h, &t, i).await;
+        sids.push(
+            d["delivery"]["provider_message_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // Every message's callbacks at once, each twice (Twilio retries): the tenant's
+    // webhooks are applied in groups, each reading what the earlier ones wrote. First all
+    // the `delivered`, then all the `read`.
+    for status in ["delivered", "read"] {
+        let params: Vec<[(&str, &str); 4]> = sids
+            .iter()
+            .flat_map(|sid| [sid, sid])
+            .map(|sid| {
+                [
+                    ("MessageSid", sid.as_str()),
+                    ("MessageStatus", status),
+                    ("To", "+84901234567"),
+                    ("From", "+84900000000"),
+                ]
+            })
+            .collect();
+        let answers =
+            futures_util::future::join_all(params.iter().map(|p| twilio_webhook(&h, &t, p))).await;
+        for (s, v) in answers {
+            assert_eq!(s, StatusCode::OK, "{v}");
+        }
+    }
+    h.settle(&t).await;
+    for i in &intents {
+        let d = status_of(&h, &t, i).await;
+        assert_eq!(d["status"], "read", "{d}");
+    }
+    let events = h
+        .get_ok(&t, "/v1/profiles/user_id:lan/events?limit=100")
+        .await;
+    let count = |name: &str| {
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == name)
+            .count()
+    };
+    assert_eq!(
+        (count("Message Delivered"), count("Message Opened")),
+        (intents.len(), intents.len()),
+        "each provider event becomes one track event, duplicates none: {events}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_marketing_message_in_quiet_hours_waits_for_the_morning() {
     let (h, t, twilio) = sms_only().await;
     // 23:00 in Ho Chi Minh City (NOW is 09:00 there).

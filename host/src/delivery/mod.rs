@@ -91,6 +91,8 @@ pub struct Deliveries {
     /// Per tenant: serialises the delivery log's writes after a send and webhook events
     /// (storage work only; sends run outside it).
     log_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Per tenant: webhooks whose events wait to be applied, one group per sled batch.
+    webhook_groups: Mutex<HashMap<String, Arc<webhook::WebhookGroup>>>,
     /// This process's id in in-flight markers, and the pass counter.
     boot: u64,
     passes: std::sync::atomic::AtomicU64,
@@ -146,6 +148,7 @@ impl Deliveries {
             caps: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(HashMap::new()),
             log_locks: Mutex::new(HashMap::new()),
+            webhook_groups: Mutex::new(HashMap::new()),
             boot: rand::random(),
             passes: std::sync::atomic::AtomicU64::new(0),
             links,

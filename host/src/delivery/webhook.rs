@@ -14,6 +14,10 @@
 //! - follow, unfollow, opt-out and identity hints become events the processor applies to
 //!   the profile (consent changes, identity merges), so profiles have one writer.
 //!
+//! Webhooks of one tenant that arrive while another's events are being applied wait and
+//! are then applied together, in arrival order, as one sled batch ([`Group`]): a batch
+//! costs sled two log-buffer writes whatever it holds, and was most of a webhook's cost.
+//!
 //! The answer goes out only after the effects are durable: a provider that got a 200 may
 //! drop its copy.
 
@@ -32,7 +36,8 @@ use crate::runtime::bindings::exports::adapter::{
 };
 use crate::runtime::bindings::types::{Content, Identity};
 use crate::runtime::{Call, Output};
-use crate::store::{Backend, BatchOp, Space, StoreError};
+use crate::store::group::Group;
+use crate::store::{Backend, BatchOp, Space, Staged, StoreError};
 
 /// Events applied per webhook: Meta batches up to ~1,000 entries; more is abuse.
 pub const MAX_EVENTS: usize = 1_000;
@@ -41,6 +46,17 @@ const MAX_WATERMARK_SPAN: usize = 200;
 /// Longest inbound text kept on a conversation (characters): the chat limit of the
 /// longest-text channel (WhatsApp 4,096) with room to spare.
 const MAX_INBOUND_TEXT: usize = 8_192;
+
+/// One webhook's events, waiting in its tenant's [`WebhookGroup`].
+pub(crate) struct WebhookJob {
+    plugin: String,
+    /// The adapter's channel name (`*` when it did not say).
+    channel: String,
+    events: Vec<InboundEvent>,
+}
+
+/// Webhooks of one tenant applied together: one sled batch per group, not per webhook.
+pub(crate) type WebhookGroup = Group<WebhookJob, Result<(bool, bool), StoreError>>;
 
 /// A status report kept until its message's send is recorded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,42 +196,90 @@ impl Deliveries {
         if result.events.is_empty() {
             return Ok((result.response, None));
         }
-        let applied = self.apply_events(tenant, (plugin, active), result.events)?;
-        Ok((result.response, Some(applied)))
-    }
-
-    /// Applies `events` from `plugin`, each provider event once. Returns whether track
-    /// events were queued, and whether new customer messages were.
-    fn apply_events(
-        &self,
-        tenant: &str,
-        (plugin, active): (&str, &std::sync::Arc<crate::registry::Active>),
-        events: Vec<InboundEvent>,
-    ) -> Result<(bool, bool), StoreError> {
-        let b = self.db.backend().as_ref();
-        let sp = Space::tenant(tenant);
         let channel = self.capabilities(tenant, plugin, active).map_or_else(
             || "*".into(),
             |c| policy::channel_name(c.channel).to_string(),
         );
-        let now = self.clock.now_ms();
-        let mut queued = false;
-        let mut inbound = false;
+        let job = WebhookJob {
+            plugin: plugin.to_string(),
+            channel,
+            events: result.events,
+        };
+        let group = self.webhook_group(tenant);
+        let applied = group
+            .run(job, |jobs| self.apply_group(tenant, jobs))
+            .unwrap_or_else(|lost| Err(StoreError::Backend(Box::new(lost))))?;
+        Ok((result.response, Some(applied)))
+    }
+
+    /// `tenant`'s queue of webhooks waiting for their events to be applied.
+    fn webhook_group(&self, tenant: &str) -> std::sync::Arc<WebhookGroup> {
+        self.webhook_groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(tenant.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Applies the events of several webhooks of `tenant`, in arrival order, as one sled
+    /// batch: each reads what the earlier ones wrote through a staged view. Answers each
+    /// as [`apply_events`](Self::apply_events) does; a failed batch fails them all.
+    fn apply_group(
+        &self,
+        tenant: &str,
+        jobs: Vec<WebhookJob>,
+    ) -> Vec<Result<(bool, bool), StoreError>> {
+        let sp = Space::tenant(tenant);
+        let staged = Staged::new(self.db.backend().clone(), sp.clone());
         let lock = self.log_lock(tenant);
         let _held = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut answers: Vec<_> = jobs
+            .into_iter()
+            .map(|job| self.apply_events(&staged, &sp, job))
+            .collect();
+        if let Err(e) = staged.commit() {
+            let why = e.to_string();
+            for a in &mut answers {
+                *a = Err(StoreError::Backend(Box::new(std::io::Error::other(
+                    why.clone(),
+                ))));
+            }
+        }
+        answers
+    }
+
+    /// Applies one webhook's events, each provider event once, to `b` (the tenant's staged
+    /// view; the caller holds the tenant's log lock). Returns whether track events were
+    /// queued, and whether new customer messages were.
+    fn apply_events(
+        &self,
+        b: &dyn Backend,
+        sp: &Space,
+        job: WebhookJob,
+    ) -> Result<(bool, bool), StoreError> {
+        let WebhookJob {
+            plugin,
+            channel,
+            events,
+        } = job;
+        let (plugin, channel) = (plugin.as_str(), channel.as_str());
+        let now = self.clock.now_ms();
+        let mut queued = false;
+        let mut inbound = false;
         for event in events {
             queued |= match event {
-                InboundEvent::Status(su) => self.apply_status_update(b, &sp, plugin, su, now)?,
+                InboundEvent::Status(su) => self.apply_status_update(b, sp, plugin, su, now)?,
                 InboundEvent::Message(m) => {
-                    let new = self.apply_inbound(b, &sp, plugin, &channel, m, now)?;
+                    let new = self.apply_inbound(b, sp, plugin, channel, m, now)?;
                     inbound |= new;
                     new
                 }
                 InboundEvent::Followed(who) => once_named(
                     b,
-                    &sp,
+                    sp,
                     plugin,
                     &format!("follow:{}:{}:{now}", who.kind, who.value),
                     vec![profile_event(
@@ -229,7 +293,7 @@ impl Deliveries {
                 )?,
                 InboundEvent::Unfollowed(who) => once_named(
                     b,
-                    &sp,
+                    sp,
                     plugin,
                     &format!("unfollow:{}:{}:{now}", who.kind, who.value),
                     vec![profile_event(
@@ -237,7 +301,7 @@ impl Deliveries {
                         &[&who],
                         "Channel Unfollowed",
                         json!({"channel": channel, "installation": plugin}),
-                        Some(consent(&channel, &["marketing", "transactional"])),
+                        Some(consent(channel, &["marketing", "transactional"])),
                         now,
                     )?],
                 )?,
@@ -248,7 +312,7 @@ impl Deliveries {
                     };
                     once_named(
                         b,
-                        &sp,
+                        sp,
                         plugin,
                         &format!("optout:{}:{}:{}:{now}", o.who.kind, o.who.value, o.scope),
                         vec![profile_event(
@@ -256,14 +320,14 @@ impl Deliveries {
                             &[&o.who],
                             "Channel Opted Out",
                             json!({"channel": channel, "scope": o.scope, "installation": plugin}),
-                            Some(consent(&channel, &purposes)),
+                            Some(consent(channel, &purposes)),
                             now,
                         )?],
                     )?
                 }
                 InboundEvent::IdentityHint(link) => once_named(
                     b,
-                    &sp,
+                    sp,
                     plugin,
                     &format!(
                         "hint:{}:{}:{}:{}",

@@ -7,9 +7,9 @@
 //! arrival order (a later write of a key wins, as if applied one after another), and
 //! wakes their callers. Each caller's writes stay atomic: they are all in one batch.
 
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-
 use sled::IVec;
+
+use super::group::Group;
 
 /// One caller's writes: key → new value, `None` to remove.
 pub(crate) type Writes = Vec<(IVec, Option<IVec>)>;
@@ -17,97 +17,57 @@ pub(crate) type Writes = Vec<(IVec, Option<IVec>)>;
 /// The combiner of one database.
 #[derive(Default)]
 pub(crate) struct Combiner {
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    /// Requests waiting for the leader.
-    queue: Vec<Arc<Request>>,
-    /// Whether a thread is applying batches.
-    leading: bool,
-}
-
-struct Request {
-    tree: sled::Tree,
-    writes: Mutex<Writes>,
-    done: Mutex<Option<sled::Result<()>>>,
-    cv: Condvar,
+    group: Group<(sled::Tree, Writes), sled::Result<()>>,
 }
 
 impl Combiner {
     /// Applies `writes` to `tree` atomically, possibly in one batch with other callers'.
     /// Blocking.
     pub(crate) fn apply(&self, tree: &sled::Tree, writes: Writes) -> sled::Result<()> {
-        let me = Arc::new(Request {
-            tree: tree.clone(),
-            writes: Mutex::new(writes),
-            done: Mutex::new(None),
-            cv: Condvar::new(),
-        });
-        let mut state = lock(&self.state);
-        state.queue.push(me.clone());
-        if state.leading {
-            drop(state);
-            let mut done = lock(&me.done);
-            loop {
-                if let Some(result) = done.take() {
-                    return result;
-                }
-                done = me.cv.wait(done).unwrap_or_else(PoisonError::into_inner);
-            }
-        }
-        state.leading = true;
-        loop {
-            let group = std::mem::take(&mut state.queue);
-            if group.is_empty() {
-                state.leading = false;
-                break;
-            }
-            drop(state);
-            apply_group(group);
-            state = lock(&self.state);
-        }
-        drop(state);
-        let result = lock(&me.done).take();
-        result.expect("the leader's own request is in its first group")
+        self.group
+            .run((tree.clone(), writes), apply_group)
+            .unwrap_or_else(|lost| Err(sled::Error::Io(std::io::Error::other(lost))))
     }
 }
 
-/// Applies `group` as one batch per tree and answers every request.
-fn apply_group(group: Vec<Arc<Request>>) {
-    let mut trees: Vec<(sled::Tree, Vec<Arc<Request>>)> = Vec::new();
-    for r in group {
-        match trees.iter_mut().find(|(t, _)| t.name() == r.tree.name()) {
-            Some((_, rs)) => rs.push(r),
-            None => trees.push((r.tree.clone(), vec![r])),
-        }
-    }
-    for (tree, requests) in trees {
-        let mut batch = sled::Batch::default();
-        for r in &requests {
-            for (key, value) in std::mem::take(&mut *lock(&r.writes)) {
-                match value {
-                    Some(v) => batch.insert(key, v),
-                    None => batch.remove(key),
-                }
+/// Applies `group` as one batch per tree; the answers are in the order of `group`.
+fn apply_group(group: Vec<(sled::Tree, Writes)>) -> Vec<sled::Result<()>> {
+    let mut trees: Vec<(sled::Tree, sled::Batch, Vec<usize>)> = Vec::new();
+    let n = group.len();
+    for (i, (tree, writes)) in group.into_iter().enumerate() {
+        let at = match trees.iter().position(|(t, _, _)| t.name() == tree.name()) {
+            Some(at) => at,
+            None => {
+                trees.push((tree, sled::Batch::default(), Vec::new()));
+                trees.len() - 1
+            }
+        };
+        let (_, batch, members) = &mut trees[at];
+        for (key, value) in writes {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
             }
         }
+        members.push(i);
+    }
+    let mut answers: Vec<Option<sled::Result<()>>> = (0..n).map(|_| None).collect();
+    for (tree, batch, members) in trees {
         let result = tree.apply_batch(batch);
-        for r in &requests {
-            *lock(&r.done) = Some(result.clone());
-            r.cv.notify_one();
+        for i in members {
+            answers[i] = Some(result.clone());
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    answers
+        .into_iter()
+        .map(|a| a.expect("every job belongs to one tree's batch"))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn concurrent_batches_all_land_and_a_later_write_of_a_key_wins() {

@@ -40,6 +40,7 @@
 mod blob;
 mod combine;
 mod durability;
+pub mod group;
 mod sled_backend;
 mod staged;
 #[cfg(test)]

@@ -1,0 +1,233 @@
+//! Flat combining: callers hand in jobs, and one of them (the *leader*) runs every job
+//! queued meanwhile as one group while the others wait for their answers.
+//!
+//! Used where a fixed cost is paid per run rather than per job: a sled batch rolls sled's
+//! log buffer twice (two buffer writes, each waking all of sled's I/O threads) and holds
+//! its process-wide write lock, whatever the batch holds. Callers that arrive while a
+//! group runs queue up; when it ends, the leader runs the queued ones as the next group,
+//! in arrival order, until the queue is empty. Nobody waits for company: a job that finds
+//! no leader runs at once, alone.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+/// The leader panicked while running the group that held this job; its effects are
+/// unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the thread applying this write together with others panicked")]
+pub struct LeaderLost;
+
+/// A queue of jobs of type `J`, each answered with an `R`.
+pub struct Group<J, R> {
+    state: Mutex<State<J, R>>,
+}
+
+struct State<J, R> {
+    /// Jobs waiting for the leader, in arrival order.
+    queue: Vec<(J, Arc<Slot<R>>)>,
+    /// Whether a caller is running groups.
+    leading: bool,
+}
+
+/// Where one job's answer is delivered.
+struct Slot<R> {
+    answer: Mutex<Option<Result<R, LeaderLost>>>,
+    cv: Condvar,
+}
+
+impl<R> Slot<R> {
+    fn fill(&self, answer: Result<R, LeaderLost>) {
+        *lock(&self.answer) = Some(answer);
+        self.cv.notify_one();
+    }
+
+    fn wait(&self) -> Result<R, LeaderLost> {
+        let mut answer = lock(&self.answer);
+        loop {
+            if let Some(a) = answer.take() {
+                return a;
+            }
+            answer = self.cv.wait(answer).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl<J, R> Default for Group<J, R> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                queue: Vec::new(),
+                leading: false,
+            }),
+        }
+    }
+}
+
+impl<J, R> Group<J, R> {
+    /// Runs `job`, perhaps together with other callers' jobs: `run_group` gets the jobs of
+    /// one group in arrival order and must answer each, in the same order. Only the
+    /// leader's `run_group` runs, so every caller of one `Group` must pass an equivalent
+    /// one. Blocking.
+    pub fn run(
+        &self,
+        job: J,
+        mut run_group: impl FnMut(Vec<J>) -> Vec<R>,
+    ) -> Result<R, LeaderLost> {
+        let mine = Arc::new(Slot {
+            answer: Mutex::new(None),
+            cv: Condvar::new(),
+        });
+        let mut state = lock(&self.state);
+        state.queue.push((job, mine.clone()));
+        if state.leading {
+            drop(state);
+            return mine.wait();
+        }
+        state.leading = true;
+        loop {
+            let group = std::mem::take(&mut state.queue);
+            if group.is_empty() {
+                state.leading = false;
+                break;
+            }
+            drop(state);
+            let (jobs, slots): (Vec<J>, Vec<Arc<Slot<R>>>) = group.into_iter().unzip();
+            // Answers every job of the group even if `run_group` panics, and hands the
+            // lead on, so no caller waits forever.
+            let mut pending = Pending {
+                slots,
+                group: self,
+                armed: true,
+            };
+            let answers = run_group(jobs);
+            assert_eq!(
+                answers.len(),
+                pending.slots.len(),
+                "a group runner must answer every job"
+            );
+            for (slot, answer) in std::mem::take(&mut pending.slots).iter().zip(answers) {
+                slot.fill(Ok(answer));
+            }
+            pending.armed = false;
+            drop(pending);
+            state = lock(&self.state);
+        }
+        drop(state);
+        let answer = lock(&mine.answer).take();
+        answer.expect("the leader's own job is in its first group")
+    }
+
+    /// How many jobs wait for the leader.
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        lock(&self.state).queue.len()
+    }
+}
+
+/// The slots of a running group: dropped only when the leader unwinds.
+struct Pending<'a, J, R> {
+    slots: Vec<Arc<Slot<R>>>,
+    group: &'a Group<J, R>,
+    /// Whether dropping this means the leader is unwinding.
+    armed: bool,
+}
+
+impl<J, R> Drop for Pending<'_, J, R> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for slot in &self.slots {
+            slot.fill(Err(LeaderLost));
+        }
+        // The panicking leader stops leading. Jobs queued behind it never ran; they fail
+        // too rather than wait for a leader that will not come.
+        let mut state = lock(&self.group.state);
+        state.leading = false;
+        for (_, slot) in std::mem::take(&mut state.queue) {
+            slot.fill(Err(LeaderLost));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_job_is_answered_with_its_own_result_under_contention() {
+        let g = Arc::new(Group::<u32, u32>::default());
+        let threads: Vec<_> = (0..8u32)
+            .map(|i| {
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    for j in 0..500u32 {
+                        let job = i * 1000 + j;
+                        let got = g.run(job, |jobs| jobs.iter().map(|j| j * 2).collect());
+                        assert_eq!(got.unwrap(), job * 2);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn jobs_that_arrive_while_a_group_runs_run_together_as_the_next_group() {
+        let g = Arc::new(Group::<u32, u32>::default());
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let run = |g: Arc<Group<u32, u32>>,
+                   job: u32,
+                   hold: Option<std::sync::mpsc::Receiver<()>>,
+                   sizes: Arc<Mutex<Vec<usize>>>| {
+            std::thread::spawn(move || {
+                g.run(job, |jobs| {
+                    lock(&sizes).push(jobs.len());
+                    if let Some(h) = &hold {
+                        h.recv().unwrap();
+                    }
+                    jobs.iter().map(|j| j + 1).collect()
+                })
+                .unwrap()
+            })
+        };
+        let leader = run(g.clone(), 1, Some(hold), sizes.clone());
+        while lock(&sizes).is_empty() {
+            std::thread::yield_now();
+        }
+        let followers: Vec<_> = (2..5)
+            .map(|j| run(g.clone(), j, None, sizes.clone()))
+            .collect();
+        while g.queued() < 3 {
+            std::thread::yield_now();
+        }
+        release.send(()).unwrap();
+        assert_eq!(leader.join().unwrap(), 2);
+        let answers: Vec<u32> = followers.into_iter().map(|f| f.join().unwrap()).collect();
+        assert_eq!(answers, vec![3, 4, 5]);
+        assert_eq!(
+            *lock(&sizes),
+            vec![1, 3],
+            "the three late jobs ran as one group"
+        );
+    }
+
+    #[test]
+    fn a_panicking_leader_fails_its_group_and_later_jobs_still_run() {
+        let g = Arc::new(Group::<u32, u32>::default());
+        let g2 = g.clone();
+        let panicked = std::thread::spawn(move || {
+            g2.run(1, |_| panic!("bug in the group runner"))
+                .map_err(|_| ())
+        })
+        .join();
+        assert!(panicked.is_err(), "the leader's own panic propagates");
+        assert_eq!(g.run(7, |jobs| jobs).unwrap(), 7);
+    }
+}
