@@ -1050,6 +1050,37 @@ async fn api_message_goes_through_the_pipeline_once_per_intent_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_messages_are_all_recorded_and_a_repeated_intent_id_once() {
+    let (h, t, twilio) = sms_only().await;
+    // Eight distinct intents and one intent posted four times, all at once.
+    let mut bodies: Vec<Value> = (1..=8)
+        .map(|n| json!({"intent_id": format!("order-{n}"), "to": "user_id:lan", "channels": ["sms"],
+                        "category": "transactional", "content": [{"Text": format!("Đơn hàng #{n}")}]}))
+        .collect();
+    for _ in 0..4 {
+        bodies.push(
+            json!({"intent_id": "order-same", "to": "user_id:lan", "channels": ["sms"],
+                           "category": "transactional", "content": [{"Text": "Đơn hàng chung"}]}),
+        );
+    }
+    let answers =
+        futures_util::future::join_all(bodies.into_iter().map(|b| post_message(&h, &t, b))).await;
+    let accepted = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .count();
+    let duplicates = answers
+        .iter()
+        .filter(|(s, v)| *s == StatusCode::OK && v["duplicate"] == true)
+        .count();
+    assert_eq!((accepted, duplicates), (9, 3), "{answers:?}");
+    h.settle(&t).await;
+    let sent = twilio.seen.lock().unwrap().clone();
+    assert_eq!(sent.len(), 9, "one SMS per intent: {sent:?}");
+    assert_eq!(sent.iter().filter(|b| b.contains("chung")).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_status_webhooks_each_apply_once_and_in_status_order() {
     let (h, t, _twilio) = sms_only().await;
     let intents: Vec<String> = (1..=6).map(|n| format!("sms-{n}")).collect();

@@ -17,12 +17,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{body_error, parse_json, ApiError, AppState, TenantAuth, MAX_JSON_BODY};
+use crate::delivery::intake::Intake;
 use crate::delivery::log;
-use crate::messaging::outbox;
 use crate::messaging::policy;
 use crate::runtime::bindings::exports::journey::SendIntent;
 use crate::runtime::bindings::types::{Content, MessageCategory};
-use crate::store::Space;
 
 /// Content items per message: a text, a card and a few buttons' worth of extras.
 const MAX_CONTENT_ITEMS: usize = 20;
@@ -107,32 +106,20 @@ pub(super) async fn send(
         }
         None => format!("api_{:016x}", s.db.backend().next_id()?),
     };
-    let sp = Space::tenant(&auth.tenant_id);
-    let now = s.clock.now_ms();
-    let intent = SendIntent {
-        intent_id: intent_id.clone(),
-        channel_preference: channels,
-        category,
-        content: req.content,
+    let intake = Intake {
+        to: (id.kind, id.value),
+        intent: SendIntent {
+            intent_id,
+            channel_preference: channels,
+            category,
+            content: req.content,
+        },
+        now: s.clock.now_ms(),
     };
+    let (deliveries, tenant) = (s.deliveries.clone(), auth.tenant_id.clone());
     let outcome =
-        s.db.run(move |b| {
-            let Some(pid) = crate::profiles::owner(b, &sp, &id.kind, &id.value)? else {
-                return Ok(None);
-            };
-            let Some(profile) = crate::profiles::get(b, &sp, &pid)? else {
-                return Ok(None);
-            };
-            let (mut ops, hold) = outbox::submit(b, &sp, "api", "api", &profile, intent, now)?;
-            let created = !ops.is_empty();
-            if let Some(until) = hold {
-                // Quiet hours: the delivery worker looks again when they end.
-                ops.push(log::due_op(until, &intent_id));
-            }
-            b.apply_batch(&sp, &ops)?;
-            Ok(log::get(b, &sp, &intent_id)?.map(|r| (created, r)))
-        })
-        .await?;
+        s.db.run(move |_| deliveries.record_intake(&tenant, intake))
+            .await?;
     let Some((created, rec)) = outcome else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -19,6 +19,7 @@
 //! `queued` for API readers. Provider webhooks come in through [`webhook`].
 
 pub mod content;
+pub mod intake;
 pub mod links;
 pub mod log;
 pub mod webhook;
@@ -41,6 +42,7 @@ use crate::runtime::bindings::exports::adapter::{
 };
 use crate::runtime::bindings::types::{ChannelKind, Identity, MessageCategory};
 use crate::runtime::{Call, Output};
+use crate::store::group::Groups;
 use crate::store::{Backend, BatchOp, Db, Space, StoreError};
 use crate::worker::TenantLoops;
 
@@ -92,7 +94,9 @@ pub struct Deliveries {
     /// (storage work only; sends run outside it).
     log_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Per tenant: webhooks whose events wait to be applied, one group per sled batch.
-    webhook_groups: Mutex<HashMap<String, Arc<webhook::WebhookGroup>>>,
+    webhook_groups: Groups<webhook::WebhookJob, Result<(bool, bool), StoreError>>,
+    /// Per tenant: messages from `POST /v1/messages` waiting to be recorded.
+    intake_groups: Groups<intake::Intake, Result<Option<(bool, OutboxRecord)>, StoreError>>,
     /// This process's id in in-flight markers, and the pass counter.
     boot: u64,
     passes: std::sync::atomic::AtomicU64,
@@ -148,7 +152,8 @@ impl Deliveries {
             caps: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(HashMap::new()),
             log_locks: Mutex::new(HashMap::new()),
-            webhook_groups: Mutex::new(HashMap::new()),
+            webhook_groups: Groups::default(),
+            intake_groups: Groups::default(),
             boot: rand::random(),
             passes: std::sync::atomic::AtomicU64::new(0),
             links,

@@ -15,7 +15,7 @@
 //!   the profile (consent changes, identity merges), so profiles have one writer.
 //!
 //! Webhooks of one tenant that arrive while another's events are being applied wait and
-//! are then applied together, in arrival order, as one sled batch ([`Group`]): a batch
+//! are then applied together, in arrival order, as one sled batch ([`Group`](crate::store::group::Group)): a batch
 //! costs sled two log-buffer writes whatever it holds, and was most of a webhook's cost.
 //!
 //! The answer goes out only after the effects are durable: a provider that got a 200 may
@@ -36,7 +36,6 @@ use crate::runtime::bindings::exports::adapter::{
 };
 use crate::runtime::bindings::types::{Content, Identity};
 use crate::runtime::{Call, Output};
-use crate::store::group::Group;
 use crate::store::{Backend, BatchOp, Space, Staged, StoreError};
 
 /// Events applied per webhook: Meta batches up to ~1,000 entries; more is abuse.
@@ -47,16 +46,13 @@ const MAX_WATERMARK_SPAN: usize = 200;
 /// longest-text channel (WhatsApp 4,096) with room to spare.
 const MAX_INBOUND_TEXT: usize = 8_192;
 
-/// One webhook's events, waiting in its tenant's [`WebhookGroup`].
+/// One webhook's events, waiting in its tenant's group to be applied.
 pub(crate) struct WebhookJob {
     plugin: String,
     /// The adapter's channel name (`*` when it did not say).
     channel: String,
     events: Vec<InboundEvent>,
 }
-
-/// Webhooks of one tenant applied together: one sled batch per group, not per webhook.
-pub(crate) type WebhookGroup = Group<WebhookJob, Result<(bool, bool), StoreError>>;
 
 /// A status report kept until its message's send is recorded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,21 +201,12 @@ impl Deliveries {
             channel,
             events: result.events,
         };
-        let group = self.webhook_group(tenant);
-        let applied = group
+        let applied = self
+            .webhook_groups
+            .of(tenant)
             .run(job, |jobs| self.apply_group(tenant, jobs))
             .unwrap_or_else(|lost| Err(StoreError::Backend(Box::new(lost))))?;
         Ok((result.response, Some(applied)))
-    }
-
-    /// `tenant`'s queue of webhooks waiting for their events to be applied.
-    fn webhook_group(&self, tenant: &str) -> std::sync::Arc<WebhookGroup> {
-        self.webhook_groups
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(tenant.to_string())
-            .or_default()
-            .clone()
     }
 
     /// Applies the events of several webhooks of `tenant`, in arrival order, as one sled

@@ -8,6 +8,7 @@
 //! in arrival order, until the queue is empty. Nobody waits for company: a job that finds
 //! no leader runs at once, alone.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 /// The leader panicked while running the group that held this job; its effects are
@@ -120,6 +121,32 @@ impl<J, R> Group<J, R> {
     #[cfg(test)]
     fn queued(&self) -> usize {
         lock(&self.state).queue.len()
+    }
+}
+
+/// One [`Group`] per key (a tenant id, say), made on first use.
+pub struct Groups<J, R> {
+    by_key: Mutex<HashMap<String, Arc<Group<J, R>>>>,
+}
+
+impl<J, R> Default for Groups<J, R> {
+    fn default() -> Self {
+        Self {
+            by_key: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<J, R> Groups<J, R> {
+    /// The group of `key`.
+    pub fn of(&self, key: &str) -> Arc<Group<J, R>> {
+        let mut by_key = lock(&self.by_key);
+        if let Some(g) = by_key.get(key) {
+            return g.clone();
+        }
+        let g = Arc::new(Group::default());
+        by_key.insert(key.to_string(), g.clone());
+        g
     }
 }
 
