@@ -270,6 +270,26 @@ async fn duplicate_message_id_is_acknowledged_and_stored_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_repeating_message_ids_store_each_event_once() {
+    let (h, t) = host().await;
+    // 24 requests at once carrying 8 distinct messageIds, each three times: the tenant's
+    // requests are stored in groups, and a later one in a group sees an earlier's ids.
+    let bodies: Vec<Value> = (0..24)
+        .map(|i| {
+            json!({"userId": "9", "event": "Order Completed", "messageId": format!("cc-{}", i % 8),
+                   "properties": {"revenue": 1000}})
+        })
+        .collect();
+    let answers =
+        futures_util::future::join_all(bodies.into_iter().map(|b| ok(&h, &t, "track", b))).await;
+    assert!(answers.iter().all(|v| v["success"] == true), "{answers:?}");
+    h.drain(&t).await;
+    let v = profile(&h, &t, "user_id:9").await;
+    assert_eq!(v["events"]["Order Completed"]["total"], 8, "{v}");
+    assert_eq!(v["profile"]["computed"]["lifetime_revenue"], 8000.0, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timestamp_is_corrected_for_client_clock_skew() {
     let (h, t) = host().await;
     // The client's clock is a day ahead; it sent the batch 2 s after the event.

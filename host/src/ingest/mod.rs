@@ -16,7 +16,8 @@ pub mod segment;
 use std::sync::Arc;
 
 use crate::clock::SharedClock;
-use crate::store::{BatchOp, Db, Space, StoreError, UniqueInsert};
+use crate::store::group::Groups;
+use crate::store::{Backend, BatchOp, Db, Space, StoreError, UniqueInsert};
 pub use segment::{Message, MessageType, Rejection};
 
 /// Prefix of queued messages.
@@ -53,11 +54,16 @@ pub struct Stored {
     pub duplicates: usize,
 }
 
+/// Per tenant: requests' items waiting to be stored, each answered with what was new.
+type StoreGroups = Groups<Vec<UniqueInsert>, Result<Vec<bool>, StoreError>>;
+
 /// The ingestion service: durable accept plus the background processor.
 pub struct Ingest {
     db: Db,
     clock: SharedClock,
     processor: Arc<processor::Processor>,
+    /// Per tenant: requests waiting to be stored, one sled transaction per group.
+    groups: Arc<StoreGroups>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -74,6 +80,7 @@ impl Ingest {
             db,
             clock,
             processor,
+            groups: Arc::default(),
         })
     }
 
@@ -93,7 +100,7 @@ impl Ingest {
         if messages.is_empty() {
             return Ok(Stored::default());
         }
-        let space = Space::tenant(tenant);
+        let (groups, tenant_owned) = (self.groups.clone(), tenant.to_string());
         let written = self
             .db
             .run(move |b| {
@@ -106,7 +113,15 @@ impl Ingest {
                         ops: vec![queue_op(seq, m)?],
                     });
                 }
-                b.insert_unique(&space, &items)
+                // Checked here, so that one request's oversized item fails only it.
+                items.iter().try_for_each(UniqueInsert::check)?;
+                // Requests of one tenant that arrive while another's are being stored wait
+                // and are stored together: a sled transaction costs two log-buffer writes
+                // whatever it holds.
+                groups
+                    .of(&tenant_owned)
+                    .run(items, |group| store_group(b, &tenant_owned, group))
+                    .unwrap_or_else(|lost| Err(StoreError::Backend(Box::new(lost))))
             })
             .await?;
         let stored = written.iter().filter(|w| **w).count();
@@ -125,5 +140,35 @@ impl Ingest {
             self.processor.wake(tenant);
         }
         Ok(out)
+    }
+}
+
+/// Stores the items of several requests as one transaction, each `messageId` once (a later
+/// request in the group sees an earlier one's guards); answers each request with its own
+/// part of the result. A failed transaction fails them all.
+fn store_group(
+    b: &dyn Backend,
+    tenant: &str,
+    group: Vec<Vec<UniqueInsert>>,
+) -> Vec<Result<Vec<bool>, StoreError>> {
+    let lens: Vec<usize> = group.iter().map(Vec::len).collect();
+    let all: Vec<UniqueInsert> = group.into_iter().flatten().collect();
+    match b.insert_unique(&Space::tenant(tenant), &all) {
+        Ok(written) => {
+            let mut rest = written.into_iter();
+            lens.iter()
+                .map(|n| Ok(rest.by_ref().take(*n).collect()))
+                .collect()
+        }
+        Err(e) => {
+            let why = e.to_string();
+            lens.iter()
+                .map(|_| {
+                    Err(StoreError::Backend(Box::new(std::io::Error::other(
+                        why.clone(),
+                    ))))
+                })
+                .collect()
+        }
     }
 }

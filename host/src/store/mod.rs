@@ -190,6 +190,15 @@ pub struct UniqueInsert {
     pub ops: Vec<BatchOp>,
 }
 
+impl UniqueInsert {
+    /// Refuses the item if a key or value is over its limit (as `insert_unique` would).
+    pub fn check(&self) -> Result<(), StoreError> {
+        check_key(&self.guard)?;
+        check_value(&self.guard_value)?;
+        self.ops.iter().try_for_each(BatchOp::check)
+    }
+}
+
 /// One write in an atomic [`Backend::apply_batch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BatchOp {

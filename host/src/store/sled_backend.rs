@@ -378,13 +378,7 @@ impl Backend for SledBackend {
         space: &Space,
         items: &[UniqueInsert],
     ) -> Result<Vec<bool>, StoreError> {
-        for item in items {
-            check_key(&item.guard)?;
-            check_value(&item.guard_value)?;
-            for op in &item.ops {
-                op.check()?;
-            }
-        }
+        items.iter().try_for_each(UniqueInsert::check)?;
         let written = self.write(space, |t| {
             t.transaction(|tx| {
                 let mut written = Vec::with_capacity(items.len());
