@@ -214,9 +214,11 @@ mod tests {
                    hold: Option<std::sync::mpsc::Receiver<()>>,
                    sizes: Arc<Mutex<Vec<usize>>>| {
             std::thread::spawn(move || {
+                let mut hold = hold;
                 g.run(job, |jobs| {
                     lock(&sizes).push(jobs.len());
-                    if let Some(h) = &hold {
+                    // Only the first group waits: its leader runs the next group too.
+                    if let Some(h) = hold.take() {
                         h.recv().unwrap();
                     }
                     jobs.iter().map(|j| j + 1).collect()
