@@ -42,21 +42,12 @@ impl Deliveries {
         tenant: &str,
         group: Vec<Intake>,
     ) -> Vec<Result<Option<(bool, OutboxRecord)>, StoreError>> {
-        let sp = Space::tenant(tenant);
-        let staged = Staged::new(self.db.backend().clone(), sp.clone());
-        let mut answers: Vec<_> = group
-            .into_iter()
-            .map(|i| record_one(&staged, &sp, i))
-            .collect();
-        if let Err(e) = staged.commit() {
-            let why = e.to_string();
-            for a in &mut answers {
-                *a = Err(StoreError::Backend(Box::new(std::io::Error::other(
-                    why.clone(),
-                ))));
-            }
-        }
-        answers
+        Staged::apply_each(
+            self.db.backend().clone(),
+            Space::tenant(tenant),
+            group,
+            |staged, sp, intake| record_one(staged, sp, intake),
+        )
     }
 }
 

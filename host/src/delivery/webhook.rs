@@ -217,25 +217,16 @@ impl Deliveries {
         tenant: &str,
         jobs: Vec<WebhookJob>,
     ) -> Vec<Result<(bool, bool), StoreError>> {
-        let sp = Space::tenant(tenant);
-        let staged = Staged::new(self.db.backend().clone(), sp.clone());
         let lock = self.log_lock(tenant);
         let _held = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut answers: Vec<_> = jobs
-            .into_iter()
-            .map(|job| self.apply_events(&staged, &sp, job))
-            .collect();
-        if let Err(e) = staged.commit() {
-            let why = e.to_string();
-            for a in &mut answers {
-                *a = Err(StoreError::Backend(Box::new(std::io::Error::other(
-                    why.clone(),
-                ))));
-            }
-        }
-        answers
+        Staged::apply_each(
+            self.db.backend().clone(),
+            Space::tenant(tenant),
+            jobs,
+            |staged, sp, job| self.apply_events(staged, sp, job),
+        )
     }
 
     /// Applies one webhook's events, each provider event once, to `b` (the tenant's staged

@@ -160,15 +160,6 @@ fn store_group(
                 .map(|n| Ok(rest.by_ref().take(*n).collect()))
                 .collect()
         }
-        Err(e) => {
-            let why = e.to_string();
-            lens.iter()
-                .map(|_| {
-                    Err(StoreError::Backend(Box::new(std::io::Error::other(
-                        why.clone(),
-                    ))))
-                })
-                .collect()
-        }
+        Err(e) => lens.iter().map(|_| Err(e.shared())).collect(),
     }
 }

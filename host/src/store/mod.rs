@@ -126,6 +126,14 @@ pub enum StoreError {
     Backend(#[source] Box<dyn StdError + Send + Sync>),
 }
 
+impl StoreError {
+    /// This failure, for one of several callers whose writes it failed together (a group
+    /// batch): the message is kept, the source is not (it cannot be cloned).
+    pub fn shared(&self) -> StoreError {
+        StoreError::Backend(Box::new(std::io::Error::other(self.to_string())))
+    }
+}
+
 /// Which keyspace: a named global one or one tenant's.
 ///
 /// Construct with [`Space::global`] / [`Space::tenant`] or use the constants.

@@ -74,6 +74,26 @@ impl Staged {
         self.inner.apply_batch(&self.space, &ops)
     }
 
+    /// Runs `each` on every job in order through one staged view of `space` (each sees what
+    /// the earlier ones wrote), then writes the view as one atomic batch. Answers each job;
+    /// a failed batch fails them all.
+    pub fn apply_each<J, T>(
+        inner: Arc<dyn Backend>,
+        space: Space,
+        jobs: Vec<J>,
+        mut each: impl FnMut(&Staged, &Space, J) -> Result<T, StoreError>,
+    ) -> Vec<Result<T, StoreError>> {
+        let staged = Staged::new(inner, space);
+        let mut answers: Vec<_> = jobs
+            .into_iter()
+            .map(|job| each(&staged, &staged.space, job))
+            .collect();
+        if let Err(e) = staged.commit() {
+            answers.iter_mut().for_each(|a| *a = Err(e.shared()));
+        }
+        answers
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
