@@ -6,7 +6,9 @@
 //! - `plugin/<name>`: [`PluginRecord`];
 //! - `version/<name>/<version>`: [`VersionRecord`] (immutable once written);
 //! - `settings/<name>`: config, secrets and allowlist;
-//! - `inv/<name>/<seq:016x>`: the last [`INVOCATION_RECORDS_KEPT`] invocation records.
+//! - `inv/<name>/<slot:016x>`: the last [`INVOCATION_RECORDS_KEPT`] invocation records, a
+//!   ring: record `seq` lives in slot `seq % INVOCATION_RECORDS_KEPT` and overwrites the
+//!   one that fell out of the window (the record carries its `seq`).
 //!
 //! Component bytes are content-addressed blobs; compiled artifacts live under
 //! `artifacts/<engine key>/<digest>.cwasm`, prefixed by an HMAC so only artifacts this host
@@ -30,7 +32,7 @@ use crate::runtime::host::{Installation, Settings};
 use crate::runtime::{Call, InvokeError, KindPre, Output, Report, Runtime, ValidationError};
 use crate::store::{write_file_durably, BatchOp, BlobStore, Db, Space, StoreError};
 
-/// Invocation records kept per installation (older ones are deleted as new ones arrive).
+/// Invocation records kept per installation: a ring whose slots newer records overwrite.
 pub const INVOCATION_RECORDS_KEPT: u64 = 1000;
 /// Largest settings document, in bytes of JSON: well under the 64 KiB value cap.
 pub const MAX_SETTINGS_BYTES: usize = 32 * 1024;
@@ -286,8 +288,38 @@ fn inv_prefix(name: &str) -> Vec<u8> {
     format!("inv/{name}/").into_bytes()
 }
 
+/// The ring slot of record `seq`: one write per invocation (no delete of the oldest), and a
+/// key range that neither grows nor churns sled's nodes. Slots below the ring size are the
+/// keys the earlier one-key-per-seq layout gave those records, so old data reads as is.
 fn inv_key(name: &str, seq: u64) -> Vec<u8> {
-    format!("inv/{name}/{seq:016x}").into_bytes()
+    format!("inv/{name}/{:016x}", seq % INVOCATION_RECORDS_KEPT).into_bytes()
+}
+
+/// The `seq` of a stored invocation record: read from the front of its JSON (`{"seq":N,`,
+/// as [`InvocationRecord`] serializes) without decoding the rest, else from the whole.
+fn record_seq(value: &[u8]) -> Option<u64> {
+    /// Only the field wanted; serde skips the others.
+    #[derive(Deserialize)]
+    struct SeqOf {
+        seq: u64,
+    }
+    value
+        .strip_prefix(b"{\"seq\":")
+        .and_then(|rest| {
+            let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+            std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+        })
+        .or_else(|| serde_json::from_slice::<SeqOf>(value).ok().map(|s| s.seq))
+}
+
+/// The rows of a plugin's invocation ring, newest first: each with its `seq`.
+fn newest_first(rows: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
+    let mut rows: Vec<_> = rows
+        .into_iter()
+        .filter_map(|(k, v)| record_seq(&v).map(|seq| (seq, k, v)))
+        .collect();
+    rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.0));
+    rows
 }
 
 fn internal(e: impl Into<anyhow::Error>) -> RegistryError {
@@ -695,19 +727,7 @@ impl Registry {
             .get_json(&space, &settings_key(name))
             .await?
             .unwrap_or_default();
-        let last = self
-            .db
-            .scan_prefix_rev(&space, &inv_prefix(name), 1)
-            .await?;
-        let next_seq = last
-            .first()
-            .and_then(|(k, _)| {
-                std::str::from_utf8(&k[inv_prefix(name).len()..])
-                    .ok()
-                    .map(str::to_owned)
-            })
-            .and_then(|h| u64::from_str_radix(&h, 16).ok())
-            .map_or(0, |s| s + 1);
+        let next_seq = self.invocation_ring(&space, name).await?;
         let this = self.clone();
         let (digest, kind) = (v.digest.clone(), v.kind);
         let (pre, inline) = tokio::task::spawn_blocking(move || {
@@ -1104,8 +1124,8 @@ impl Registry {
         }
     }
 
-    /// Writes the invocation record (not fsynced: records are telemetry, flushed by sled's
-    /// background flush) and deletes the one that fell out of the retention window.
+    /// Writes the invocation record into its ring slot (not fsynced: records are telemetry,
+    /// flushed by sled's background flush), over the one that fell out of the window.
     fn record(
         &self,
         active: &Active,
@@ -1150,11 +1170,34 @@ impl Registry {
             }
             Err(e) => tracing::warn!(error = %e, "encoding invocation record"),
         }
-        if seq >= INVOCATION_RECORDS_KEPT {
-            if let Err(e) = backend.delete(&space, &inv_key(name, seq - INVOCATION_RECORDS_KEPT)) {
-                tracing::warn!(error = %e, "deleting an old invocation record");
+    }
+
+    /// The next `seq` of a plugin's invocation ring. Moves records of the earlier layout
+    /// that lie outside the ring (keys of `seq` past its size) into their slots, newest
+    /// last, so each slot keeps the newest record it was given.
+    async fn invocation_ring(&self, space: &Space, name: &str) -> Result<u64, RegistryError> {
+        let rows = self
+            .db
+            .scan_prefix(space, &inv_prefix(name), usize::MAX)
+            .await?;
+        let rows = newest_first(rows);
+        let next_seq = rows.first().map_or(0, |(seq, _, _)| seq + 1);
+        let mut outside: Vec<_> = rows
+            .into_iter()
+            .filter(|(seq, k, _)| *k != inv_key(name, *seq))
+            .collect();
+        if !outside.is_empty() {
+            outside.reverse();
+            let mut ops = Vec::with_capacity(outside.len() * 2);
+            for (seq, k, v) in outside {
+                ops.push(BatchOp::delete(k));
+                ops.push(BatchOp::put(inv_key(name, seq), v));
+            }
+            for chunk in ops.chunks(1000) {
+                self.db.apply_batch(space, chunk.to_vec()).await?;
             }
         }
+        Ok(next_seq)
     }
 
     /// The newest invocation records of a plugin, newest first.
@@ -1167,11 +1210,12 @@ impl Registry {
         self.plugin(tenant, name).await?;
         let rows = self
             .db
-            .scan_prefix_rev(&Space::tenant(tenant), &inv_prefix(name), limit)
+            .scan_prefix(&Space::tenant(tenant), &inv_prefix(name), usize::MAX)
             .await?;
-        Ok(rows
+        Ok(newest_first(rows)
             .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .filter_map(|(_, _, v)| serde_json::from_slice(&v).ok())
+            .take(limit)
             .collect())
     }
 
@@ -1272,5 +1316,52 @@ fn check_host_pattern(h: &str) -> Result<(), RegistryError> {
         Err(RegistryError::InvalidSettings(format!(
             "allowed host `{h}` must be `host`, `host:port` or `*.domain`"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_its_seq_from_the_front_of_its_json() {
+        let rec = InvocationRecord {
+            seq: 1234,
+            at: 1,
+            version: "1.0.0".into(),
+            call: "step".into(),
+            ok: true,
+            error: None,
+            report: Report::default(),
+        };
+        let bytes = serde_json::to_vec(&rec).unwrap();
+        assert_eq!(record_seq(&bytes), Some(1234));
+        assert_eq!(
+            record_seq(br#"{"at":1,"seq":2}"#),
+            Some(2),
+            "any field order"
+        );
+        assert_eq!(record_seq(b"{\"seq\":"), None);
+        assert_eq!(record_seq(b"not json"), None);
+    }
+
+    #[test]
+    fn records_a_ring_apart_share_a_slot_and_list_newest_first() {
+        let kept = INVOCATION_RECORDS_KEPT;
+        assert_eq!(inv_key("p", 7), inv_key("p", 7 + kept));
+        assert_ne!(inv_key("p", 7), inv_key("p", 8));
+        // Below the ring size a slot is the key the one-key-per-seq layout used.
+        assert_eq!(inv_key("p", 7), b"inv/p/0000000000000007".to_vec());
+        let row = |seq: u64| {
+            (
+                inv_key("p", seq),
+                format!("{{\"seq\":{seq},\"at\":0}}").into_bytes(),
+            )
+        };
+        let order: Vec<u64> = newest_first(vec![row(kept + 1), row(2), row(kept + 3)])
+            .into_iter()
+            .map(|(seq, _, _)| seq)
+            .collect();
+        assert_eq!(order, [kept + 3, kept + 1, 2]);
     }
 }

@@ -654,3 +654,67 @@ async fn invoking_with_a_call_of_the_wrong_kind_or_bad_json_is_400_invalid_call(
         .await;
     assert!(logs(&out).iter().any(|l| l.ends_with("run 1")), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocation_records_keep_the_newest_across_the_ring_wrap_and_go_on_after_a_restart() {
+    use weft::registry::INVOCATION_RECORDS_KEPT as KEPT;
+    use weft::store::Space;
+    let h = TestHost::new().await;
+    let t = h.tenant().await;
+    h.install(&t, "rule", "journey-rule", plugins::TEST_WELL_BEHAVED)
+        .await;
+    let call = weft::runtime::Call::JourneyDescribe;
+    let n = KEPT + 5;
+    for _ in 0..n {
+        h.invoke(&t, "rule", &call).await;
+    }
+    let seqs = |v: Value| -> Vec<u64> {
+        v["invocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let listed = seqs(get(&h, &t, "/v1/plugins/rule/invocations?limit=200").await);
+    assert_eq!(listed, (n - 200..n).rev().collect::<Vec<_>>());
+    let space = Space::tenant(&t.id);
+    let stored = |h: &TestHost| {
+        let db = h.app.state.db.clone();
+        let space = space.clone();
+        async move {
+            db.scan_prefix(&space, b"inv/rule/", usize::MAX)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        stored(&h).await.len() as u64,
+        KEPT,
+        "one slot per kept record"
+    );
+
+    // A record under the earlier one-key-per-seq layout, past the ring: moved into its slot
+    // at the restart, and numbering goes on after it.
+    let old_seq = n + 10;
+    let mut record =
+        get(&h, &t, "/v1/plugins/rule/invocations?limit=1").await["invocations"][0].clone();
+    record["seq"] = json!(old_seq);
+    let old_key = format!("inv/rule/{old_seq:016x}");
+    h.app
+        .state
+        .db
+        .put(&space, old_key.as_bytes(), record.to_string().as_bytes())
+        .await
+        .unwrap();
+    let h = h.restart().await;
+    h.invoke(&t, "rule", &call).await;
+    let listed = seqs(get(&h, &t, "/v1/plugins/rule/invocations?limit=3").await);
+    assert_eq!(listed, [old_seq + 1, old_seq, n - 1]);
+    let rows = stored(&h).await;
+    assert_eq!(rows.len() as u64, KEPT);
+    assert!(
+        rows.iter().all(|(k, _)| k.as_slice() != old_key.as_bytes()),
+        "the old-layout key is gone"
+    );
+}
