@@ -33,7 +33,7 @@ impl Deliveries {
         self.intake_groups
             .of(tenant)
             .run(intake, |group| self.record_group(tenant, group))
-            .unwrap_or_else(|lost| Err(StoreError::Backend(Box::new(lost))))
+            .unwrap_or_else(|lost| Err(lost.into()))
     }
 
     /// Records several intents of `tenant` as one batch; a failed batch fails them all.

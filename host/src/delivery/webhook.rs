@@ -205,7 +205,7 @@ impl Deliveries {
             .webhook_groups
             .of(tenant)
             .run(job, |jobs| self.apply_group(tenant, jobs))
-            .unwrap_or_else(|lost| Err(StoreError::Backend(Box::new(lost))))?;
+            .unwrap_or_else(|lost| Err(lost.into()))?;
         Ok((result.response, Some(applied)))
     }
 

@@ -121,7 +121,7 @@ impl Ingest {
                 groups
                     .of(&tenant_owned)
                     .run(items, |group| store_group(b, &tenant_owned, group))
-                    .unwrap_or_else(|lost| Err(StoreError::Backend(Box::new(lost))))
+                    .unwrap_or_else(|lost| Err(lost.into()))
             })
             .await?;
         let stored = written.iter().filter(|w| **w).count();

@@ -126,6 +126,14 @@ pub enum StoreError {
     Backend(#[source] Box<dyn StdError + Send + Sync>),
 }
 
+/// A group's leader panicked before answering: its writes may or may not have landed, so
+/// every caller in the group reports a store failure.
+impl From<group::LeaderLost> for StoreError {
+    fn from(lost: group::LeaderLost) -> Self {
+        StoreError::Backend(Box::new(lost))
+    }
+}
+
 impl StoreError {
     /// This failure, for one of several callers whose writes it failed together (a group
     /// batch): the message is kept, the source is not (it cannot be cloned).
