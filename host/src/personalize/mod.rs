@@ -643,6 +643,7 @@ impl Personalizer {
             req: request(),
             catalog: compiled.catalog.clone(),
         };
+        let call_name = call.name();
         let invoked = if active.inline {
             // A plugin that cannot touch the store or wait runs right here: a thread
             // hand-off would cost more than many decisions.
@@ -660,7 +661,7 @@ impl Personalizer {
                     report.clone(),
                 );
                 tokio::task::spawn_blocking(move || {
-                    registry.record_failure(&active, "decide", &e, &report);
+                    registry.record_failure(&active, call_name, &e, &report);
                 });
             }
             invoked
