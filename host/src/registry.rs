@@ -312,6 +312,30 @@ fn record_seq(value: &[u8]) -> Option<u64> {
         .or_else(|| serde_json::from_slice::<SeqOf>(value).ok().map(|s| s.seq))
 }
 
+/// The `seq` of the newest record in a ring whose slot `i` holds `seq_at(i)`, by binary
+/// search: records are written in `seq` order, so slots 0 up to the newest hold the
+/// current lap (a `seq` at least slot 0's) and the slots after it the lap before, or
+/// nothing yet. `None` when slot 0 is empty (an empty ring, or a gap the caller resolves
+/// by reading the whole ring).
+fn newest_in_ring(
+    mut seq_at: impl FnMut(u64) -> Result<Option<u64>, StoreError>,
+) -> Result<Option<u64>, StoreError> {
+    let Some(first) = seq_at(0)? else {
+        return Ok(None);
+    };
+    // Invariant: slot `lo` is in the current lap with `newest` its seq; the newest slot
+    // is below `hi`.
+    let (mut lo, mut hi, mut newest) = (0, INVOCATION_RECORDS_KEPT, first);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        match seq_at(mid)? {
+            Some(seq) if seq >= first => (lo, newest) = (mid, seq),
+            _ => hi = mid,
+        }
+    }
+    Ok(Some(newest))
+}
+
 /// The rows of a plugin's invocation ring, newest first: each with its `seq`.
 fn newest_first(rows: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
     let mut rows: Vec<_> = rows
@@ -1172,10 +1196,32 @@ impl Registry {
         }
     }
 
-    /// The next `seq` of a plugin's invocation ring. Moves records of the earlier layout
-    /// that lie outside the ring (keys of `seq` past its size) into their slots, newest
-    /// last, so each slot keeps the newest record it was given.
+    /// The next `seq` of a plugin's invocation ring: a binary search over its slots (about
+    /// ten reads at every plugin load, not the whole ring). Moves records of the earlier
+    /// layout that lie outside the ring (keys of `seq` past its size) into their slots,
+    /// newest last, so each slot keeps the newest record it was given.
     async fn invocation_ring(&self, space: &Space, name: &str) -> Result<u64, RegistryError> {
+        let (sp, owned) = (space.clone(), name.to_string());
+        let found = self
+            .db
+            .run(move |b| {
+                let prefix = inv_prefix(&owned);
+                // The highest key: past the ring only under the earlier layout.
+                let last = b.scan_prefix_rev(&sp, &prefix, 1)?;
+                match last.first() {
+                    None => Ok(Some(0)),
+                    Some((k, _)) if *k > inv_key(&owned, INVOCATION_RECORDS_KEPT - 1) => Ok(None),
+                    Some(_) => Ok(newest_in_ring(|slot| {
+                        Ok(b.get(&sp, &inv_key(&owned, slot))?
+                            .and_then(|v| record_seq(&v)))
+                    })?
+                    .map(|newest| newest + 1)),
+                }
+            })
+            .await?;
+        if let Some(next_seq) = found {
+            return Ok(next_seq);
+        }
         let rows = self
             .db
             .scan_prefix(space, &inv_prefix(name), usize::MAX)
@@ -1363,5 +1409,34 @@ mod tests {
             .map(|(seq, _, _)| seq)
             .collect();
         assert_eq!(order, [kept + 3, kept + 1, 2]);
+    }
+
+    #[test]
+    fn the_newest_record_of_a_ring_is_found_at_any_fill_and_wrap() {
+        let kept = INVOCATION_RECORDS_KEPT;
+        // `written` records numbered from 0, each in its slot; the newest one wins a slot.
+        let ring = |written: u64| {
+            move |slot: u64| -> Result<Option<u64>, StoreError> {
+                Ok((0..written).rev().find(|seq| seq % kept == slot))
+            }
+        };
+        assert_eq!(newest_in_ring(ring(0)).unwrap(), None);
+        for written in [
+            1,
+            2,
+            500,
+            kept - 1,
+            kept,
+            kept + 1,
+            kept + 5,
+            3 * kept - 1,
+            3 * kept,
+        ] {
+            assert_eq!(
+                newest_in_ring(ring(written)).unwrap(),
+                Some(written - 1),
+                "{written} records"
+            );
+        }
     }
 }
