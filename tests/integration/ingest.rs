@@ -269,6 +269,91 @@ async fn duplicate_message_id_is_acknowledged_and_stored_once() {
     );
 }
 
+/// The tenant's dedup marker keys under `prefix`.
+async fn marker_keys(h: &TestHost, t: &TestTenant, prefix: &[u8]) -> Vec<String> {
+    h.app
+        .state
+        .db
+        .scan_prefix(&weft::store::Space::tenant(&t.id), prefix, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+        .collect()
+}
+
+async fn orders(h: &TestHost, t: &TestTenant) -> Value {
+    h.drain(t).await;
+    profile(h, t, "user_id:7").await["events"]["Order Completed"]["total"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_id_repeated_within_the_dedup_window_is_ignored_across_sweeps() {
+    let (h, t) = host().await;
+    let e = json!({"userId": "7", "event": "Order Completed", "messageId": "win-1"});
+    ok(&h, &t, "track", e.clone()).await;
+    // Just inside the window, past a bucket boundary, with a sweep in between.
+    h.clock.advance(weft::ingest::dedup::WINDOW_MS - 1);
+    h.app.state.ingest.expire_markers().await.unwrap();
+    ok(&h, &t, "track", e.clone()).await;
+    assert_eq!(orders(&h, &t).await, 1);
+    assert_eq!(marker_keys(&h, &t, b"dd/").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_markers_expire_after_two_windows_so_the_store_does_not_grow_forever() {
+    let (h, t) = host().await;
+    let e = json!({"userId": "7", "event": "Order Completed", "messageId": "win-2"});
+    ok(&h, &t, "track", e.clone()).await;
+    ok(
+        &h,
+        &t,
+        "batch",
+        json!({"batch": (0..50).map(|i| json!({"type": "track", "userId": "7",
+            "event": "Page Viewed", "messageId": format!("p-{i}")})).collect::<Vec<_>>()}),
+    )
+    .await;
+    assert_eq!(marker_keys(&h, &t, b"dd/").await.len(), 51);
+    h.clock.advance(2 * weft::ingest::dedup::WINDOW_MS);
+    let swept = h.app.state.ingest.expire_markers().await.unwrap();
+    assert_eq!(swept.deleted, 51);
+    assert!(marker_keys(&h, &t, b"dd/").await.is_empty());
+    // Forgotten: the same id is now a new event.
+    ok(&h, &t, "track", e).await;
+    assert_eq!(orders(&h, &t).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markers_from_before_dedup_buckets_still_catch_duplicates_and_are_moved() {
+    let h = TestHost::new().await;
+    let t = h.tenant().await;
+    // A store written by an older Weft: one marker per messageId, `msg/<id>`.
+    h.app
+        .state
+        .db
+        .apply_batch(
+            &weft::store::Space::tenant(&t.id),
+            vec![weft::store::BatchOp::put(
+                b"msg/old-1".to_vec(),
+                7u64.to_be_bytes().to_vec(),
+            )],
+        )
+        .await
+        .unwrap();
+    // On restart, the marker is checked until the start-up sweep has moved it.
+    let h = h.restart().await;
+    let e = json!({"userId": "7", "event": "Order Completed", "messageId": "old-1"});
+    let (s, v) = h.segment(&t, "track", &e).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    h.app.state.ingest.expire_markers().await.unwrap();
+    assert!(marker_keys(&h, &t, b"msg/").await.is_empty());
+    assert_eq!(marker_keys(&h, &t, b"dd/").await.len(), 1);
+    ok(&h, &t, "track", e).await;
+    h.drain(&t).await;
+    // Still a duplicate after the move: no profile was ever created for it.
+    missing(&h, &t, "user_id:7").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_repeating_message_ids_store_each_event_once() {
     let (h, t) = host().await;

@@ -4,16 +4,20 @@
 //! profiles and routes events to audiences and journeys.
 //!
 //! Keys in the tenant's space:
-//! - `msg/<messageId>` → the sequence number it was stored under: `messageId` dedup;
+//! - `dd/<bucket:016x>/<messageId>` → the sequence number it was stored under: `messageId`
+//!   dedup, remembered for one to two days ([`dedup`]);
 //! - `q/<seq:016x>` → a [`Message`] waiting to be processed (deleted once processed).
 //!
 //! Acknowledged means durable: `accept` returns only after the group commit that covers
 //! its writes, so an event answered with `{"success": true}` survives `kill -9`.
 
+pub mod dedup;
 pub mod processor;
 pub mod segment;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::SharedClock;
 use crate::store::group::Groups;
@@ -22,8 +26,10 @@ pub use segment::{Message, MessageType, Rejection};
 
 /// Prefix of queued messages.
 pub const QUEUE_PREFIX: &[u8] = b"q/";
-/// Prefix of `messageId` dedup markers.
-pub const DEDUP_PREFIX: &[u8] = b"msg/";
+/// How often expired dedup markers are deleted: buckets are a day wide, so a sweep a few
+/// minutes late keeps a bucket a few minutes longer, and an idle sweep is one key read
+/// per tenant.
+const MARKER_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// The queue key of sequence number `seq` (hex keeps keys sorted by number).
 pub fn queue_key(seq: u64) -> Vec<u8> {
@@ -36,13 +42,6 @@ pub fn queue_op(seq: u64, m: &Message) -> Result<BatchOp, StoreError> {
         queue_key(seq),
         serde_json::to_vec(m).map_err(StoreError::Codec)?,
     ))
-}
-
-fn dedup_key(message_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(DEDUP_PREFIX.len() + message_id.len());
-    k.extend_from_slice(DEDUP_PREFIX);
-    k.extend_from_slice(message_id.as_bytes());
-    k
 }
 
 /// What became of a set of accepted messages.
@@ -64,6 +63,9 @@ pub struct Ingest {
     processor: Arc<processor::Processor>,
     /// Per tenant: requests waiting to be stored, one sled transaction per group.
     groups: Arc<StoreGroups>,
+    /// Whether a tenant may still hold dedup markers from before buckets existed: true
+    /// until a sweep over every tenant has moved them ([`dedup`]).
+    legacy_markers: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -76,12 +78,46 @@ impl Ingest {
     /// Starts the service; the processor picks up whatever was queued before a restart.
     pub fn start(db: Db, clock: SharedClock) -> Arc<Ingest> {
         let processor = processor::Processor::start(db.clone(), clock.clone());
-        Arc::new(Ingest {
+        let ingest = Arc::new(Ingest {
             db,
             clock,
             processor,
             groups: Arc::default(),
-        })
+            legacy_markers: Arc::new(AtomicBool::new(true)),
+        });
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&ingest);
+            handle.spawn(async move {
+                loop {
+                    let Some(me) = weak.upgrade() else { break };
+                    if let Err(e) = me.expire_markers().await {
+                        tracing::error!(error = %e, "expiring dedup markers failed");
+                    }
+                    drop(me);
+                    tokio::time::sleep(MARKER_SWEEP_EVERY).await;
+                }
+            });
+        }
+        ingest
+    }
+
+    /// Deletes every tenant's dedup markers older than the previous bucket and moves
+    /// markers from before buckets existed into the current one (see [`dedup`]). Runs at
+    /// start and every [`MARKER_SWEEP_EVERY`]; tests call it after moving the clock.
+    pub async fn expire_markers(&self) -> Result<dedup::Expired, StoreError> {
+        let now = self.clock.now_ms();
+        let mut total = dedup::Expired::default();
+        for t in crate::tenants::list(&self.db).await? {
+            let done = self
+                .db
+                .run(move |b| dedup::expire(b, &Space::tenant(&t.id), now))
+                .await?;
+            total.deleted += done.deleted;
+            total.moved += done.moved;
+        }
+        // Every tenant's old markers are moved now, and none are written any more.
+        self.legacy_markers.store(false, Ordering::Relaxed);
+        Ok(total)
     }
 
     /// The host clock (for `receivedAt`).
@@ -101,14 +137,20 @@ impl Ingest {
             return Ok(Stored::default());
         }
         let (groups, tenant_owned) = (self.groups.clone(), tenant.to_string());
+        let (now, legacy) = (
+            self.clock.now_ms(),
+            self.legacy_markers.load(Ordering::Relaxed),
+        );
         let written = self
             .db
             .run(move |b| {
                 let mut items = Vec::with_capacity(messages.len());
                 for m in &messages {
                     let seq = b.next_id()?;
+                    let (guard, also) = dedup::guards(&m.message_id, now, legacy);
                     items.push(UniqueInsert {
-                        guard: dedup_key(&m.message_id),
+                        guard,
+                        also,
                         guard_value: seq.to_be_bytes().to_vec(),
                         ops: vec![queue_op(seq, m)?],
                     });

@@ -481,6 +481,7 @@ impl Journeys {
                         &Space::tenant(tenant),
                         &[UniqueInsert {
                             guard: format!("fired/{token}").into_bytes(),
+                            also: Vec::new(),
                             guard_value: Vec::new(),
                             ops: vec![BatchOp::put(work_key(b.next_id()?), work)],
                         }],

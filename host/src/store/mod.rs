@@ -194,12 +194,16 @@ impl Space {
     }
 }
 
-/// One item of [`Backend::insert_unique`]: its ops are written only if `guard` is absent,
-/// and then `guard` is set to `guard_value` in the same transaction.
+/// One item of [`Backend::insert_unique`]: its ops are written only if `guard` and every
+/// key of `also` are absent, and then `guard` is set to `guard_value` in the same
+/// transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UniqueInsert {
     /// The key whose absence admits the item (for example a message id).
     pub guard: Vec<u8>,
+    /// Other keys whose presence also refuses the item (the same id's marker in an older
+    /// time bucket, say); they are only read.
+    pub also: Vec<Vec<u8>>,
     /// What the guard key holds afterwards.
     pub guard_value: Vec<u8>,
     /// The item's writes.
@@ -210,6 +214,7 @@ impl UniqueInsert {
     /// Refuses the item if a key or value is over its limit (as `insert_unique` would).
     pub fn check(&self) -> Result<(), StoreError> {
         check_key(&self.guard)?;
+        self.also.iter().try_for_each(|k| check_key(k))?;
         check_value(&self.guard_value)?;
         self.ops.iter().try_for_each(BatchOp::check)
     }

@@ -383,7 +383,11 @@ impl Backend for SledBackend {
             t.transaction(|tx| {
                 let mut written = Vec::with_capacity(items.len());
                 for item in items {
-                    if tx.get(&item.guard)?.is_some() {
+                    let mut seen = tx.get(&item.guard)?.is_some();
+                    for k in &item.also {
+                        seen = seen || tx.get(k)?.is_some();
+                    }
+                    if seen {
                         written.push(false);
                         continue;
                     }
