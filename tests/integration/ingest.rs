@@ -293,7 +293,8 @@ async fn a_message_id_repeated_within_the_dedup_window_is_ignored_across_sweeps(
     let e = json!({"userId": "7", "event": "Order Completed", "messageId": "win-1"});
     ok(&h, &t, "track", e.clone()).await;
     // Just inside the window, past a bucket boundary, with a sweep in between.
-    h.clock.advance(weft::ingest::dedup::WINDOW_MS - 1);
+    h.clock
+        .advance(weft::store::markers::MESSAGE_IDS.window_ms - 1);
     h.app.state.ingest.expire_markers().await.unwrap();
     ok(&h, &t, "track", e.clone()).await;
     assert_eq!(orders(&h, &t).await, 1);
@@ -314,7 +315,8 @@ async fn dedup_markers_expire_after_two_windows_so_the_store_does_not_grow_forev
     )
     .await;
     assert_eq!(marker_keys(&h, &t, b"dd/").await.len(), 51);
-    h.clock.advance(2 * weft::ingest::dedup::WINDOW_MS);
+    h.clock
+        .advance(2 * weft::store::markers::MESSAGE_IDS.window_ms);
     let swept = h.app.state.ingest.expire_markers().await.unwrap();
     assert_eq!(swept.deleted, 51);
     assert!(marker_keys(&h, &t, b"dd/").await.is_empty());

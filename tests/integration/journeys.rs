@@ -170,6 +170,32 @@ async fn timers_survive_a_restart_and_fire_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fired_timer_guard_is_kept_a_day_then_expires() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    gold_customer(&h, &t, "lan").await;
+    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await;
+    h.settle(&t).await;
+    h.advance(&t, HOUR).await;
+    let fired = || async {
+        h.app
+            .state
+            .db
+            .scan_prefix(&weft::store::Space::tenant(&t.id), b"fd/", 100)
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(fired().await, 1, "the reminder's timer fired once");
+    // Within the window the guard stays, whatever the sweep.
+    h.clock.advance(23 * HOUR);
+    h.app.state.ingest.expire_markers().await.unwrap();
+    assert_eq!(fired().await, 1);
+    // Two windows on, it is gone.
+    h.clock.advance(25 * HOUR);
+    h.app.state.ingest.expire_markers().await.unwrap();
+    assert_eq!(fired().await, 0);
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marketing_without_consent_is_skipped_and_recorded() {
     let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
     send(

@@ -5,13 +5,12 @@
 //!
 //! Keys in the tenant's space:
 //! - `dd/<bucket:016x>/<messageId>` → the sequence number it was stored under: `messageId`
-//!   dedup, remembered for one to two days ([`dedup`]);
+//!   dedup, remembered for one to two days ([`markers::MESSAGE_IDS`]);
 //! - `q/<seq:016x>` → a [`Message`] waiting to be processed (deleted once processed).
 //!
 //! Acknowledged means durable: `accept` returns only after the group commit that covers
 //! its writes, so an event answered with `{"success": true}` survives `kill -9`.
 
-pub mod dedup;
 pub mod processor;
 pub mod segment;
 
@@ -21,13 +20,14 @@ use std::time::Duration;
 
 use crate::clock::SharedClock;
 use crate::store::group::Groups;
+use crate::store::markers::{self, Expired};
 use crate::store::{Backend, BatchOp, Db, Space, StoreError, UniqueInsert};
 pub use segment::{Message, MessageType, Rejection};
 
 /// Prefix of queued messages.
 pub const QUEUE_PREFIX: &[u8] = b"q/";
-/// How often expired dedup markers are deleted: buckets are a day wide, so a sweep a few
-/// minutes late keeps a bucket a few minutes longer, and an idle sweep is one key read
+/// How often expired guard markers are deleted: buckets are a day wide, so a sweep a few
+/// minutes late keeps a bucket a few minutes longer, and an idle sweep is a few key reads
 /// per tenant.
 const MARKER_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
@@ -64,7 +64,7 @@ pub struct Ingest {
     /// Per tenant: requests waiting to be stored, one sled transaction per group.
     groups: Arc<StoreGroups>,
     /// Whether a tenant may still hold dedup markers from before buckets existed: true
-    /// until a sweep over every tenant has moved them ([`dedup`]).
+    /// until a sweep over every tenant has moved them ([`markers`]).
     legacy_markers: Arc<AtomicBool>,
 }
 
@@ -91,7 +91,7 @@ impl Ingest {
                 loop {
                     let Some(me) = weak.upgrade() else { break };
                     if let Err(e) = me.expire_markers().await {
-                        tracing::error!(error = %e, "expiring dedup markers failed");
+                        tracing::error!(error = %e, "expiring guard markers failed");
                     }
                     drop(me);
                     tokio::time::sleep(MARKER_SWEEP_EVERY).await;
@@ -101,19 +101,25 @@ impl Ingest {
         ingest
     }
 
-    /// Deletes every tenant's dedup markers older than the previous bucket and moves
-    /// markers from before buckets existed into the current one (see [`dedup`]). Runs at
-    /// start and every [`MARKER_SWEEP_EVERY`]; tests call it after moving the clock.
-    pub async fn expire_markers(&self) -> Result<dedup::Expired, StoreError> {
+    /// Deletes every tenant's guard markers (`messageId` dedup, fired timers) older than
+    /// the previous bucket and moves markers from before buckets existed into the current
+    /// one (see [`markers`]). Runs at start and every [`MARKER_SWEEP_EVERY`]; tests call
+    /// it after moving the clock.
+    pub async fn expire_markers(&self) -> Result<Expired, StoreError> {
         let now = self.clock.now_ms();
-        let mut total = dedup::Expired::default();
+        let mut total = Expired::default();
         for t in crate::tenants::list(&self.db).await? {
-            let done = self
+            total += self
                 .db
-                .run(move |b| dedup::expire(b, &Space::tenant(&t.id), now))
+                .run(move |b| {
+                    let sp = Space::tenant(&t.id);
+                    let mut done = Expired::default();
+                    for m in &markers::ALL {
+                        done += markers::expire(b, &sp, m, now)?;
+                    }
+                    Ok(done)
+                })
                 .await?;
-            total.deleted += done.deleted;
-            total.moved += done.moved;
         }
         // Every tenant's old markers are moved now, and none are written any more.
         self.legacy_markers.store(false, Ordering::Relaxed);
@@ -147,7 +153,7 @@ impl Ingest {
                 let mut items = Vec::with_capacity(messages.len());
                 for m in &messages {
                     let seq = b.next_id()?;
-                    let (guard, also) = dedup::guards(&m.message_id, now, legacy);
+                    let (guard, also) = markers::MESSAGE_IDS.guards(&m.message_id, now, legacy);
                     items.push(UniqueInsert {
                         guard,
                         also,

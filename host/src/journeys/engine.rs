@@ -18,6 +18,7 @@ use crate::registry::{Active, Registry};
 use crate::runtime::bindings::exports::journey as wit;
 use crate::runtime::bindings::types;
 use crate::runtime::{Call, Output};
+use crate::store::markers::FIRED_TIMERS;
 use crate::store::{Backend, BatchOp, Db, Space, Staged, StoreError, UniqueInsert};
 use crate::worker::TenantLoops;
 
@@ -477,11 +478,14 @@ impl Journeys {
                     if at.parse::<i64>().unwrap_or(i64::MAX) > now {
                         break;
                     }
+                    // Pre-bucket markers are checked too: a timer is rare enough for the
+                    // extra read, and they may be left from before an upgrade.
+                    let (guard, also) = FIRED_TIMERS.guards(token, now, true);
                     b.insert_unique(
                         &Space::tenant(tenant),
                         &[UniqueInsert {
-                            guard: format!("fired/{token}").into_bytes(),
-                            also: Vec::new(),
+                            guard,
+                            also,
                             guard_value: Vec::new(),
                             ops: vec![BatchOp::put(work_key(b.next_id()?), work)],
                         }],

@@ -12,8 +12,9 @@
 //!    messaging policy into the outbox), traits and emitted events (queued back into
 //!    ingestion, so they update the profile and can trigger journeys).
 //! 3. Waits with a time are timers in the global `timers` space, keyed by due time; the
-//!    scheduler turns due timers into work items exactly once (`fired/` guards), and a
-//!    timer whose instance moved on (token mismatch) is ignored.
+//!    scheduler turns due timers into work items exactly once (`fd/` guards, kept one to
+//!    two days by `store::markers`), and a timer whose instance moved on (token mismatch)
+//!    is ignored.
 //!
 //! Keys in the tenant space: `ji/<instance>` instance; `jkey/<journey>/<profile>/<entry
 //! key>` latest instance (re-entry policy); `jact/<profile>/<instance>` the profile's

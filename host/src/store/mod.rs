@@ -41,6 +41,7 @@ mod blob;
 mod combine;
 mod durability;
 pub mod group;
+pub mod markers;
 mod sled_backend;
 mod staged;
 #[cfg(test)]
