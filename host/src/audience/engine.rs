@@ -558,7 +558,7 @@ pub fn erase_ops(
 }
 
 /// Evaluates `audiences` against every stored profile (`profile/` prefix) at `now_ms` and
-/// applies the membership writes itself, one batch per [`SWEEP_PAGE`] profiles. Used to
+/// applies the membership writes itself, one batch per `SWEEP_PAGE` (128) profiles. Used to
 /// backfill a new audience and, periodically, for time-sensitive audiences. Returns the
 /// changes per profile id (profiles without changes are left out) so the caller can emit
 /// events. A record that does not decode is skipped and logged. Hold the tenant lock.

@@ -297,7 +297,7 @@ impl PredicateError {
 }
 
 impl Predicate {
-    /// Parses and validates; errors name the problem and the JSON path, e.g. "at $.all[2]: unknown op `equals` (expected one of eq, ne, ...)".
+    /// Parses and validates; errors name the problem and the JSON path, e.g. "at $.all\[2\]: unknown op `equals` (expected one of eq, ne, ...)".
     pub fn parse(value: &Value) -> Result<Predicate, PredicateError> {
         let mut parser = Parser { nodes: 0 };
         let root = parser.node(value, "$", 1)?;

@@ -968,9 +968,9 @@ fn interpret(e: SendError) -> SendOutcome {
     }
 }
 
-/// Delay before try `attempts + 1`: exponential from [`RETRY_BASE_MS`] plus up to 50%
+/// Delay before try `attempts + 1`: exponential from `RETRY_BASE_MS` (1 s) plus up to 50%
 /// jitter (derived from the intent, so retries of many intents spread out), at least the
-/// provider's `retry_after_ms`, at most [`RETRY_CAP_MS`].
+/// provider's `retry_after_ms`, at most `RETRY_CAP_MS` (15 minutes).
 pub fn backoff(intent: &str, attempts: u32, retry_after_ms: u64) -> i64 {
     use std::hash::{Hash, Hasher};
     let exp = RETRY_BASE_MS.saturating_mul(1i64 << attempts.saturating_sub(1).min(20));

@@ -103,7 +103,7 @@ impl Ingest {
 
     /// Deletes every tenant's guard markers (`messageId` dedup, fired timers) older than
     /// the previous bucket and moves markers from before buckets existed into the current
-    /// one (see [`markers`]). Runs at start and every [`MARKER_SWEEP_EVERY`]; tests call
+    /// one (see [`markers`]). Runs at start and every `MARKER_SWEEP_EVERY` (10 minutes); tests call
     /// it after moving the clock.
     pub async fn expire_markers(&self) -> Result<Expired, StoreError> {
         let now = self.clock.now_ms();

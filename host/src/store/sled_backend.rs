@@ -65,7 +65,7 @@ impl SledBackend {
     /// Open (or create) the sled database in `dir` and start its committer.
     ///
     /// Fails if another process (or another `SledBackend` in this process)
-    /// still has the database open after [`LOCK_WAIT`]: a restart may find
+    /// still has the database open after `LOCK_WAIT`: a restart may find
     /// the previous owner still closing (a process exiting, or an in-process
     /// host whose background tasks finish their current tick).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
