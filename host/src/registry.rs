@@ -336,6 +336,27 @@ fn newest_in_ring(
     Ok(Some(newest))
 }
 
+/// The `seq` of the newest record in plugin `name`'s invocation ring (`Some(None)` for an
+/// empty ring), or `None` when the ring cannot be searched: it holds records of the
+/// earlier one-key-per-seq layout past its slots, or its slot 0 is empty.
+fn ring_newest(
+    b: &dyn crate::store::Backend,
+    sp: &Space,
+    name: &str,
+) -> Result<Option<Option<u64>>, StoreError> {
+    // The highest key: past the ring only under the earlier layout.
+    let last = b.scan_prefix_rev(sp, &inv_prefix(name), 1)?;
+    match last.first() {
+        None => Ok(Some(None)),
+        Some((k, _)) if *k > inv_key(name, INVOCATION_RECORDS_KEPT - 1) => Ok(None),
+        Some(_) => Ok(newest_in_ring(|slot| {
+            Ok(b.get(sp, &inv_key(name, slot))?
+                .and_then(|v| record_seq(&v)))
+        })?
+        .map(Some)),
+    }
+}
+
 /// The rows of a plugin's invocation ring, newest first: each with its `seq`.
 fn newest_first(rows: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
     let mut rows: Vec<_> = rows
@@ -1204,20 +1225,7 @@ impl Registry {
         let (sp, owned) = (space.clone(), name.to_string());
         let found = self
             .db
-            .run(move |b| {
-                let prefix = inv_prefix(&owned);
-                // The highest key: past the ring only under the earlier layout.
-                let last = b.scan_prefix_rev(&sp, &prefix, 1)?;
-                match last.first() {
-                    None => Ok(Some(0)),
-                    Some((k, _)) if *k > inv_key(&owned, INVOCATION_RECORDS_KEPT - 1) => Ok(None),
-                    Some(_) => Ok(newest_in_ring(|slot| {
-                        Ok(b.get(&sp, &inv_key(&owned, slot))?
-                            .and_then(|v| record_seq(&v)))
-                    })?
-                    .map(|newest| newest + 1)),
-                }
-            })
+            .run(move |b| Ok(ring_newest(b, &sp, &owned)?.map(|n| n.map_or(0, |seq| seq + 1))))
             .await?;
         if let Some(next_seq) = found {
             return Ok(next_seq);
@@ -1254,14 +1262,42 @@ impl Registry {
         limit: usize,
     ) -> Result<Vec<InvocationRecord>, RegistryError> {
         self.plugin(tenant, name).await?;
-        let rows = self
+        let (sp, name) = (Space::tenant(tenant), name.to_string());
+        let values = self
             .db
-            .scan_prefix(&Space::tenant(tenant), &inv_prefix(name), usize::MAX)
+            .run(move |b| {
+                let Some(newest) = ring_newest(b, &sp, &name)? else {
+                    // Not searchable: read the whole ring once.
+                    let rows = b.scan_prefix(&sp, &inv_prefix(&name), usize::MAX)?;
+                    return Ok(newest_first(rows)
+                        .into_iter()
+                        .map(|(_, _, v)| v)
+                        .take(limit)
+                        .collect());
+                };
+                // Walk back from the newest: `limit` reads, not the whole ring. A slot whose
+                // record is not the `seq` expected (a write still in flight) is skipped.
+                let mut out = Vec::new();
+                let Some(newest) = newest else {
+                    return Ok(out);
+                };
+                let oldest = newest.saturating_sub(INVOCATION_RECORDS_KEPT - 1);
+                for seq in (oldest..=newest).rev() {
+                    if out.len() == limit {
+                        break;
+                    }
+                    if let Some(v) = b.get(&sp, &inv_key(&name, seq))? {
+                        if record_seq(&v) == Some(seq) {
+                            out.push(v);
+                        }
+                    }
+                }
+                Ok(out)
+            })
             .await?;
-        Ok(newest_first(rows)
+        Ok(values
             .into_iter()
-            .filter_map(|(_, _, v)| serde_json::from_slice(&v).ok())
-            .take(limit)
+            .filter_map(|v| serde_json::from_slice(&v).ok())
             .collect())
     }
 
