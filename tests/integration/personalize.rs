@@ -603,6 +603,12 @@ async fn bad_decision_requests_get_a_4xx_naming_the_problem() {
             "invalid_json",
             "colour",
         ),
+        (
+            json!({"anonymousId": "a", "page": {"attributes": ["sku-7"]}, "placements": ["hero"]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "invalid type: an array, expected a JSON object",
+        ),
     ];
     for (body, status, code, needle) in cases {
         let (s, v) = ask(&h, &t, body.clone(), None).await;

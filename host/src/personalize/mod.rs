@@ -110,12 +110,34 @@ pub struct PageIn {
     /// `desktop`, `mobile` or `tablet`.
     #[serde(default)]
     pub device_type: Option<String>,
-    /// UTM fields.
-    #[serde(default)]
-    pub campaign: Map<String, Value>,
-    /// Page data: SKU, category, cart lines.
-    #[serde(default)]
-    pub attributes: Map<String, Value>,
+    /// UTM fields: the JSON object's text, as the plugin gets it.
+    #[serde(default = "empty_object", deserialize_with = "object_text")]
+    pub campaign: String,
+    /// Page data (SKU, category, cart lines): the JSON object's text, as the plugin gets it.
+    #[serde(default = "empty_object", deserialize_with = "object_text")]
+    pub attributes: String,
+}
+
+fn empty_object() -> String {
+    "{}".into()
+}
+
+/// A JSON object kept as its text: checked while parsing, never built into a tree and
+/// serialized again, since the plugin receives it as text.
+fn object_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let raw: Box<RawValue> = serde::Deserialize::deserialize(d)?;
+    let found = match raw.get().as_bytes().first() {
+        Some(b'{') => return Ok(String::from(Box::<str>::from(raw))),
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    };
+    Err(serde::de::Error::invalid_type(
+        serde::de::Unexpected::Other(found),
+        &"a JSON object",
+    ))
 }
 
 /// One decision request, parsed.
@@ -869,8 +891,8 @@ fn to_wit_page(p: &PageIn) -> wit::PageContext {
         page_type: opt_text(&p.page_type),
         locale: opt_text(&p.locale),
         device_type: opt_text(&p.device_type),
-        campaign: Value::Object(p.campaign.clone()).to_string(),
-        attributes: Value::Object(p.attributes.clone()).to_string(),
+        campaign: p.campaign.clone(),
+        attributes: p.attributes.clone(),
     }
 }
 
