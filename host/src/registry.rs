@@ -336,25 +336,32 @@ fn newest_in_ring(
     Ok(Some(newest))
 }
 
-/// The `seq` of the newest record in plugin `name`'s invocation ring (`Some(None)` for an
-/// empty ring), or `None` when the ring cannot be searched: it holds records of the
-/// earlier one-key-per-seq layout past its slots, or its slot 0 is empty.
-fn ring_newest(
-    b: &dyn crate::store::Backend,
-    sp: &Space,
-    name: &str,
-) -> Result<Option<Option<u64>>, StoreError> {
+/// Where plugin `name`'s invocation ring stands, as [`ring_state`] finds it.
+enum Ring {
+    /// No record yet.
+    Empty,
+    /// The `seq` of the newest record.
+    Newest(u64),
+    /// Not searchable: it holds records of the earlier one-key-per-seq layout past its
+    /// slots, or its slot 0 is empty; only reading the whole ring tells.
+    Unsearchable,
+}
+
+/// The state of plugin `name`'s invocation ring: one reverse scan, then a binary search.
+fn ring_state(b: &dyn crate::store::Backend, sp: &Space, name: &str) -> Result<Ring, StoreError> {
     // The highest key: past the ring only under the earlier layout.
     let last = b.scan_prefix_rev(sp, &inv_prefix(name), 1)?;
-    match last.first() {
-        None => Ok(Some(None)),
-        Some((k, _)) if *k > inv_key(name, INVOCATION_RECORDS_KEPT - 1) => Ok(None),
-        Some(_) => Ok(newest_in_ring(|slot| {
+    Ok(match last.first() {
+        None => Ring::Empty,
+        Some((k, _)) if *k > inv_key(name, INVOCATION_RECORDS_KEPT - 1) => Ring::Unsearchable,
+        Some(_) => match newest_in_ring(|slot| {
             Ok(b.get(sp, &inv_key(name, slot))?
                 .and_then(|v| record_seq(&v)))
-        })?
-        .map(Some)),
-    }
+        })? {
+            Some(seq) => Ring::Newest(seq),
+            None => Ring::Unsearchable,
+        },
+    })
 }
 
 /// The rows of a plugin's invocation ring, newest first: each with its `seq`.
@@ -1225,7 +1232,13 @@ impl Registry {
         let (sp, owned) = (space.clone(), name.to_string());
         let found = self
             .db
-            .run(move |b| Ok(ring_newest(b, &sp, &owned)?.map(|n| n.map_or(0, |seq| seq + 1))))
+            .run(move |b| {
+                Ok(match ring_state(b, &sp, &owned)? {
+                    Ring::Empty => Some(0),
+                    Ring::Newest(seq) => Some(seq + 1),
+                    Ring::Unsearchable => None,
+                })
+            })
             .await?;
         if let Some(next_seq) = found {
             return Ok(next_seq);
@@ -1266,21 +1279,21 @@ impl Registry {
         let values = self
             .db
             .run(move |b| {
-                let Some(newest) = ring_newest(b, &sp, &name)? else {
-                    // Not searchable: read the whole ring once.
-                    let rows = b.scan_prefix(&sp, &inv_prefix(&name), usize::MAX)?;
-                    return Ok(newest_first(rows)
-                        .into_iter()
-                        .map(|(_, _, v)| v)
-                        .take(limit)
-                        .collect());
+                let newest = match ring_state(b, &sp, &name)? {
+                    Ring::Empty => return Ok(Vec::new()),
+                    Ring::Newest(seq) => seq,
+                    Ring::Unsearchable => {
+                        let rows = b.scan_prefix(&sp, &inv_prefix(&name), usize::MAX)?;
+                        return Ok(newest_first(rows)
+                            .into_iter()
+                            .map(|(_, _, v)| v)
+                            .take(limit)
+                            .collect());
+                    }
                 };
                 // Walk back from the newest: `limit` reads, not the whole ring. A slot whose
                 // record is not the `seq` expected (a write still in flight) is skipped.
                 let mut out = Vec::new();
-                let Some(newest) = newest else {
-                    return Ok(out);
-                };
                 let oldest = newest.saturating_sub(INVOCATION_RECORDS_KEPT - 1);
                 for seq in (oldest..=newest).rev() {
                     if out.len() == limit {
