@@ -40,6 +40,15 @@ async fn gold_customer(h: &TestHost, t: &TestTenant, user: &str) {
     .await;
 }
 
+/// Abandoned-cart installed, and gold customer `user`'s cart `c-1` waiting for its reminder.
+async fn cart_waiting_for_its_reminder(user: &str) -> (TestHost, TestTenant) {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    gold_customer(&h, &t, user).await;
+    send(&h, &t, "track", cart_added(user, "c-1", "m-1")).await;
+    h.settle(&t).await;
+    (h, t)
+}
+
 fn cart_added(user: &str, cart: &str, message: &str) -> Value {
     json!({"userId": user, "event": "Product Added", "messageId": message,
         "properties": {"cart_id": cart, "product_id": "sku-7", "name": "Áo dài lụa"}})
@@ -47,10 +56,7 @@ fn cart_added(user: &str, cart: &str, message: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_cart_reminds_after_an_hour_with_a_gold_code_and_issues_the_coupon() {
-    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
-    gold_customer(&h, &t, "lan").await;
-    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await;
-    h.settle(&t).await;
+    let (h, t) = cart_waiting_for_its_reminder("lan").await;
     let v = view(&h, &t, "user_id:lan").await;
     let ji = &v["journeys"][0];
     assert_eq!(ji["journey"], "abandoned-cart");
@@ -95,10 +101,7 @@ async fn abandoned_cart_reminds_after_an_hour_with_a_gold_code_and_issues_the_co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purchase_exits_the_instance_and_cancels_the_reminder() {
-    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
-    gold_customer(&h, &t, "lan").await;
-    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await;
-    h.settle(&t).await;
+    let (h, t) = cart_waiting_for_its_reminder("lan").await;
     h.advance(&t, 30 * MINUTE).await;
     send(
         &h,
@@ -152,10 +155,7 @@ async fn one_instance_per_cart_and_duplicate_events_start_nothing_new() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_survive_a_restart_and_fire_once() {
-    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
-    gold_customer(&h, &t, "lan").await;
-    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await;
-    h.settle(&t).await;
+    let (h, t) = cart_waiting_for_its_reminder("lan").await;
     let now = h.clock.now_ms();
     let dir = h.dir;
     drop(h.app);
@@ -171,10 +171,7 @@ async fn timers_survive_a_restart_and_fire_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fired_timer_guard_is_kept_a_day_then_expires() {
-    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
-    gold_customer(&h, &t, "lan").await;
-    send(&h, &t, "track", cart_added("lan", "c-1", "m-1")).await;
-    h.settle(&t).await;
+    let (h, t) = cart_waiting_for_its_reminder("lan").await;
     h.advance(&t, HOUR).await;
     let fired = || async {
         h.app
@@ -253,10 +250,7 @@ async fn failing_steps_are_retried_with_backoff_then_parked_with_the_error_visib
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erased_profile_can_no_longer_be_reached_by_its_journeys() {
-    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
-    gold_customer(&h, &t, "gone").await;
-    send(&h, &t, "track", cart_added("gone", "c-1", "m-1")).await;
-    h.settle(&t).await;
+    let (h, t) = cart_waiting_for_its_reminder("gone").await;
     let (s, _) = h
         .request(
             Method::DELETE,

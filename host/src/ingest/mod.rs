@@ -63,7 +63,7 @@ pub struct Ingest {
     processor: Arc<processor::Processor>,
     /// Per tenant: requests waiting to be stored, one sled transaction per group.
     groups: Arc<StoreGroups>,
-    /// Whether a tenant may still hold dedup markers from before buckets existed: true
+    /// Whether a tenant may still hold guard markers from before buckets existed: true
     /// until a sweep over every tenant has moved them ([`markers`]).
     legacy_markers: Arc<AtomicBool>,
 }
@@ -126,6 +126,13 @@ impl Ingest {
         Ok(total)
     }
 
+    /// Whether guard markers from before buckets existed may remain (until the first
+    /// [`expire_markers`](Self::expire_markers) over every tenant has moved them): guards
+    /// then check their old keys too.
+    pub fn legacy_markers_possible(&self) -> bool {
+        self.legacy_markers.load(Ordering::Relaxed)
+    }
+
     /// The host clock (for `receivedAt`).
     pub fn clock(&self) -> &SharedClock {
         &self.clock
@@ -143,10 +150,7 @@ impl Ingest {
             return Ok(Stored::default());
         }
         let (groups, tenant_owned) = (self.groups.clone(), tenant.to_string());
-        let (now, legacy) = (
-            self.clock.now_ms(),
-            self.legacy_markers.load(Ordering::Relaxed),
-        );
+        let (now, legacy) = (self.clock.now_ms(), self.legacy_markers_possible());
         let written = self
             .db
             .run(move |b| {

@@ -452,6 +452,7 @@ impl Journeys {
     /// Turns every due timer into a work item, once. Returns how many fired.
     pub async fn fire_due(&self) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
+        let legacy = self.ingest.legacy_markers_possible();
         let fired = self
             .db
             .run(move |b| {
@@ -478,9 +479,7 @@ impl Journeys {
                     if at.parse::<i64>().unwrap_or(i64::MAX) > now {
                         break;
                     }
-                    // Pre-bucket markers are checked too: a timer is rare enough for the
-                    // extra read, and they may be left from before an upgrade.
-                    let (guard, also) = FIRED_TIMERS.guards(token, now, true);
+                    let (guard, also) = FIRED_TIMERS.guards(token, now, legacy);
                     b.insert_unique(
                         &Space::tenant(tenant),
                         &[UniqueInsert {
