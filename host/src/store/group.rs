@@ -124,15 +124,29 @@ impl<J, R> Group<J, R> {
     }
 }
 
-/// One [`Group`] per key (a tenant id, say), made on first use.
+/// One [`Group`] per key (a tenant id, say), made on first use. Groups nobody holds are
+/// dropped as the map grows, so keys that stop coming (deleted tenants) do not pile up.
 pub struct Groups<J, R> {
-    by_key: Mutex<HashMap<String, Arc<Group<J, R>>>>,
+    by_key: Mutex<ByKey<J, R>>,
 }
+
+struct ByKey<J, R> {
+    groups: HashMap<String, Arc<Group<J, R>>>,
+    /// Size at which the next insert first drops idle groups: twice the size left by the
+    /// last prune, so pruning costs O(1) per insert on average.
+    prune_at: usize,
+}
+
+/// The map is not pruned below this size: a few idle groups cost less than re-creating them.
+const MIN_PRUNE_AT: usize = 64;
 
 impl<J, R> Default for Groups<J, R> {
     fn default() -> Self {
         Self {
-            by_key: Mutex::new(HashMap::new()),
+            by_key: Mutex::new(ByKey {
+                groups: HashMap::new(),
+                prune_at: MIN_PRUNE_AT,
+            }),
         }
     }
 }
@@ -141,12 +155,25 @@ impl<J, R> Groups<J, R> {
     /// The group of `key`.
     pub fn of(&self, key: &str) -> Arc<Group<J, R>> {
         let mut by_key = lock(&self.by_key);
-        if let Some(g) = by_key.get(key) {
+        if let Some(g) = by_key.groups.get(key) {
             return g.clone();
         }
+        if by_key.groups.len() >= by_key.prune_at {
+            // A group held only by this map has no leader and no queued job (both hold a
+            // clone while they run): dropping it loses nothing, and the next caller of its
+            // key makes a new one.
+            by_key.groups.retain(|_, g| Arc::strong_count(g) > 1);
+            by_key.prune_at = (2 * by_key.groups.len()).max(MIN_PRUNE_AT);
+        }
         let g = Arc::new(Group::default());
-        by_key.insert(key.to_string(), g.clone());
+        by_key.groups.insert(key.to_string(), g.clone());
         g
+    }
+
+    /// How many groups the map holds.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.by_key).groups.len()
     }
 }
 
@@ -244,6 +271,25 @@ mod tests {
             *lock(&sizes),
             vec![1, 3],
             "the three late jobs ran as one group"
+        );
+    }
+
+    #[test]
+    fn idle_groups_of_keys_that_stop_coming_are_dropped_and_busy_ones_kept() {
+        let groups = Groups::<u32, u32>::default();
+        let busy = groups.of("busy");
+        for i in 0..10_000u32 {
+            let g = groups.of(&format!("tenant-{i}"));
+            assert_eq!(g.run(i, |jobs| jobs).unwrap(), i);
+        }
+        assert!(
+            groups.len() <= 2 * MIN_PRUNE_AT + 1,
+            "{} groups kept for 10,001 keys",
+            groups.len()
+        );
+        assert!(
+            Arc::ptr_eq(&busy, &groups.of("busy")),
+            "a group someone holds is never replaced"
         );
     }
 
