@@ -29,10 +29,10 @@ const AUDIENCE_SWEEP_EVERY: Duration = Duration::from_secs(300);
 /// Messages taken from the queue per pass: bounds the time a pass holds the tenant lock.
 const CHUNK: usize = 256;
 
-/// Messages per atomic write. Every sled batch costs two log-buffer writes (and wakes
-/// sled's I/O threads), so one per message cost more than the message; a batch also
-/// holds sled's write lock while it applies, and 64 messages' keys take about a
-/// millisecond.
+/// Messages per atomic write. An atomic write has a fixed cost (a redo record, or for
+/// large ones a sled batch: two synchronous log-buffer writes), so one per message cost
+/// more than the message; it also holds the tenant tree's readers while it applies, and
+/// 64 messages' keys take about a millisecond.
 const BATCH_MESSAGES: u64 = 64;
 
 /// One merge, kept in the winner's merge log (`mergelog/<winner>/<at:020>/<seq:016x>`).

@@ -516,7 +516,7 @@ impl Journeys {
         let routes = self.routes(tenant);
         let mut queued_events = false;
         // Items run in order, each reading what the earlier ones decided, and the pass
-        // writes their batches as one: every sled batch costs two log-buffer writes.
+        // writes their batches as one: every atomic batch costs a redo record.
         let staged = Staged::new(backend.clone(), sp.clone());
         for (key, value) in &items {
             let mut ops = match serde_json::from_slice::<Work>(value) {

@@ -25,13 +25,15 @@
 //!
 //! # Batches cost more than their writes
 //!
-//! sled's `apply_batch` (and its transactions) roll the log buffer twice, each roll a
-//! buffer write that wakes all of sled's I/O threads, and take a process-wide write lock
-//! that every reader then waits on. So: write one key with `put`/`delete` (a one-op
-//! [`Backend::apply_batch`] does that by itself); let concurrent callers' batches be
-//! combined (the sled backend applies the batches queued on a tree while one is applied
-//! as one batch); and when work applies many items in order, stage them in a [`Staged`]
-//! view, which reads through its own writes, and commit them together.
+//! A multi-key [`Backend::apply_batch`] is made atomic by a redo record: one more insert
+//! and one removal carrying all its writes, and the tree's readers wait while it applies
+//! (the sled backend's `redo` module; sled's own batches, which it uses only for lists too
+//! large for one record, cost two synchronous log-buffer writes and stall every tree).
+//! So: write one key with `put`/`delete` (a one-op [`Backend::apply_batch`] does that by
+//! itself); let concurrent callers' batches be combined (the sled backend applies the
+//! batches queued on a tree while one is applied as one); and when work applies many items
+//! in order, stage them in a [`Staged`] view, which reads through its own writes, and
+//! commit them together.
 //!
 //! # Layout
 //!
@@ -42,6 +44,7 @@ mod combine;
 mod durability;
 pub mod group;
 pub mod markers;
+mod redo;
 mod sled_backend;
 mod staged;
 #[cfg(test)]

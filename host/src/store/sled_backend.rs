@@ -15,6 +15,10 @@
 //!   the `blobs` directory when its entries change.
 //! * `snap.<lsn>` — snapshots, fsynced by sled but renamed into place
 //!   without a directory fsync; we fsync the directory when its entries change.
+//!
+//! Besides one tree per space, `db` holds the tree `__sled_weft_redo`: the records that
+//! make multi-key writes atomic (see [`redo`](super::redo)); it is empty except while a
+//! write is being applied, or after a crash until the next open completes it.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +30,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use super::combine::Combiner;
 use super::durability::{create_dir_all_durably, sync_dir, CommitFuture, GroupCommit, Syncer};
+use super::redo::{self, Redo, TreeSlot, REDO_TREE};
 use super::{
     check_key, check_value, Backend, BatchOp, Entry as KvEntry, Space, StoreError, UniqueInsert,
     UpdateFn, WriteObserver,
@@ -38,13 +43,16 @@ pub struct SledBackend {
     /// see it as empty instead of creating it (so stray reads cannot bring a
     /// dropped tenant back or create trees without bound). Data operations
     /// hold the read lock while they run and `drop_space` takes the write
-    /// lock, so no operation ever runs on a tree that is being dropped.
-    trees: RwLock<HashMap<Vec<u8>, sled::Tree>>,
+    /// lock, so no operation ever runs on a tree that is being dropped. Each tree has its
+    /// isolation lock (see [`redo`]).
+    trees: RwLock<HashMap<Vec<u8>, Arc<TreeSlot>>>,
     commit: GroupCommit,
     /// Told of every write; registered once at start-up, so the read lock is uncontended.
     observers: RwLock<Vec<Arc<dyn WriteObserver>>>,
     /// Concurrent batches, applied as one per tree.
     combiner: Combiner,
+    /// Where multi-key writes are made atomic.
+    redo: Redo,
 }
 
 pub(crate) fn sled_err(e: sled::Error) -> StoreError {
@@ -103,11 +111,26 @@ impl SledBackend {
         }
         sync_dir(dir)?;
 
+        // Complete the multi-key writes a crash cut short, before anything reads.
+        let replayed = redo::recover(&db).map_err(|e| match e {
+            redo::RecoverError::Sled(e) => sled_err(e),
+            other => StoreError::Backend(Box::new(other)),
+        })?;
+        if replayed > 0 {
+            db.flush().map_err(sled_err)?;
+            File::open(dir.join("db"))?.sync_data()?;
+            tracing::info!(
+                batches = replayed,
+                "completed write batches interrupted by the last shutdown"
+            );
+        }
+        let redo = Redo::open(&db).map_err(sled_err)?;
+
         let mut trees = HashMap::new();
         for name in db.tree_names() {
-            if &*name != SLED_DEFAULT_TREE {
+            if &*name != SLED_DEFAULT_TREE && &*name != REDO_TREE {
                 let tree = db.open_tree(&name).map_err(sled_err)?;
-                trees.insert(name.to_vec(), tree);
+                trees.insert(name.to_vec(), Arc::new(TreeSlot::new(tree)));
             }
         }
 
@@ -125,6 +148,7 @@ impl SledBackend {
             commit,
             observers: RwLock::new(Vec::new()),
             combiner: Combiner::default(),
+            redo,
         })
     }
 
@@ -163,7 +187,7 @@ impl SledBackend {
             .db
             .tree_names()
             .into_iter()
-            .filter(|n| &**n != SLED_DEFAULT_TREE)
+            .filter(|n| &**n != SLED_DEFAULT_TREE && &**n != REDO_TREE)
             .map(|n| n.to_vec())
             .collect();
         names.sort();
@@ -171,18 +195,33 @@ impl SledBackend {
     }
 
     /// Run `op` on the tree for `space` (`None` if it does not exist and
-    /// `create` is false), holding the tree map's lock for the duration.
+    /// `create` is false), holding the tree map's lock and the tree's isolation lock
+    /// (for reading) for the duration.
     fn with_tree<T>(
         &self,
         space: &Space,
         create: bool,
         op: impl FnOnce(Option<&sled::Tree>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.with_slot(space, create, |slot| match slot {
+            Some(slot) => slot.shared(|t| op(Some(t))),
+            None => op(None),
+        })
+    }
+
+    /// [`with_tree`](Self::with_tree) without the isolation lock: for [`Redo::apply`],
+    /// which takes it for writing.
+    fn with_slot<T>(
+        &self,
+        space: &Space,
+        create: bool,
+        op: impl FnOnce(Option<&Arc<TreeSlot>>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let name = space.tree_name()?;
         {
             let trees = self.trees.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(tree) = trees.get(&name) {
-                return op(Some(tree));
+            if let Some(slot) = trees.get(&name) {
+                return op(Some(slot));
             }
             if !create {
                 return op(None);
@@ -190,14 +229,14 @@ impl SledBackend {
         }
         // First write to a new space: create it under the write lock (rare).
         let mut trees = self.trees.write().unwrap_or_else(PoisonError::into_inner);
-        let tree = match trees.entry(name) {
+        let slot = match trees.entry(name) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let tree = self.db.open_tree(e.key()).map_err(sled_err)?;
-                e.insert(tree)
+                e.insert(Arc::new(TreeSlot::new(tree)))
             }
         };
-        op(Some(tree))
+        op(Some(slot))
     }
 
     fn read<T: Default>(
@@ -350,8 +389,8 @@ impl Backend for SledBackend {
     }
 
     fn apply_batch(&self, space: &Space, ops: &[BatchOp]) -> Result<(), StoreError> {
-        // One write is atomic by itself: skip sled's batch, which runs under a process-wide
-        // write lock that stalls every other reader and writer.
+        // One write is atomic by itself: skip the redo record, which costs two more writes
+        // and holds the tree's readers while it applies.
         if let [op] = ops {
             return match op {
                 BatchOp::Put { key, value } => self.put(space, key, value),
@@ -368,7 +407,15 @@ impl Backend for SledBackend {
                 BatchOp::Delete { key } => (key.as_slice().into(), None),
             });
         }
-        self.write(space, |t| self.combiner.apply(t, writes).map_err(sled_err))?;
+        let result = self.with_slot(space, true, |slot| {
+            let slot = slot.expect("created");
+            self.combiner
+                .apply(&self.redo, slot, writes)
+                .map_err(sled_err)
+        });
+        // Counted even on error: a failed call may still have changed state.
+        self.commit.note_write();
+        result?;
         self.notify(space, ops.iter().map(BatchOp::key));
         Ok(())
     }
