@@ -30,10 +30,10 @@ const AUDIENCE_SWEEP_EVERY: Duration = Duration::from_secs(300);
 const CHUNK: usize = 256;
 
 /// Messages per atomic write. An atomic write has a fixed cost (a redo record, or for
-/// large ones a sled batch: two synchronous log-buffer writes), so one per message cost
-/// more than the message; it also holds the tenant tree's readers while it applies, and
-/// 64 messages' keys take about a millisecond.
-const BATCH_MESSAGES: u64 = 64;
+/// one over 64 KiB a sled batch: two synchronous log-buffer writes), so one per message
+/// cost more than the message. 32 messages (about 1.7 KB of writes each with a journey
+/// rule installed) fit one redo record; it holds the tenant tree's readers while it applies.
+const BATCH_MESSAGES: u64 = 32;
 
 /// One merge, kept in the winner's merge log (`mergelog/<winner>/<at:020>/<seq:016x>`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
