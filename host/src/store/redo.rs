@@ -22,8 +22,9 @@
 //! a record twice is harmless: it holds the final values.
 //!
 //! While the writes are applied the tree's isolation lock is held for writing; every
-//! other operation on the tree (reads, scans, single writes, transactions) holds it for
-//! reading. So readers never see half of a record's writes, and no other write can
+//! other operation on the tree (reads, scans, single writes) holds it for reading.
+//! `insert_unique` holds it for writing while it reads its guards and applies its record,
+//! which makes its check-then-write atomic without a sled transaction. So readers never see half of a record's writes, and no other write can
 //! land between a record's writes and its removal, which a replay would then undo. Unlike
 //! sled's own lock, this one is per tree: one tenant's batch stalls no other tenant.
 //!
@@ -31,7 +32,7 @@
 //! one sled batch instead, under the same lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock, RwLockWriteGuard};
 
 use sled::IVec;
 
@@ -112,8 +113,19 @@ impl Redo {
     /// Applies `writes` to `slot`'s tree atomically (in order: a later write of a key
     /// wins). Blocking.
     pub(crate) fn apply(&self, slot: &TreeSlot, writes: &Writes) -> sled::Result<Applied> {
+        let exclusive = slot.iso.write().unwrap_or_else(PoisonError::into_inner);
+        self.apply_locked(&exclusive, slot, writes)
+    }
+
+    /// [`apply`](Self::apply) for a caller that holds `slot`'s isolation lock for writing
+    /// (`_exclusive`, its guard), to read before it writes.
+    pub(crate) fn apply_locked(
+        &self,
+        _exclusive: &RwLockWriteGuard<'_, ()>,
+        slot: &TreeSlot,
+        writes: &Writes,
+    ) -> sled::Result<Applied> {
         let record = encode(&slot.tree.name(), writes);
-        let _exclusive = slot.iso.write().unwrap_or_else(PoisonError::into_inner);
         let how = match record {
             Some(record) => {
                 let id = self.next.fetch_add(1, Ordering::Relaxed).to_be_bytes();

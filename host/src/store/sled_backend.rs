@@ -426,40 +426,59 @@ impl Backend for SledBackend {
         items: &[UniqueInsert],
     ) -> Result<Vec<bool>, StoreError> {
         items.iter().try_for_each(UniqueInsert::check)?;
-        let written = self.write(space, |t| {
-            t.transaction(|tx| {
-                let mut written = Vec::with_capacity(items.len());
-                for item in items {
-                    let mut seen = tx.get(&item.guard)?.is_some();
-                    for k in &item.also {
-                        seen = seen || tx.get(k)?.is_some();
-                    }
-                    if seen {
-                        written.push(false);
-                        continue;
-                    }
-                    tx.insert(item.guard.as_slice(), item.guard_value.as_slice())?;
-                    for op in &item.ops {
-                        match op {
-                            BatchOp::Put { key, value } => {
-                                tx.insert(key.as_slice(), value.as_slice())?;
-                            }
-                            BatchOp::Delete { key } => {
-                                tx.remove(key.as_slice())?;
-                            }
+        // Check-then-write under the tree's exclusive lock (no other operation on the tree
+        // runs meanwhile), made atomic by one redo record.
+        let result = self.with_slot(space, true, |slot| {
+            let slot = slot.expect("created");
+            let exclusive = slot.iso.write().unwrap_or_else(PoisonError::into_inner);
+            // Keys written by earlier items of this call: later items see them.
+            let mut mine: HashMap<&[u8], bool> = HashMap::new();
+            let present = |k: &[u8], mine: &HashMap<&[u8], bool>| -> sled::Result<bool> {
+                match mine.get(k) {
+                    Some(put) => Ok(*put),
+                    None => Ok(slot.tree.get(k)?.is_some()),
+                }
+            };
+            let mut written = Vec::with_capacity(items.len());
+            let mut writes = Vec::new();
+            for item in items {
+                let mut seen = present(&item.guard, &mine).map_err(sled_err)?;
+                for k in &item.also {
+                    seen = seen || present(k, &mine).map_err(sled_err)?;
+                }
+                if seen {
+                    written.push(false);
+                    continue;
+                }
+                mine.insert(&item.guard, true);
+                writes.push((
+                    item.guard.as_slice().into(),
+                    Some(item.guard_value.as_slice().into()),
+                ));
+                for op in &item.ops {
+                    match op {
+                        BatchOp::Put { key, value } => {
+                            mine.insert(key, true);
+                            writes.push((key.as_slice().into(), Some(value.as_slice().into())));
+                        }
+                        BatchOp::Delete { key } => {
+                            mine.insert(key, false);
+                            writes.push((key.as_slice().into(), None));
                         }
                     }
-                    written.push(true);
                 }
-                Ok(written)
-            })
-            .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                sled::transaction::TransactionError::Storage(e) => sled_err(e),
-                sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Backend("transaction aborted".into())
-                }
-            })
-        })?;
+                written.push(true);
+            }
+            if !writes.is_empty() {
+                self.redo
+                    .apply_locked(&exclusive, slot, &writes)
+                    .map_err(sled_err)?;
+            }
+            Ok(written)
+        });
+        // Counted even on error: a failed call may still have changed state.
+        self.commit.note_write();
+        let written = result?;
         let keys = items
             .iter()
             .zip(&written)

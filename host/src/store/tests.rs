@@ -896,3 +896,46 @@ fn measure_commit_latency_and_throughput() {
         );
     }
 }
+
+#[test]
+fn insert_unique_writes_an_item_only_if_its_guard_and_also_keys_are_absent_even_within_one_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = t("a");
+    {
+        let b = backend(dir.path());
+        b.put(&s, b"legacy/m2", b"1").unwrap();
+        let item = |guard: &str, also: &[&str], key: &str| UniqueInsert {
+            guard: guard.as_bytes().to_vec(),
+            guard_value: b"g".to_vec(),
+            also: also.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            ops: vec![
+                BatchOp::put(key.as_bytes().to_vec(), b"v".to_vec()),
+                BatchOp::delete(b"gone".to_vec()),
+            ],
+        };
+        b.put(&s, b"gone", b"x").unwrap();
+        let written = b
+            .insert_unique(
+                &s,
+                &[
+                    item("dd/m1", &["legacy/m1"], "q/1"),
+                    // The same id again in the same call: the first item's guard refuses it.
+                    item("dd/m1", &["legacy/m1"], "q/2"),
+                    // An old-layout marker refuses it.
+                    item("dd/m2", &["legacy/m2"], "q/3"),
+                    item("dd/m3", &[], "q/4"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(written, [true, false, false, true]);
+        b.commit_blocking().unwrap();
+    }
+    let b = backend(dir.path());
+    let keys: Vec<String> = b
+        .scan_prefix(&s, b"", usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8(k).unwrap())
+        .collect();
+    assert_eq!(keys, ["dd/m1", "dd/m3", "legacy/m2", "q/1", "q/4"]);
+}
