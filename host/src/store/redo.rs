@@ -30,6 +30,10 @@
 //!
 //! A list of writes too large for one record (over [`MAX_RECORD_BYTES`]) is applied as
 //! one sled batch instead, under the same lock.
+//!
+//! If sled fails in the middle of a list (an I/O error, after which it refuses every
+//! write), the caller gets the error, which was never acknowledged, and the record stays:
+//! the next open completes the list.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, RwLockWriteGuard};

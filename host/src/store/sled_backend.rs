@@ -27,6 +27,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use super::combine::Combiner;
 use super::durability::{create_dir_all_durably, sync_dir, CommitFuture, GroupCommit, Syncer};
@@ -67,7 +68,7 @@ const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
 
 /// How long [`SledBackend::open`] waits for the database lock held by a previous owner
 /// that is shutting down: a process exit or a background tick takes well under this.
-pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+pub const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 impl SledBackend {
     /// Open (or create) the sled database in `dir` and start its committer.
@@ -78,16 +79,16 @@ impl SledBackend {
     /// host whose background tasks finish their current tick).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         create_dir_all_durably(dir)?;
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let deadline = Instant::now() + LOCK_WAIT;
         let db = loop {
             match sled::Config::new().path(dir).open() {
                 Ok(db) => break db,
                 // sled reports a held lock as an `Other` error naming it (config.rs).
                 Err(sled::Error::Io(e))
                     if e.to_string().starts_with("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
+                        && Instant::now() < deadline =>
                 {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => return Err(sled_err(e)),
             }
@@ -538,6 +539,10 @@ fn collect(
         .collect()
 }
 
+/// A commit round slower than this is logged: a healthy disk fsyncs in well under a
+/// millisecond, and a round this slow shows in the latency of every write waiting for it.
+const SLOW_ROUND: Duration = Duration::from_millis(50);
+
 /// The per-round flush + fsync for a sled directory.
 struct SledSyncer {
     db: sled::Db,
@@ -552,8 +557,18 @@ struct SledSyncer {
 
 impl Syncer for SledSyncer {
     fn sync(&mut self) -> Result<(), StoreError> {
+        let began = Instant::now();
         self.db.flush().map_err(sled_err)?;
+        let flushed = Instant::now();
         self.db_file.sync_data()?;
+        let synced = Instant::now();
+        if synced - began >= SLOW_ROUND {
+            tracing::warn!(
+                flush_ms = (flushed - began).as_millis() as u64,
+                fsync_ms = (synced - flushed).as_millis() as u64,
+                "storage flush + fsync was slow; every write waiting for this commit waited for it"
+            );
+        }
 
         // Blob files are complete before the log entry that points at them
         // is written, so after the flush every referenced blob is listed here.
