@@ -13,6 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -393,7 +394,15 @@ async fn run(s: AppState, mut socket: WebSocket, tenant: String, anon: String) {
                     // Dropped by the hub: this socket stopped reading.
                     return close_with(socket, "too_slow", "the socket fell behind", CLOSE_POLICY).await;
                 };
-                if socket.send(Ws::Text(frame.to_string().into())).await.is_err() {
+                // Frames queued together (an ack and the bot's reply, say) go out in one
+                // write: one system call instead of one per frame.
+                let mut frame = Some(frame);
+                while let Some(f) = frame.take().or_else(|| rx.try_recv().ok()) {
+                    if socket.feed(Ws::Text(f.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+                if socket.flush().await.is_err() {
                     return;
                 }
             }
