@@ -10,9 +10,7 @@
 use std::sync::Arc;
 
 use super::group::Group;
-use super::redo::{Redo, TreeSlot};
-
-pub(crate) use super::redo::Writes;
+use super::redo::{Redo, TreeSlot, Writes};
 
 /// The combiner of one database.
 #[derive(Default)]
@@ -40,16 +38,14 @@ fn apply_group(redo: &Redo, group: Vec<(Arc<TreeSlot>, Writes)>) -> Vec<sled::Re
     let mut trees: Vec<(Arc<TreeSlot>, Writes, Vec<usize>)> = Vec::new();
     let n = group.len();
     for (i, (slot, writes)) in group.into_iter().enumerate() {
-        let at = match trees.iter().position(|(s, _, _)| Arc::ptr_eq(s, &slot)) {
-            Some(at) => at,
-            None => {
-                trees.push((slot, Vec::new(), Vec::new()));
-                trees.len() - 1
+        match trees.iter_mut().find(|(s, _, _)| Arc::ptr_eq(s, &slot)) {
+            Some((_, all, members)) => {
+                all.extend(writes);
+                members.push(i);
             }
-        };
-        let (_, all, members) = &mut trees[at];
-        all.extend(writes);
-        members.push(i);
+            // The tree's first job: its writes start the list as they are.
+            None => trees.push((slot, writes, vec![i])),
+        }
     }
     let mut answers: Vec<Option<sled::Result<()>>> = (0..n).map(|_| None).collect();
     for (slot, writes, members) in trees {

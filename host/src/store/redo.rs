@@ -300,6 +300,14 @@ mod tests {
             .collect()
     }
 
+    /// A database in `dir` with its redo tree and the tree `t/a`.
+    fn open_in(dir: &std::path::Path) -> (sled::Db, Redo, TreeSlot) {
+        let db = sled::open(dir).unwrap();
+        let redo = Redo::open(&db).unwrap();
+        let slot = TreeSlot::new(db.open_tree("t/a").unwrap());
+        (db, redo, slot)
+    }
+
     #[test]
     fn a_record_decodes_to_the_writes_it_was_made_of() {
         let w = writes(&[("a", Some("1")), ("b", None), ("", Some(""))]);
@@ -316,9 +324,7 @@ mod tests {
     #[test]
     fn writes_over_the_record_cap_go_as_one_sled_batch_and_under_it_through_a_record() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let redo = Redo::open(&db).unwrap();
-        let slot = TreeSlot::new(db.open_tree("t/a").unwrap());
+        let (_db, redo, slot) = open_in(dir.path());
         let small = writes(&[("k1", Some("v")), ("k2", Some("v"))]);
         assert_eq!(redo.apply(&slot, &small).unwrap(), Applied::Redo);
         let big_value = "x".repeat(40 * 1024);
@@ -335,9 +341,7 @@ mod tests {
     fn writes_cut_short_after_their_record_are_completed_by_recovery() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
-            let redo = Redo::open(&db).unwrap();
-            let slot = TreeSlot::new(db.open_tree("t/a").unwrap());
+            let (db, redo, slot) = open_in(dir.path());
             slot.tree.insert("gone", "old").unwrap();
             let w = writes(&[("k1", Some("new")), ("gone", None), ("k2", Some("new"))]);
             redo.interrupt(&slot, &w, 1).unwrap();
@@ -356,9 +360,8 @@ mod tests {
     #[test]
     fn a_scan_never_sees_half_of_a_record() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let redo = std::sync::Arc::new(Redo::open(&db).unwrap());
-        let slot = std::sync::Arc::new(TreeSlot::new(db.open_tree("t/a").unwrap()));
+        let (_db, redo, slot) = open_in(dir.path());
+        let (redo, slot) = (std::sync::Arc::new(redo), std::sync::Arc::new(slot));
         let (r2, s2) = (redo.clone(), slot.clone());
         let writer = std::thread::spawn(move || {
             for i in 0..2_000u32 {
