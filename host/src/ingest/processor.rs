@@ -29,11 +29,13 @@ const AUDIENCE_SWEEP_EVERY: Duration = Duration::from_secs(300);
 /// Messages taken from the queue per pass: bounds the time a pass holds the tenant lock.
 const CHUNK: usize = 256;
 
-/// Messages per atomic write. An atomic write has a fixed cost (a redo record, or for
-/// one over 64 KiB a sled batch: two synchronous log-buffer writes), so one per message
-/// cost more than the message. 32 messages (about 1.7 KB of writes each with a journey
-/// rule installed) fit one redo record; it holds the tenant tree's readers while it applies.
-const BATCH_MESSAGES: u64 = 32;
+/// Messages per atomic write. An atomic write has a fixed cost (a redo record), so one
+/// per message cost more than the message; but applying it holds every other reader and
+/// writer of the tenant's tree, ingestion's accept path included. 8 messages (about
+/// 14 KB of writes with a journey rule installed) keep that hold short: at 10,000
+/// events/s, accept p99 fell from 9.0-11.0 ms with 32 to 7.4-9.7 ms (BENCHMARKS.md,
+/// session 14) at about the same drain rate.
+const BATCH_MESSAGES: u64 = 8;
 
 /// One merge, kept in the winner's merge log (`mergelog/<winner>/<at:020>/<seq:016x>`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -33,8 +33,9 @@ const RETRY_BASE_MS: i64 = 1_000;
 const MAX_CHAIN: u32 = 50;
 /// Largest journey context (JSON), as the WIT contract promises.
 const MAX_CONTEXT_BYTES: usize = 32 * 1024;
-/// Work items taken per runner pass.
-const RUNNER_CHUNK: usize = 16;
+/// Work items taken per runner pass, written as one atomic batch: small, because the
+/// batch holds the tenant's tree while it applies (see the processor's `BATCH_MESSAGES`).
+const RUNNER_CHUNK: usize = 4;
 /// Timers fired per scheduler round.
 const TIMER_CHUNK: usize = 512;
 /// How often the scheduler looks for due timers: waits are minutes to days; 20 ms keeps
