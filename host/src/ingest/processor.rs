@@ -374,16 +374,23 @@ fn owners(b: &dyn Backend, sp: &Space, ids: &[IdentityRecord]) -> Result<Vec<Str
     Ok(out)
 }
 
-/// The winner's stats for `name` in `overlay`, loaded from the store on first use.
+/// The winner's stats for `name` in `overlay`, loaded from the store on first use (not
+/// for a `fresh` profile, created by this message: nothing is stored under its new id).
 fn stats_for<'a>(
     b: &dyn Backend,
     sp: &Space,
     pid: &str,
     name: &str,
+    fresh: bool,
     overlay: &'a mut HashMap<String, EventStats>,
 ) -> Result<&'a mut EventStats, ApplyError> {
     if !overlay.contains_key(name) {
-        let st = match b.get(sp, &profiles::stats_key(pid, name))? {
+        let stored = if fresh {
+            None
+        } else {
+            b.get(sp, &profiles::stats_key(pid, name))?
+        };
+        let st = match stored {
             Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
             None => EventStats::default(),
         };
@@ -563,7 +570,10 @@ fn apply_resolved(
         let has_user = p.identities.iter().any(|i| i.kind == identity::USER_ID);
         (!has_user, p.created_at, p.id.clone())
     });
-    let mut rec = if matched.is_empty() {
+    // A profile created by this message has a new random id: no key holds it yet, so
+    // reads of its stats, audiences and journeys are skipped (most of a first event's reads).
+    let fresh = matched.is_empty();
+    let mut rec = if fresh {
         ProfileRecord::new(profiles::new_id(), m.timestamp.min(now))
     } else {
         matched.remove(0)
@@ -594,7 +604,7 @@ fn apply_resolved(
                 let name = String::from_utf8_lossy(&key[profiles::stats_prefix(&loser.id).len()..])
                     .into_owned();
                 let theirs: EventStats = serde_json::from_slice(&value).unwrap_or_default();
-                stats_for(b, sp, &winner, &name, &mut stats)?.merge(&theirs);
+                stats_for(b, sp, &winner, &name, fresh, &mut stats)?.merge(&theirs);
                 ops.push(BatchOp::delete(key));
             }
         }
@@ -685,7 +695,7 @@ fn apply_resolved(
         rec.computed.orders += 1;
     }
     if let Some(name) = stats_name(m) {
-        stats_for(b, sp, &winner, &name, &mut stats)?.record(m.timestamp);
+        stats_for(b, sp, &winner, &name, fresh, &mut stats)?.record(m.timestamp);
     }
     for (name, st) in &stats {
         ops.push(BatchOp::put(
@@ -697,7 +707,11 @@ fn apply_resolved(
 
     // Audiences: re-evaluated with this event's effects (and a merge's) in view.
     if !audiences.is_empty() || !matched.is_empty() {
-        let mut known = crate::audience::engine::load_stats(b, sp, &winner, audiences)?;
+        let mut known = if fresh {
+            Default::default()
+        } else {
+            crate::audience::engine::load_stats(b, sp, &winner, audiences)?
+        };
         for (name, st) in &stats {
             known.insert(name.clone(), st.clone());
         }
@@ -730,6 +744,8 @@ fn apply_resolved(
         )));
     }
     ops.push(BatchOp::put(profiles::profile_key(&winner), bytes));
-    ops.extend(crate::journeys::route(b, sp, routes, &winner, m, next_seq)?);
+    ops.extend(crate::journeys::route(
+        b, sp, routes, &winner, fresh, m, next_seq,
+    )?);
     Ok(ops)
 }

@@ -207,12 +207,14 @@ fn entry_key_of(m: &Message, path: &str) -> Option<String> {
 
 /// The work a processed event causes: entry into journeys, exits of running instances,
 /// and ends of event waits. Returned as ops for the processor's batch (`next_seq` gives
-/// fresh sequence numbers).
+/// fresh sequence numbers). A `fresh` profile (created by this event) has no instances,
+/// so only entries are looked for.
 pub fn route(
     b: &dyn Backend,
     sp: &Space,
     routes: &Routes,
     profile_id: &str,
+    fresh: bool,
     m: &Message,
     next_seq: &mut dyn FnMut() -> Result<u64, StoreError>,
 ) -> Result<Vec<BatchOp>, StoreError> {
@@ -231,7 +233,7 @@ pub fn route(
         .filter(|r| r.manifest.exit_events.iter().any(|e| e == name))
         .map(|r| r.journey.as_str())
         .collect();
-    if !exits.is_empty() {
+    if !exits.is_empty() && !fresh {
         for (k, v) in b.scan_prefix(sp, format!("jact/{profile_id}/").as_bytes(), usize::MAX)? {
             let journey = String::from_utf8_lossy(&v);
             if exits.contains(&journey.as_ref()) {
@@ -248,7 +250,12 @@ pub fn route(
         }
     }
     let prefix = format!("jwait/{profile_id}/{name}\0");
-    for (k, _) in b.scan_prefix(sp, prefix.as_bytes(), usize::MAX)? {
+    let waits = if fresh {
+        Vec::new()
+    } else {
+        b.scan_prefix(sp, prefix.as_bytes(), usize::MAX)?
+    };
+    for (k, _) in waits {
         let iid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
         push(
             &Work::Event {
