@@ -34,7 +34,7 @@ const CHUNK: usize = 256;
 /// writer of the tenant's tree, ingestion's accept path included. 8 messages (about
 /// 14 KB of writes with a journey rule installed) keep that hold short: at 10,000
 /// events/s, accept p99 fell from 9.0-11.0 ms with 32 to 7.4-9.7 ms (BENCHMARKS.md,
-/// session 14) at about the same drain rate.
+/// session 14); the drain measured within 4% of it (inside the noise).
 const BATCH_MESSAGES: u64 = 8;
 
 /// One merge, kept in the winner's merge log (`mergelog/<winner>/<at:020>/<seq:016x>`).
