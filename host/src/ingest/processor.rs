@@ -749,3 +749,187 @@ fn apply_resolved(
     )?);
     Ok(ops)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Entry, SledBackend, UniqueInsert, UpdateFn, WriteObserver};
+
+    /// A backend that records the keys and prefixes it is asked to read.
+    struct Reads {
+        inner: SledBackend,
+        read: Mutex<Vec<Vec<u8>>>,
+    }
+
+    impl Reads {
+        fn saw(&self, key: &[u8]) {
+            self.read.lock().unwrap().push(key.to_vec());
+        }
+        /// Whether any read named `text`, and forgets the reads.
+        fn took(&self, text: &str) -> bool {
+            std::mem::take(&mut *self.read.lock().unwrap())
+                .iter()
+                .any(|k| String::from_utf8_lossy(k).contains(text))
+        }
+    }
+
+    impl Backend for Reads {
+        fn get(&self, s: &Space, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.saw(k);
+            self.inner.get(s, k)
+        }
+        fn put(&self, s: &Space, k: &[u8], v: &[u8]) -> Result<(), StoreError> {
+            self.inner.put(s, k, v)
+        }
+        fn delete(&self, s: &Space, k: &[u8]) -> Result<(), StoreError> {
+            self.inner.delete(s, k)
+        }
+        fn scan_prefix(&self, s: &Space, p: &[u8], n: usize) -> Result<Vec<Entry>, StoreError> {
+            self.saw(p);
+            self.inner.scan_prefix(s, p, n)
+        }
+        fn scan_range(
+            &self,
+            s: &Space,
+            a: &[u8],
+            z: &[u8],
+            n: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.saw(a);
+            self.inner.scan_range(s, a, z, n)
+        }
+        fn scan_prefix_rev(&self, s: &Space, p: &[u8], n: usize) -> Result<Vec<Entry>, StoreError> {
+            self.saw(p);
+            self.inner.scan_prefix_rev(s, p, n)
+        }
+        fn scan_prefix_rev_before(
+            &self,
+            s: &Space,
+            p: &[u8],
+            before: &[u8],
+            n: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.saw(p);
+            self.inner.scan_prefix_rev_before(s, p, before, n)
+        }
+        fn compare_and_swap(
+            &self,
+            s: &Space,
+            k: &[u8],
+            old: Option<&[u8]>,
+            new: Option<&[u8]>,
+        ) -> Result<bool, StoreError> {
+            self.saw(k);
+            self.inner.compare_and_swap(s, k, old, new)
+        }
+        fn update(
+            &self,
+            s: &Space,
+            k: &[u8],
+            f: &mut UpdateFn<'_>,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
+            self.saw(k);
+            self.inner.update(s, k, f)
+        }
+        fn apply_batch(&self, s: &Space, ops: &[BatchOp]) -> Result<(), StoreError> {
+            self.inner.apply_batch(s, ops)
+        }
+        fn insert_unique(
+            &self,
+            s: &Space,
+            items: &[UniqueInsert],
+        ) -> Result<Vec<bool>, StoreError> {
+            self.inner.insert_unique(s, items)
+        }
+        fn next_id(&self) -> Result<u64, StoreError> {
+            self.inner.next_id()
+        }
+        fn drop_space(&self, s: &Space) -> Result<(), StoreError> {
+            self.inner.drop_space(s)
+        }
+        fn commit_blocking(&self) -> Result<(), StoreError> {
+            self.inner.commit_blocking()
+        }
+        fn observe(&self, o: Arc<dyn WriteObserver>) {
+            self.inner.observe(o)
+        }
+    }
+
+    fn product_added(user: &str, n: u64) -> Message {
+        let v = serde_json::json!({"type": "track", "event": "Product Added", "userId": user,
+            "messageId": format!("m{n}"), "properties": {"cart_id": "c1"}});
+        let len = v.to_string().len();
+        super::super::segment::parse_message(
+            &v,
+            len,
+            None,
+            &Default::default(),
+            1_790_000_000_000,
+            || "gen".into(),
+        )
+        .expect("a valid track call")
+    }
+
+    #[test]
+    fn a_new_profiles_first_event_reads_nothing_under_its_id_and_its_second_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Reads {
+            inner: SledBackend::open(&dir.path().join("sled")).unwrap(),
+            read: Mutex::new(Vec::new()),
+        };
+        let sp = Space::tenant("t1");
+        let view = TenantView {
+            routes: Vec::new(),
+            audiences: Vec::new(),
+        };
+        let mut seq = 0;
+        let mut next_seq = || {
+            seq += 1;
+            Ok(seq)
+        };
+        let now = 1_790_000_000_000;
+
+        let ops = apply(
+            &b,
+            &sp,
+            &product_added("42", 1),
+            1,
+            now,
+            &view,
+            &mut next_seq,
+        )
+        .unwrap();
+        b.apply_batch(&sp, &ops).unwrap();
+        let pid = profiles::owner(&b.inner, &sp, identity::USER_ID, "42")
+            .unwrap()
+            .expect("the event made a profile");
+        assert!(
+            !b.took(&pid),
+            "a new profile's first event read keys of its new id"
+        );
+
+        let ops = apply(
+            &b,
+            &sp,
+            &product_added("42", 2),
+            2,
+            now,
+            &view,
+            &mut next_seq,
+        )
+        .unwrap();
+        assert!(
+            b.took(&pid),
+            "a returning profile's event must read its stats and journey waits"
+        );
+        b.apply_batch(&sp, &ops).unwrap();
+        let stats: EventStats = serde_json::from_slice(
+            &b.inner
+                .get(&sp, &profiles::stats_key(&pid, "Product Added"))
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(stats.total, 2, "both events are counted");
+    }
+}
