@@ -24,9 +24,10 @@
 //! While the writes are applied the tree's isolation lock is held for writing; every
 //! other operation on the tree (reads, scans, single writes) holds it for reading.
 //! `insert_unique` holds it for writing while it reads its guards and applies its record,
-//! which makes its check-then-write atomic without a sled transaction. So readers never see half of a record's writes, and no other write can
-//! land between a record's writes and its removal, which a replay would then undo. Unlike
-//! sled's own lock, this one is per tree: one tenant's batch stalls no other tenant.
+//! which makes its check-then-write atomic without a sled transaction. So readers never
+//! see half of a record's writes, and no other write can land between a record's writes
+//! and its removal, which a replay would then undo. Unlike sled's own lock, this one is
+//! per tree: one tenant's batch stalls no other tenant.
 //!
 //! A list of writes too large for one record (over [`MAX_RECORD_BYTES`]) is applied as
 //! one sled batch instead, under the same lock.

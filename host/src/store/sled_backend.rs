@@ -401,12 +401,7 @@ impl Backend for SledBackend {
         let mut writes = Vec::with_capacity(ops.len());
         for op in ops {
             op.check()?;
-            writes.push(match op {
-                BatchOp::Put { key, value } => {
-                    (key.as_slice().into(), Some(value.as_slice().into()))
-                }
-                BatchOp::Delete { key } => (key.as_slice().into(), None),
-            });
+            writes.push(redo_write(op));
         }
         let result = self.with_slot(space, true, |slot| {
             let slot = slot.expect("created");
@@ -457,16 +452,9 @@ impl Backend for SledBackend {
                     Some(item.guard_value.as_slice().into()),
                 ));
                 for op in &item.ops {
-                    match op {
-                        BatchOp::Put { key, value } => {
-                            mine.insert(key, true);
-                            writes.push((key.as_slice().into(), Some(value.as_slice().into())));
-                        }
-                        BatchOp::Delete { key } => {
-                            mine.insert(key, false);
-                            writes.push((key.as_slice().into(), None));
-                        }
-                    }
+                    let write = redo_write(op);
+                    mine.insert(op.key(), write.1.is_some());
+                    writes.push(write);
                 }
                 written.push(true);
             }
@@ -537,6 +525,14 @@ fn collect(
     iter.take(limit)
         .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
         .collect()
+}
+
+/// `op` as one write of a redo record: the key, and the new value (`None` removes it).
+fn redo_write(op: &BatchOp) -> (sled::IVec, Option<sled::IVec>) {
+    match op {
+        BatchOp::Put { key, value } => (key.as_slice().into(), Some(value.as_slice().into())),
+        BatchOp::Delete { key } => (key.as_slice().into(), None),
+    }
 }
 
 /// A commit round slower than this is logged: a healthy disk fsyncs in well under a
