@@ -3,13 +3,17 @@
 
 /// Imports of every host capability (the `host-capabilities` world). Every import is
 /// `trappable`: the outer `wasmtime::Result` is a trap, the inner `result` the typed error
-/// the guest handles.
+/// the guest handles. `outbound-http.send` is also `async`: a guest waiting on a provider
+/// suspends its fiber instead of holding a thread (see `runtime::invoke::invoke_async`).
 #[allow(missing_docs)] // generated: the docs live on the WIT items
 pub mod caps {
     wasmtime::component::bindgen!({
         world: "host-capabilities",
         path: "../wit",
-        imports: { default: trappable },
+        imports: {
+            "weft:plugin/outbound-http.send": async | trappable,
+            default: trappable,
+        },
         additional_derives: [serde::Serialize, serde::Deserialize],
     });
 }
@@ -28,6 +32,8 @@ macro_rules! kind_world {
                 world: $world,
                 path: "../wit",
                 imports: { default: trappable },
+                // Store data must be `Send` for the async `outbound-http.send` import.
+                require_store_data_send: true,
                 // The whole package maps to `caps`: every import type is generated once.
                 with: { "weft:plugin": super::caps::weft::plugin },
                 additional_derives: [serde::Serialize, serde::Deserialize],

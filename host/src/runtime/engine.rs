@@ -56,6 +56,8 @@ fn base_config(cfg: &RuntimeConfig, pooling: bool) -> Config {
         p.total_memories(n);
         p.total_tables(n * 2);
         p.total_core_instances(n * 4);
+        // A channel adapter runs on a fiber: one stack per instance at most.
+        p.total_stacks(n);
         p.max_memory_size(cfg.max_memory_bytes());
         p.table_elements(
             PluginKind::ALL

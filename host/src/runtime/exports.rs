@@ -88,27 +88,55 @@ impl Exports {
         P: ComponentNamedList + Lower,
         R: ComponentNamedList + Lift,
     {
+        self.typed::<P, R>(store, instance, name)?
+            .call(&mut *store, params)
+    }
+
+    /// [`call`](Self::call) on a fiber, for a store whose host functions include async
+    /// ones (a channel adapter's `outbound-http.send`).
+    pub async fn call_async<P, R>(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+        name: &str,
+        params: P,
+    ) -> wasmtime::Result<R>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
+    {
+        let func = self.typed::<P, R>(store, instance, name)?;
+        func.call_async(&mut *store, params).await
+    }
+
+    /// The export `name` of `instance` as a typed function.
+    fn typed<P, R>(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+        name: &str,
+    ) -> wasmtime::Result<TypedFunc<P, R>>
+    where
+        P: ComponentNamedList + Lower,
+        R: ComponentNamedList + Lift,
+    {
         let index = self
             .funcs
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, i)| i)
             .ok_or_else(|| wasmtime::format_err!("no export function `{name}`"))?;
-        let func: TypedFunc<P, R> = if cfg!(debug_assertions) || !self.checked() {
-            instance.get_typed_func(&mut *store, index)?
-        } else {
-            let func = instance
-                .get_func(&mut *store, index)
-                .ok_or_else(|| wasmtime::format_err!("no export function `{name}`"))?;
-            #[allow(unsafe_code)]
-            // SAFETY: `checked` is set only after the generated bindings type-checked every
-            // export of an instance of this same component against their signatures;
-            // `P` and `R` are those signatures (debug builds, which the tests run, check
-            // them on every call above). Every instance of the component has the same types.
-            unsafe {
-                TypedFunc::new_unchecked(func)
-            }
-        };
-        func.call(&mut *store, params)
+        if cfg!(debug_assertions) || !self.checked() {
+            return instance.get_typed_func(&mut *store, index);
+        }
+        let func = instance
+            .get_func(&mut *store, index)
+            .ok_or_else(|| wasmtime::format_err!("no export function `{name}`"))?;
+        #[allow(unsafe_code)]
+        // SAFETY: `checked` is set only after the generated bindings type-checked every
+        // export of an instance of this same component against their signatures;
+        // `P` and `R` are those signatures (debug builds, which the tests run, check
+        // them on every call above). Every instance of the component has the same types.
+        Ok(unsafe { TypedFunc::new_unchecked(func) })
     }
 }

@@ -390,6 +390,9 @@ pub fn invoke(
 
 /// [`invoke`], where `may_wait` false makes a WASI wait that is not ready at once trap
 /// instead of blocking the thread: for an invocation on an async runtime thread.
+///
+/// A channel adapter runs on a fiber (its `outbound-http.send` is async), driven to the
+/// end on this thread by [`block_on`]; [`invoke_async`] is the same call as a future.
 pub fn invoke_with(
     services: &Arc<Services>,
     pre: &KindPre,
@@ -398,51 +401,144 @@ pub fn invoke_with(
     call: Call,
     may_wait: bool,
 ) -> Invocation {
-    let start = Instant::now();
-    if call.kind() != pre.kind() {
-        return Invocation {
-            result: Err(InvokeError::WrongKind {
-                call: call.name().to_string(),
-                kind: pre.kind(),
-            }),
-            report: Report::default(),
-        };
-    }
-    let deadline = Duration::from_millis(if call.is_main() {
-        limits.deadline_ms
+    let mut started = match Started::new(services, pre, installation, limits, &call) {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
+    started.store.data_mut().may_wait = may_wait;
+    let raw = if pre.kind() == PluginKind::ChannelAdapter {
+        // The adapter's HTTP client runs on the server's runtime: entering it lets the
+        // fiber's requests register with its reactor while this thread waits.
+        let _runtime = services.rt.enter();
+        block_on(call_adapter(&mut started.store, pre, call))
     } else {
-        limits.aux_deadline_ms
-    });
-    let budget = limits.fuel.unwrap_or(UNMETERED_FUEL);
-    let mut store = new_store(services, pre, installation, limits, start, deadline);
-    store.data_mut().may_wait = may_wait;
+        call_plugin(&mut started.store, pre, call)
+    };
+    started.finish(raw, installation, limits)
+}
 
-    let raw = call_plugin(&mut store, pre, call);
-    let elapsed = start.elapsed();
-    let fuel_left = store.get_fuel().unwrap_or(0);
-    let data = store.data_mut();
-    let mut report = Report {
-        duration_us: elapsed.as_micros() as u64,
-        instructions: budget.saturating_sub(fuel_left),
-        peak_memory_bytes: data.limiter.peak_memory,
-        hostcalls: data.hostcalls,
-        logs: std::mem::take(&mut data.logs),
-        logs_dropped: data.logs_dropped,
-        http_calls: std::mem::take(&mut data.http_calls),
-        stdout: String::new(),
-        stderr: String::new(),
+/// [`invoke`] of a channel adapter call as a future: the guest runs on a fiber, and while
+/// it waits for a provider (`outbound-http.send`) the future is pending and holds no
+/// thread. Poll it on a thread that may block briefly (its other host calls read the
+/// store) inside the server's runtime context. Calls of other kinds are refused.
+pub async fn invoke_async(
+    services: &Arc<Services>,
+    pre: &KindPre,
+    installation: &Arc<Installation>,
+    limits: &KindLimits,
+    call: Call,
+) -> Invocation {
+    let mut started = match Started::new(services, pre, installation, limits, &call) {
+        Ok(s) => s,
+        Err(refused) => return refused,
     };
-    report.stdout = String::from_utf8_lossy(&data.stdout.contents()).into_owned();
-    report.stderr = String::from_utf8_lossy(&data.stderr.contents()).into_owned();
-    if !report.stdout.is_empty() || !report.stderr.is_empty() {
-        let (tenant, plugin) = (&installation.tenant, &installation.plugin);
-        tracing::info!(target: "weft::plugin", %tenant, %plugin, stdout = %report.stdout.trim_end(), stderr = %report.stderr.trim_end(), "plugin output");
+    let raw = if pre.kind() == PluginKind::ChannelAdapter {
+        call_adapter(&mut started.store, pre, call).await
+    } else {
+        call_plugin(&mut started.store, pre, call)
+    };
+    started.finish(raw, installation, limits)
+}
+
+/// An invocation under way: its store, and what its report needs.
+struct Started {
+    store: Store<HostState>,
+    start: Instant,
+    deadline: Duration,
+    budget: u64,
+}
+
+impl Started {
+    /// The store for `call`, or the refusal of a call of another kind.
+    fn new(
+        services: &Arc<Services>,
+        pre: &KindPre,
+        installation: &Arc<Installation>,
+        limits: &KindLimits,
+        call: &Call,
+    ) -> Result<Started, Invocation> {
+        let start = Instant::now();
+        if call.kind() != pre.kind() {
+            return Err(Invocation {
+                result: Err(InvokeError::WrongKind {
+                    call: call.name().to_string(),
+                    kind: pre.kind(),
+                }),
+                report: Report::default(),
+            });
+        }
+        let deadline = Duration::from_millis(if call.is_main() {
+            limits.deadline_ms
+        } else {
+            limits.aux_deadline_ms
+        });
+        Ok(Started {
+            store: new_store(services, pre, installation, limits, start, deadline),
+            start,
+            deadline,
+            budget: limits.fuel.unwrap_or(UNMETERED_FUEL),
+        })
     }
-    let result = match raw {
-        Ok(out) => check_output(out, limits.max_output_bytes),
-        Err(e) => Err(classify(e, &report, deadline, elapsed, budget)),
-    };
-    Invocation { result, report }
+
+    /// The report of the finished call, and its checked output or classified error.
+    fn finish(
+        mut self,
+        raw: wasmtime::Result<Output>,
+        installation: &Installation,
+        limits: &KindLimits,
+    ) -> Invocation {
+        let elapsed = self.start.elapsed();
+        let fuel_left = self.store.get_fuel().unwrap_or(0);
+        let data = self.store.data_mut();
+        let mut report = Report {
+            duration_us: elapsed.as_micros() as u64,
+            instructions: self.budget.saturating_sub(fuel_left),
+            peak_memory_bytes: data.limiter.peak_memory,
+            hostcalls: data.hostcalls,
+            logs: std::mem::take(&mut data.logs),
+            logs_dropped: data.logs_dropped,
+            http_calls: std::mem::take(&mut data.http_calls),
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        report.stdout = String::from_utf8_lossy(&data.stdout.contents()).into_owned();
+        report.stderr = String::from_utf8_lossy(&data.stderr.contents()).into_owned();
+        if !report.stdout.is_empty() || !report.stderr.is_empty() {
+            let (tenant, plugin) = (&installation.tenant, &installation.plugin);
+            tracing::info!(target: "weft::plugin", %tenant, %plugin, stdout = %report.stdout.trim_end(), stderr = %report.stderr.trim_end(), "plugin output");
+        }
+        let result = match raw {
+            Ok(out) => check_output(out, limits.max_output_bytes),
+            Err(e) => Err(classify(e, &report, self.deadline, elapsed, self.budget)),
+        };
+        Invocation { result, report }
+    }
+}
+
+/// Polls `fut` to the end on this thread, parking between wake-ups. For futures whose
+/// I/O another thread drives (the server's runtime): a channel adapter's invocation, or
+/// a delivery pass's sends.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    /// Wakes the parked thread.
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        // A wake-up that came before the park returns at once; a spurious one re-polls.
+        std::thread::park();
+    }
 }
 
 /// The `Store` of one invocation, built exactly as [`invoke`] builds it: a fresh WASI
@@ -537,23 +633,13 @@ fn call_plugin(
                 e.call(store, &instance, name, (&req, &*catalog))?;
             Output::PersonalizeDecide(r)
         }
-        Call::AdapterCapabilities => {
-            let (c,): (adapter::ChannelCapabilities,) = e.call(store, &instance, name, ())?;
-            Output::AdapterCapabilities(c)
-        }
-        Call::AdapterSend(m) => {
-            let (r,): (Result<adapter::SendOk, adapter::SendError>,) =
-                e.call(store, &instance, name, (&m,))?;
-            Output::AdapterSend(r)
-        }
-        Call::AdapterHandleWebhook(req) => {
-            let (r,): (Result<adapter::WebhookResult, adapter::WebhookError>,) =
-                e.call(store, &instance, name, (&req,))?;
-            Output::AdapterHandleWebhook(r)
-        }
-        Call::AdapterRefreshCredentials => {
-            let (r,): (Result<(), types::PluginError>,) = e.call(store, &instance, name, ())?;
-            Output::AdapterRefreshCredentials(r)
+        Call::AdapterCapabilities
+        | Call::AdapterSend(_)
+        | Call::AdapterHandleWebhook(_)
+        | Call::AdapterRefreshCredentials => {
+            return Err(wasmtime::format_err!(
+                "a channel adapter call runs on a fiber (call_adapter)"
+            ))
         }
         Call::FlowDescribe => {
             let (m,): (flow::FlowManifest,) = e.call(store, &instance, name, ())?;
@@ -563,6 +649,63 @@ fn call_plugin(
             let (r,): (Result<flow::TurnResult, types::PluginError>,) =
                 e.call(store, &instance, name, (&session, &trigger))?;
             Output::FlowTurn(r)
+        }
+    })
+}
+
+/// [`call_plugin`] for a channel adapter, on a fiber: its `outbound-http.send` suspends
+/// the guest instead of blocking a thread. Every epoch tick before the deadline yields,
+/// so guests sharing a thread take turns.
+async fn call_adapter(
+    store: &mut Store<HostState>,
+    pre: &KindPre,
+    call: Call,
+) -> wasmtime::Result<Output> {
+    store.epoch_deadline_callback(|s| {
+        Ok(if Instant::now() >= s.data().deadline {
+            wasmtime::UpdateDeadline::Interrupt
+        } else {
+            wasmtime::UpdateDeadline::Yield(1)
+        })
+    });
+    let instance = pre
+        .bindings
+        .instance_pre()
+        .instantiate_async(&mut *store)
+        .await?;
+    if !pre.exports.checked() {
+        pre.bindings.check_exports(&mut *store, &instance)?;
+        pre.exports.mark_checked();
+    }
+    let e = &pre.exports;
+    let name = call.name();
+    let store = &mut *store;
+    Ok(match call {
+        Call::AdapterCapabilities => {
+            let (c,): (adapter::ChannelCapabilities,) =
+                e.call_async(store, &instance, name, ()).await?;
+            Output::AdapterCapabilities(c)
+        }
+        Call::AdapterSend(m) => {
+            let (r,): (Result<adapter::SendOk, adapter::SendError>,) =
+                e.call_async(store, &instance, name, (&m,)).await?;
+            Output::AdapterSend(r)
+        }
+        Call::AdapterHandleWebhook(req) => {
+            let (r,): (Result<adapter::WebhookResult, adapter::WebhookError>,) =
+                e.call_async(store, &instance, name, (&req,)).await?;
+            Output::AdapterHandleWebhook(r)
+        }
+        Call::AdapterRefreshCredentials => {
+            let (r,): (Result<(), types::PluginError>,) =
+                e.call_async(store, &instance, name, ()).await?;
+            Output::AdapterRefreshCredentials(r)
+        }
+        other => {
+            return Err(wasmtime::format_err!(
+                "`{}` is not a channel adapter call",
+                other.name()
+            ))
         }
     })
 }

@@ -153,7 +153,8 @@ impl HostState {
         Ok(url)
     }
 
-    fn perform(&self, req: Request, url: reqwest::Url) -> Result<Response, HttpError> {
+    /// The request for `req`, timed out at the invocation's deadline at the latest.
+    fn build(&self, req: Request, url: reqwest::Url) -> Result<reqwest::RequestBuilder, HttpError> {
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| refused(invalid(format!("invalid HTTP method `{}`", req.method))))?;
         let left = self.deadline.saturating_duration_since(Instant::now());
@@ -165,42 +166,7 @@ impl HostState {
         for (k, v) in &req.headers {
             builder = builder.header(k.as_str(), v.as_str());
         }
-        let builder = builder.body(req.body);
-        let fut = async move {
-            let mut resp = builder.send().await?;
-            let status = resp.status().as_u16();
-            let headers = resp
-                .headers()
-                .iter()
-                .take(MAX_HEADERS)
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await? {
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Ok(Err(()));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok::<_, reqwest::Error>(Ok(Response {
-                status,
-                headers,
-                body,
-            }))
-        };
-        match self.services.rt.block_on(fut) {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(())) => Err(refused(limit(format!(
-                "response body exceeds the {MAX_BODY_BYTES}-byte limit"
-            )))),
-            Err(e) if e.is_timeout() => Err(HttpError::Timeout),
-            Err(e) => Err(HttpError::Transport(transport_message(&e))),
-        }
+        Ok(builder.body(req.body))
     }
 
     /// Keeps `req`'s outcome on the invocation record.
@@ -241,6 +207,48 @@ impl HostState {
     }
 }
 
+/// Sends a built request and reads the answer (at most [`MAX_BODY_BYTES`]). Async: the
+/// guest's fiber is suspended while the provider answers, so a slow provider holds no
+/// thread (the reqwest client runs on the server's runtime).
+async fn perform(builder: reqwest::RequestBuilder) -> Result<Response, HttpError> {
+    let outcome = async move {
+        let mut resp = builder.send().await?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .take(MAX_HEADERS)
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Ok(Err(()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok::<_, reqwest::Error>(Ok(Response {
+            status,
+            headers,
+            body,
+        }))
+    }
+    .await;
+    match outcome {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(())) => Err(refused(limit(format!(
+            "response body exceeds the {MAX_BODY_BYTES}-byte limit"
+        )))),
+        Err(e) if e.is_timeout() => Err(HttpError::Timeout),
+        Err(e) => Err(HttpError::Transport(transport_message(&e))),
+    }
+}
+
 /// The message inside a capability error.
 fn capability_message(e: &CapabilityError) -> &str {
     match e {
@@ -271,13 +279,16 @@ fn transport_message(e: &reqwest::Error) -> String {
 }
 
 impl weft::outbound_http::Host for HostState {
-    fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
+    async fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         self.enter()?;
         let started = Instant::now();
         let result = match self.check_request(&req) {
             Ok(url) => {
                 let (method, target) = (req.method.clone(), req.url.clone());
-                let r = self.perform(req, url);
+                let r = match self.build(req, url) {
+                    Ok(request) => perform(request).await,
+                    Err(e) => Err(e),
+                };
                 let shown = Request {
                     method,
                     url: target,
