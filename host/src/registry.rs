@@ -1083,6 +1083,21 @@ impl Registry {
         self.invoke_admitted(active, call)
     }
 
+    /// [`invoke_blocking`](Self::invoke_blocking) as a future: it waits for a pool slot,
+    /// and a channel adapter waits for its provider, without holding a thread. Poll it as
+    /// [`invoke_async`](crate::runtime::invoke::invoke_async) says: on a thread that may
+    /// block briefly, inside the server's runtime context.
+    pub async fn invoke_async(&self, active: &Arc<Active>, call: Call) -> Invoked {
+        let _slot = self.global_permits.clone().acquire_owned().await;
+        let at = self.runtime.services().clock.now_ms();
+        let call_name = call.name();
+        let inv = self
+            .runtime
+            .invoke_async(&active.pre, &active.installation, call)
+            .await;
+        self.invoked(active, at, call_name, inv)
+    }
+
     /// Invokes a call for the latency-critical edge path (personalization): no wait for
     /// a slot (a tenant or pool at its limit answers [`RegistryError::Busy`] at once, and
     /// the caller serves its fallback), and an invocation record only when the call
@@ -1152,8 +1167,19 @@ impl Registry {
     /// Invokes a call whose admission the caller has settled.
     fn invoke_admitted(&self, active: &Arc<Active>, call: Call) -> Invoked {
         let at = self.runtime.services().clock.now_ms();
-        let call_name = call.name().to_string();
+        let call_name = call.name();
         let inv = self.runtime.invoke(&active.pre, &active.installation, call);
+        self.invoked(active, at, call_name, inv)
+    }
+
+    /// Logs a failed invocation started at `at`, writes its record, and returns it.
+    fn invoked(
+        &self,
+        active: &Arc<Active>,
+        at: i64,
+        call_name: &str,
+        inv: crate::runtime::Invocation,
+    ) -> Invoked {
         let (output, error) = match inv.result {
             Ok(o) => (Some(o), None),
             Err(e) => (None, Some(e)),
@@ -1167,7 +1193,7 @@ impl Registry {
                 "invocation failed: {e}"
             );
         }
-        self.record(active, at, &call_name, error.clone(), &inv.report);
+        self.record(active, at, call_name, error.clone(), &inv.report);
         Invoked {
             version: active.version.clone(),
             output,

@@ -994,6 +994,12 @@ async fn a_send_cut_short_by_a_crash_is_ambiguous_not_resent() {
 /// A host with only the SMS adapter, pointed at a fake Twilio, and Lan.
 async fn sms_only() -> (TestHost, TestTenant, FakeTwilio) {
     let twilio = FakeTwilio::start().await;
+    let (h, t) = sms_at(twilio.addr).await;
+    (h, t, twilio)
+}
+
+/// A host with only the SMS adapter, pointed at a Twilio at `addr`, and Lan.
+async fn sms_at(addr: SocketAddr) -> (TestHost, TestTenant) {
     let h = TestHost::new().await;
     let t = h.tenant().await;
     h.install(&t, "sms", "channel-adapter", plugins::SMS).await;
@@ -1001,15 +1007,132 @@ async fn sms_only() -> (TestHost, TestTenant, FakeTwilio) {
         &h,
         &t,
         "sms",
-        json!({"config": {"api_base": format!("http://{}", twilio.addr), "account_sid": "AC1",
+        json!({"config": {"api_base": format!("http://{addr}"), "account_sid": "AC1",
                           "from_number": "+84900000000", "webhook_url": TWILIO_HOOK},
                "secrets": {"auth_token": TWILIO_TOKEN},
-               "allowed_hosts": [twilio.addr.to_string()]}),
+               "allowed_hosts": [addr.to_string()]}),
     )
     .await;
     lan(&h, &t).await;
     h.settle(&t).await;
-    (h, t, twilio)
+    (h, t)
+}
+
+/// A fake Twilio that answers 503 until it is told to hold, then keeps every request
+/// waiting until it is released, counting the requests waiting at once.
+#[derive(Clone)]
+struct GatedTwilio {
+    addr: SocketAddr,
+    holding: Arc<std::sync::atomic::AtomicBool>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    most_waiting: Arc<std::sync::atomic::AtomicUsize>,
+    accepted: Arc<Mutex<Vec<String>>>,
+    released: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl GatedTwilio {
+    async fn start() -> GatedTwilio {
+        use std::sync::atomic::Ordering::SeqCst;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gate = GatedTwilio {
+            addr: l.local_addr().unwrap(),
+            holding: Arc::default(),
+            waiting: Arc::default(),
+            most_waiting: Arc::default(),
+            accepted: Arc::default(),
+            released: Arc::new(tokio::sync::watch::channel(false).0),
+        };
+        let g = gate.clone();
+        let app = axum::Router::new().route(
+            "/2010-04-01/Accounts/{sid}/Messages.json",
+            axum::routing::post(move |body: String| {
+                let g = g.clone();
+                async move {
+                    if !g.holding.load(SeqCst) {
+                        let busy = json!({"code": 20500, "message": "try later"});
+                        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(busy));
+                    }
+                    let now = g.waiting.fetch_add(1, SeqCst) + 1;
+                    g.most_waiting.fetch_max(now, SeqCst);
+                    let mut open = g.released.subscribe();
+                    let _ = open.wait_for(|r| *r).await;
+                    g.waiting.fetch_sub(1, SeqCst);
+                    let n = {
+                        let mut a = g.accepted.lock().unwrap();
+                        a.push(body);
+                        a.len()
+                    };
+                    let sid = json!({"sid": format!("SM{n}"), "status": "queued"});
+                    (StatusCode::CREATED, axum::Json(sid))
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(l, app).await });
+        gate
+    }
+}
+
+/// Sends in the air at once in a test host: a quarter of its pool of 64 instances.
+const TEST_SEND_SLOTS: usize = 16;
+
+/// Sends `n` messages to a provider that keeps them all waiting: every send's first try
+/// meets a 503, so all become due together at their retry; then the provider holds.
+/// Returns the most requests waiting at once; after the release, checks each went out once.
+async fn sends_waiting_together(n: usize) -> usize {
+    use std::sync::atomic::Ordering::SeqCst;
+    let gate = GatedTwilio::start().await;
+    let (h, t) = sms_at(gate.addr).await;
+    let bodies = (0..n).map(|i| {
+        json!({"intent_id": format!("order-{i}"), "to": "user_id:lan", "channels": ["sms"],
+               "category": "transactional", "content": [{"Text": format!("Đơn hàng #{i}")}]})
+    });
+    let answers = futures_util::future::join_all(bodies.map(|b| post_message(&h, &t, b))).await;
+    assert!(
+        answers.iter().all(|(s, _)| *s == StatusCode::ACCEPTED),
+        "{answers:?}"
+    );
+    // First tries: all answered 503, retries due within 1.5 s of the frozen clock.
+    h.settle(&t).await;
+    gate.holding.store(true, SeqCst);
+    h.clock.advance(2_000);
+    h.app.state.deliveries.wake(&t.id);
+    let expected = n.min(TEST_SEND_SLOTS);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while gate.waiting.load(SeqCst) < expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {expected} sends reached the provider together",
+            gate.waiting.load(SeqCst)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Whatever else was going to start has had time to.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let most = gate.most_waiting.load(SeqCst);
+    gate.released.send_replace(true);
+    h.settle(&t).await;
+    let accepted = gate.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), n, "each message sent once");
+    let sent = deliveries(&h, &t, "?status=sent&limit=500").await;
+    assert_eq!(sent.len(), n);
+    most
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_within_their_share_of_the_pool_all_wait_for_a_slow_provider_at_once() {
+    assert_eq!(
+        sends_waiting_together(TEST_SEND_SLOTS).await,
+        TEST_SEND_SLOTS
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_beyond_their_share_of_the_pool_wait_for_a_free_slot() {
+    assert_eq!(
+        sends_waiting_together(3 * TEST_SEND_SLOTS).await,
+        TEST_SEND_SLOTS,
+        "a quarter of the pool in the air, the rest after them"
+    );
 }
 
 async fn post_message(h: &TestHost, t: &TestTenant, body: Value) -> (StatusCode, Value) {

@@ -41,6 +41,7 @@ use crate::runtime::bindings::exports::adapter::{
     ChannelCapabilities, OutboundMessage, Recipient, SendError, SendOk, StatusGranularity,
 };
 use crate::runtime::bindings::types::{ChannelKind, Identity, MessageCategory};
+use crate::runtime::invoke::block_on;
 use crate::runtime::{Call, Output};
 use crate::store::group::Groups;
 use crate::store::{Backend, BatchOp, Db, Space, StoreError};
@@ -55,12 +56,16 @@ const RETRY_BASE_MS: i64 = 1_000;
 /// late is worse than a dead letter an operator can replay.
 const RETRY_CAP_MS: i64 = 15 * 60 * 1000;
 /// Attempts taken per pass: bounds one pass's time; the loop runs again while work is left.
-const PASS_CHUNK: usize = 256;
-/// Sends one tenant runs at once. Each send waits for its in-flight marker's fsync (shared
-/// by the sends waiting together: group commit) and for the provider, so throughput needs
-/// many in the air; 64 blocking threads cost ~64 stacks, a fraction of a provider's rate
-/// limits per account.
-const SEND_CONCURRENCY: usize = 64;
+const PASS_CHUNK: usize = 512;
+/// Sends one tenant has in the air at once. A send mostly waits for its provider (tens to
+/// hundreds of ms), so throughput is this many per provider round trip: 256 sustain 5,000
+/// sends/s against a provider answering in 50 ms. A waiting send holds no thread, only
+/// its instance's slot and fiber stack.
+const SEND_CONCURRENCY: usize = 256;
+/// Share of the instance pool that sends of all tenants may hold at once (1 in 4): the
+/// rest stays free for webhooks, journeys, chat and personalization, which a burst of
+/// sends to a slow provider would otherwise starve.
+const SEND_POOL_SHARE: usize = 4;
 /// How often the scheduler looks for due attempts (retries wait a second or more).
 const SCHEDULER_TICK: Duration = Duration::from_millis(20);
 
@@ -88,8 +93,11 @@ pub struct Deliveries {
     loops: Arc<TenantLoops>,
     /// Adapter capabilities by (tenant, plugin, digest): asked once per version.
     caps: Mutex<HashMap<(String, String, String), ChannelCapabilities>>,
-    /// One credentials refresh per installation at a time.
-    refreshing: Mutex<HashMap<Installation, Arc<Mutex<()>>>>,
+    /// Sends in the air, all tenants together: a [`SEND_POOL_SHARE`] of the instance pool.
+    send_slots: tokio::sync::Semaphore,
+    /// One credentials refresh per installation at a time (an async lock: the sends that
+    /// wait for it share one thread).
+    refreshing: Mutex<HashMap<Installation, Arc<tokio::sync::Mutex<()>>>>,
     /// Per tenant: serialises the delivery log's writes after a send and webhook events
     /// (storage work only; sends run outside it).
     log_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -128,6 +136,32 @@ struct Decided {
     sent_through: Option<(String, String)>,
 }
 
+/// An attempt that found its record, profile and first channel.
+struct Begun {
+    out: Attempt,
+    rec: OutboxRecord,
+    profile: ProfileRecord,
+}
+
+/// An attempt with a message for an adapter.
+struct Sending {
+    begun: Begun,
+    /// Index of the adapter in the pass's list.
+    adapter: usize,
+    /// The recipient's identity on the channel.
+    address: IdentityRecord,
+    /// The message, until it is handed to the adapter.
+    msg: Option<OutboundMessage>,
+}
+
+/// Where an attempt stands.
+enum Step {
+    /// Decided; written with the rest of the pass.
+    Done(Decided),
+    /// Waiting for its adapter's answer.
+    Send(Box<Sending>),
+}
+
 /// Attempts written per sled batch: one batch per attempt made the store's write lock
 /// the pipeline's bottleneck; 64 keeps a batch around a few hundred KB.
 const WRITE_CHUNK: usize = 64;
@@ -143,6 +177,8 @@ impl Deliveries {
     ) -> Arc<Deliveries> {
         let links =
             public_url.map(|u| links::LinkSigner::new(u, registry.derive_key("click-links")));
+        let pool = registry.runtime().config().pool_instances as usize;
+        let send_slots = tokio::sync::Semaphore::new((pool / SEND_POOL_SHARE).max(1));
         let d = Arc::new(Deliveries {
             db,
             clock,
@@ -150,6 +186,7 @@ impl Deliveries {
             ingest,
             loops: TenantLoops::new("delivery worker"),
             caps: Mutex::new(HashMap::new()),
+            send_slots,
             refreshing: Mutex::new(HashMap::new()),
             log_locks: Mutex::new(HashMap::new()),
             webhook_groups: Groups::default(),
@@ -329,35 +366,38 @@ impl Deliveries {
             b.commit_blocking()?;
         }
         let token = token.as_slice();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let failed: Mutex<Option<StoreError>> = Mutex::new(None);
-        let decided: Mutex<Vec<Decided>> = Mutex::new(Vec::with_capacity(due.len()));
-        std::thread::scope(|s| {
-            for _ in 0..SEND_CONCURRENCY.min(due.len()) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((key, intent)) = due.get(i) else {
-                        break;
-                    };
-                    match self.attempt(b, &sp, tenant, &adapters, (key, token), intent) {
-                        Ok(d) => decided
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .push(d),
-                        Err(e) => {
-                            *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
-                            break;
-                        }
-                    }
-                });
+        // Storage errors stop no other attempt; the first is returned after the writes.
+        let mut failed: Option<StoreError> = None;
+        let mut decided = Vec::with_capacity(due.len());
+        let mut pending = Vec::new();
+        for (key, intent) in &due {
+            match self.attempt(b, &sp, tenant, &adapters, (key, token), intent) {
+                Ok(Step::Done(d)) => decided.push(d),
+                Ok(Step::Send(p)) => pending.push(p),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
-        });
+        }
+        // Sends go out together; an answer that moves an intent to another channel makes
+        // another round.
+        while !pending.is_empty() {
+            let outcomes = self.send_all(tenant, &adapters, &mut pending);
+            for (p, outcome) in std::mem::take(&mut pending).into_iter().zip(outcomes) {
+                match self.answered(b, &sp, tenant, &adapters, *p, outcome) {
+                    Ok(Step::Done(d)) => decided.push(d),
+                    Ok(Step::Send(p)) => pending.push(p),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+        }
         // Outcomes decided before a storage error are still written: their sends went out.
-        let decided = decided.into_inner().unwrap_or_else(PoisonError::into_inner);
         if self.write(b, &sp, tenant, decided)? {
             self.ingest.processor().wake(tenant);
         }
-        if let Some(e) = failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        if let Some(e) = failed {
             return Err(e);
         }
         Ok(due.len())
@@ -417,6 +457,8 @@ impl Deliveries {
 
     /// One due attempt of `intent` (due key `due_key`), written when decided. Returns
     /// whether it queued track events.
+    /// Starts the attempt of `intent`: what it decided without sending, or the send it
+    /// makes.
     fn attempt(
         &self,
         b: &dyn Backend,
@@ -425,7 +467,7 @@ impl Deliveries {
         adapters: &[(String, Arc<Active>, ChannelCapabilities)],
         (due_key, pass): (&[u8], &[u8]),
         intent: &str,
-    ) -> Result<Decided, StoreError> {
+    ) -> Result<Step, StoreError> {
         let flight = flight_key(intent);
         let mut out = Attempt {
             ops: vec![
@@ -444,21 +486,21 @@ impl Deliveries {
                 }
                 out.ops.extend(ops);
             }
-            return Ok(Decided {
+            return Ok(Step::Done(Decided {
                 out,
                 rec: None,
                 sent_through: None,
-            });
+            }));
         }
         let mut rec = match rec {
             Some(r) if r.status == OutboxStatus::Queued && !adapters.is_empty() => r,
             // Gone, already decided, or the built-in outbox (no adapter): drop the due key.
             _ => {
-                return Ok(Decided {
+                return Ok(Step::Done(Decided {
                     out,
                     rec: None,
                     sent_through: None,
-                })
+                }))
             }
         };
         let now = self.clock.now_ms();
@@ -473,11 +515,11 @@ impl Deliveries {
                 now,
                 Some(reason),
             );
-            return Ok(Decided {
+            return Ok(Step::Done(Decided {
                 out,
                 rec: Some(rec),
                 sent_through: None,
-            });
+            }));
         }
         let Some(profile) = current_profile(b, sp, &rec.profile_id)? else {
             log::report(
@@ -488,22 +530,39 @@ impl Deliveries {
                 now,
                 None,
             );
-            return Ok(Decided {
+            return Ok(Step::Done(Decided {
                 out,
                 rec: Some(rec),
                 sent_through: None,
-            });
+            }));
         };
-        let mut sent_through: Option<(String, String)> = None;
-        // Walk the channels: the current one, then fallbacks.
+        self.next_channel(b, sp, tenant, adapters, Begun { out, rec, profile })
+    }
+
+    /// Walks `begun`'s channels, the current one and then fallbacks, to the first it can
+    /// send on: the send, or what it decided when no channel is left.
+    fn next_channel(
+        &self,
+        b: &dyn Backend,
+        sp: &Space,
+        tenant: &str,
+        adapters: &[(String, Arc<Active>, ChannelCapabilities)],
+        begun: Begun,
+    ) -> Result<Step, StoreError> {
+        let Begun {
+            mut out,
+            mut rec,
+            profile,
+        } = begun;
+        let now = self.clock.now_ms();
         loop {
             let Some(kind) = rec.channel.as_deref().and_then(policy::channel_kind) else {
                 self.fail(&mut rec, "no_channel", None, now, &mut out, b)?;
                 break;
             };
-            let Some((name, active, caps)) = adapters
+            let Some(adapter) = adapters
                 .iter()
-                .find(|(_, _, c)| c.channel == kind || c.extra_channels.contains(&kind))
+                .position(|(_, _, c)| c.channel == kind || c.extra_channels.contains(&kind))
             else {
                 if self.fall_back(b, sp, &mut rec, &profile, "no_adapter", now)? {
                     continue;
@@ -511,6 +570,7 @@ impl Deliveries {
                 self.fail(&mut rec, "no_adapter", None, now, &mut out, b)?;
                 break;
             };
+            let (name, _, caps) = &adapters[adapter];
             let Some(address) = outbox::address_identity(&profile, kind) else {
                 if self.fall_back(b, sp, &mut rec, &profile, "no_address", now)? {
                     continue;
@@ -535,66 +595,151 @@ impl Deliveries {
             let msg = outbound(b, sp, &rec, &profile, kind, &address, content)?;
             rec.delivery.attempts += 1;
             rec.delivery.installation = Some(name.clone());
-            let outcome = self.send(tenant, name, active, msg);
-            let now = self.clock.now_ms();
-            match outcome {
-                SendOutcome::Sent(ok) => {
-                    sent_through = Some((name.clone(), ok.provider_message_id.clone()));
-                    let silent = caps.status == StatusGranularity::None;
-                    self.sent(b, &mut rec, (name, &address, silent), ok, now, &mut out)?;
-                }
-                SendOutcome::Retry { after_ms, reason } => {
-                    if rec.delivery.attempts >= MAX_ATTEMPTS {
-                        log::report(
-                            &mut rec,
-                            OutboxStatus::DeadLettered {
-                                reason: reason.clone(),
-                            },
-                            now,
-                            Some(reason),
-                        );
-                        out.ops.push(BatchOp::put(
-                            format!("dlvdead/{now:020}/{}", rec.intent_id).into_bytes(),
-                            Vec::new(),
-                        ));
-                        self.status_event(b, &rec, "Message Failed", None, now, &mut out)?;
-                    } else {
-                        let at = now + backoff(&rec.intent_id, rec.delivery.attempts, after_ms);
-                        log::note(&mut rec, "retry", now, Some(reason), false);
-                        rec.delivery.next_attempt_at = Some(at);
-                        out.ops.push(log::due_op(at, &rec.intent_id));
-                    }
-                }
-                SendOutcome::FallBack(reason) => {
-                    if self.fall_back(b, sp, &mut rec, &profile, &reason, now)? {
-                        continue;
-                    }
-                    self.fail(&mut rec, &reason, None, now, &mut out, b)?;
-                }
-                SendOutcome::Failed(reason, detail) => {
-                    self.fail(&mut rec, &reason, detail, now, &mut out, b)?;
-                }
-                // `send` resolves it (refresh and retry), so it does not reach here.
-                SendOutcome::AuthExpired => {
-                    self.fail(&mut rec, "auth_expired", None, now, &mut out, b)?;
-                }
-                SendOutcome::Ambiguous(reason) => {
+            return Ok(Step::Send(Box::new(Sending {
+                begun: Begun { out, rec, profile },
+                adapter,
+                address,
+                msg: Some(msg),
+            })));
+        }
+        Ok(Step::Done(Decided {
+            out,
+            rec: Some(rec),
+            sent_through: None,
+        }))
+    }
+
+    /// Records the adapter's answer to `sending`: what the attempt decided, or its send on
+    /// the next channel.
+    fn answered(
+        &self,
+        b: &dyn Backend,
+        sp: &Space,
+        tenant: &str,
+        adapters: &[(String, Arc<Active>, ChannelCapabilities)],
+        sending: Sending,
+        outcome: SendOutcome,
+    ) -> Result<Step, StoreError> {
+        let Sending {
+            begun:
+                Begun {
+                    mut out,
+                    mut rec,
+                    profile,
+                },
+            adapter,
+            address,
+            ..
+        } = sending;
+        let (name, _, caps) = &adapters[adapter];
+        let now = self.clock.now_ms();
+        let mut sent_through: Option<(String, String)> = None;
+        match outcome {
+            SendOutcome::Sent(ok) => {
+                sent_through = Some((name.clone(), ok.provider_message_id.clone()));
+                let silent = caps.status == StatusGranularity::None;
+                self.sent(b, &mut rec, (name, &address, silent), ok, now, &mut out)?;
+            }
+            SendOutcome::Retry { after_ms, reason } => {
+                if rec.delivery.attempts >= MAX_ATTEMPTS {
                     log::report(
                         &mut rec,
-                        OutboxStatus::Ambiguous {
+                        OutboxStatus::DeadLettered {
                             reason: reason.clone(),
                         },
                         now,
                         Some(reason),
                     );
+                    out.ops.push(BatchOp::put(
+                        format!("dlvdead/{now:020}/{}", rec.intent_id).into_bytes(),
+                        Vec::new(),
+                    ));
+                    self.status_event(b, &rec, "Message Failed", None, now, &mut out)?;
+                } else {
+                    let at = now + backoff(&rec.intent_id, rec.delivery.attempts, after_ms);
+                    log::note(&mut rec, "retry", now, Some(reason), false);
+                    rec.delivery.next_attempt_at = Some(at);
+                    out.ops.push(log::due_op(at, &rec.intent_id));
                 }
             }
-            break;
+            SendOutcome::FallBack(reason) => {
+                if self.fall_back(b, sp, &mut rec, &profile, &reason, now)? {
+                    let begun = Begun { out, rec, profile };
+                    return self.next_channel(b, sp, tenant, adapters, begun);
+                }
+                self.fail(&mut rec, &reason, None, now, &mut out, b)?;
+            }
+            SendOutcome::Failed(reason, detail) => {
+                self.fail(&mut rec, &reason, detail, now, &mut out, b)?;
+            }
+            // `send` resolves it (refresh and retry), so it does not reach here.
+            SendOutcome::AuthExpired => {
+                self.fail(&mut rec, "auth_expired", None, now, &mut out, b)?;
+            }
+            SendOutcome::Ambiguous(reason) => {
+                log::report(
+                    &mut rec,
+                    OutboxStatus::Ambiguous {
+                        reason: reason.clone(),
+                    },
+                    now,
+                    Some(reason),
+                );
+            }
         }
-        Ok(Decided {
+        Ok(Step::Done(Decided {
             out,
             rec: Some(rec),
             sent_through,
+        }))
+    }
+
+    /// Makes the sends of `sending` together, [`SEND_CONCURRENCY`] at a time and within
+    /// the sends' share of the pool, on this (blocking) thread: an adapter waiting for its
+    /// provider is a pending future, not a thread. Answers in `sending`'s order.
+    fn send_all(
+        &self,
+        tenant: &str,
+        adapters: &[(String, Arc<Active>, ChannelCapabilities)],
+        sending: &mut [Box<Sending>],
+    ) -> Vec<SendOutcome> {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let count = sending.len();
+        let mut jobs = sending
+            .iter_mut()
+            .map(|s| (s.adapter, s.msg.take()))
+            .enumerate();
+        // The adapters' HTTP client runs on the server's runtime.
+        let _runtime = self.registry.runtime().services().rt.enter();
+        block_on(async {
+            let mut answers: Vec<Option<SendOutcome>> = (0..count).map(|_| None).collect();
+            let mut running = FuturesUnordered::new();
+            loop {
+                while running.len() < SEND_CONCURRENCY {
+                    let Some((i, (adapter, msg))) = jobs.next() else {
+                        break;
+                    };
+                    let (name, active, _) = &adapters[adapter];
+                    running.push(async move {
+                        // Never closed, so a permit always comes.
+                        let _slot = self.send_slots.acquire().await;
+                        let answer = match msg {
+                            Some(msg) => self.send(tenant, name, active, msg).await,
+                            // Not reached: each sending is answered once per round.
+                            None => SendOutcome::Failed("no_message".into(), None),
+                        };
+                        (i, answer)
+                    });
+                }
+                match running.next().await {
+                    Some((i, answer)) => answers[i] = Some(answer),
+                    None => break,
+                }
+            }
+            answers
+                .into_iter()
+                .map(|a| a.unwrap_or_else(|| SendOutcome::Failed("no_answer".into(), None)))
+                .collect()
         })
     }
 
@@ -728,7 +873,7 @@ impl Deliveries {
     }
 
     /// Calls `send`, refreshing credentials once on `auth-expired`.
-    fn send(
+    async fn send(
         &self,
         tenant: &str,
         name: &str,
@@ -736,7 +881,7 @@ impl Deliveries {
         msg: OutboundMessage,
     ) -> SendOutcome {
         let before = active.installation.settings();
-        let first = self.invoke_send(active, msg.clone());
+        let first = self.invoke_send(active, msg.clone()).await;
         if !matches!(first, SendOutcome::AuthExpired) {
             return first;
         }
@@ -748,12 +893,13 @@ impl Deliveries {
             .or_default()
             .clone();
         {
-            let _one = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let _one = lock.lock().await;
             // Another send may have rotated the secrets while this one waited.
             if Arc::ptr_eq(&before, &active.installation.settings()) {
                 let r = self
                     .registry
-                    .invoke_blocking(active, Call::AdapterRefreshCredentials);
+                    .invoke_async(active, Call::AdapterRefreshCredentials)
+                    .await;
                 match r.output {
                     Some(Output::AdapterRefreshCredentials(Ok(()))) => {}
                     Some(Output::AdapterRefreshCredentials(Err(e))) => {
@@ -774,7 +920,7 @@ impl Deliveries {
                 }
             }
         }
-        match self.invoke_send(active, msg) {
+        match self.invoke_send(active, msg).await {
             SendOutcome::AuthExpired => SendOutcome::Failed(
                 "auth_expired".into(),
                 Some("still expired after a credentials refresh".into()),
@@ -783,10 +929,11 @@ impl Deliveries {
         }
     }
 
-    fn invoke_send(&self, active: &Arc<Active>, msg: OutboundMessage) -> SendOutcome {
+    async fn invoke_send(&self, active: &Arc<Active>, msg: OutboundMessage) -> SendOutcome {
         let r = self
             .registry
-            .invoke_blocking(active, Call::AdapterSend(msg));
+            .invoke_async(active, Call::AdapterSend(msg))
+            .await;
         match (r.output, r.error) {
             (Some(Output::AdapterSend(Ok(ok))), _) => SendOutcome::Sent(ok),
             (Some(Output::AdapterSend(Err(e))), _) => interpret(e),

@@ -301,6 +301,18 @@ impl Runtime {
         self.invoke_with(pre, installation, call, false)
     }
 
+    /// [`invoke`](Self::invoke) of a channel adapter call as a future, which holds no
+    /// thread while the adapter waits for its provider (see [`invoke::invoke_async`]).
+    pub async fn invoke_async(
+        &self,
+        pre: &KindPre,
+        installation: &Arc<Installation>,
+        call: Call,
+    ) -> Invocation {
+        let limits = self.config.limits(pre.kind());
+        invoke::invoke_async(&self.services, pre, installation, limits, call).await
+    }
+
     /// Both of the above, with the kind's limits.
     fn invoke_with(
         &self,
