@@ -157,7 +157,7 @@ struct Sending {
 /// Where an attempt stands.
 enum Step {
     /// Decided; written with the rest of the pass.
-    Done(Decided),
+    Done(Box<Decided>),
     /// Waiting for its adapter's answer.
     Send(Box<Sending>),
 }
@@ -372,7 +372,7 @@ impl Deliveries {
         let mut pending = Vec::new();
         for (key, intent) in &due {
             match self.attempt(b, &sp, tenant, &adapters, (key, token), intent) {
-                Ok(Step::Done(d)) => decided.push(d),
+                Ok(Step::Done(d)) => decided.push(*d),
                 Ok(Step::Send(p)) => pending.push(p),
                 Err(e) => {
                     failed.get_or_insert(e);
@@ -385,7 +385,7 @@ impl Deliveries {
             let outcomes = self.send_all(tenant, &adapters, &mut pending);
             for (p, outcome) in std::mem::take(&mut pending).into_iter().zip(outcomes) {
                 match self.answered(b, &sp, tenant, &adapters, *p, outcome) {
-                    Ok(Step::Done(d)) => decided.push(d),
+                    Ok(Step::Done(d)) => decided.push(*d),
                     Ok(Step::Send(p)) => pending.push(p),
                     Err(e) => {
                         failed.get_or_insert(e);
@@ -486,21 +486,21 @@ impl Deliveries {
                 }
                 out.ops.extend(ops);
             }
-            return Ok(Step::Done(Decided {
+            return Ok(Step::Done(Box::new(Decided {
                 out,
                 rec: None,
                 sent_through: None,
-            }));
+            })));
         }
         let mut rec = match rec {
             Some(r) if r.status == OutboxStatus::Queued && !adapters.is_empty() => r,
             // Gone, already decided, or the built-in outbox (no adapter): drop the due key.
             _ => {
-                return Ok(Step::Done(Decided {
+                return Ok(Step::Done(Box::new(Decided {
                     out,
                     rec: None,
                     sent_through: None,
-                }))
+                })))
             }
         };
         let now = self.clock.now_ms();
@@ -515,11 +515,11 @@ impl Deliveries {
                 now,
                 Some(reason),
             );
-            return Ok(Step::Done(Decided {
+            return Ok(Step::Done(Box::new(Decided {
                 out,
                 rec: Some(rec),
                 sent_through: None,
-            }));
+            })));
         }
         let Some(profile) = current_profile(b, sp, &rec.profile_id)? else {
             log::report(
@@ -530,11 +530,11 @@ impl Deliveries {
                 now,
                 None,
             );
-            return Ok(Step::Done(Decided {
+            return Ok(Step::Done(Box::new(Decided {
                 out,
                 rec: Some(rec),
                 sent_through: None,
-            }));
+            })));
         };
         self.next_channel(b, sp, tenant, adapters, Begun { out, rec, profile })
     }
@@ -602,11 +602,11 @@ impl Deliveries {
                 msg: Some(msg),
             })));
         }
-        Ok(Step::Done(Decided {
+        Ok(Step::Done(Box::new(Decided {
             out,
             rec: Some(rec),
             sent_through: None,
-        }))
+        })))
     }
 
     /// Records the adapter's answer to `sending`: what the attempt decided, or its send on
@@ -687,11 +687,11 @@ impl Deliveries {
                 );
             }
         }
-        Ok(Step::Done(Decided {
+        Ok(Step::Done(Box::new(Decided {
             out,
             rec: Some(rec),
             sent_through,
-        }))
+        })))
     }
 
     /// Makes the sends of `sending` together, [`SEND_CONCURRENCY`] at a time and within

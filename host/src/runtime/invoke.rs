@@ -401,10 +401,10 @@ pub fn invoke_with(
     call: Call,
     may_wait: bool,
 ) -> Invocation {
-    let mut started = match Started::new(services, pre, installation, limits, &call) {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
+    if let Some(refused) = wrong_kind(pre, &call) {
+        return refused;
+    }
+    let mut started = Started::new(services, pre, installation, limits, &call);
     started.store.data_mut().may_wait = may_wait;
     let raw = if pre.kind() == PluginKind::ChannelAdapter {
         // The adapter's HTTP client runs on the server's runtime: entering it lets the
@@ -428,10 +428,10 @@ pub async fn invoke_async(
     limits: &KindLimits,
     call: Call,
 ) -> Invocation {
-    let mut started = match Started::new(services, pre, installation, limits, &call) {
-        Ok(s) => s,
-        Err(refused) => return refused,
-    };
+    if let Some(refused) = wrong_kind(pre, &call) {
+        return refused;
+    }
+    let mut started = Started::new(services, pre, installation, limits, &call);
     let raw = if pre.kind() == PluginKind::ChannelAdapter {
         call_adapter(&mut started.store, pre, call).await
     } else {
@@ -448,36 +448,38 @@ struct Started {
     budget: u64,
 }
 
+/// The refusal of a call made to a plugin of another kind.
+fn wrong_kind(pre: &KindPre, call: &Call) -> Option<Invocation> {
+    (call.kind() != pre.kind()).then(|| Invocation {
+        result: Err(InvokeError::WrongKind {
+            call: call.name().to_string(),
+            kind: pre.kind(),
+        }),
+        report: Report::default(),
+    })
+}
+
 impl Started {
-    /// The store for `call`, or the refusal of a call of another kind.
+    /// The store for `call`, its deadline starting now.
     fn new(
         services: &Arc<Services>,
         pre: &KindPre,
         installation: &Arc<Installation>,
         limits: &KindLimits,
         call: &Call,
-    ) -> Result<Started, Invocation> {
+    ) -> Started {
         let start = Instant::now();
-        if call.kind() != pre.kind() {
-            return Err(Invocation {
-                result: Err(InvokeError::WrongKind {
-                    call: call.name().to_string(),
-                    kind: pre.kind(),
-                }),
-                report: Report::default(),
-            });
-        }
         let deadline = Duration::from_millis(if call.is_main() {
             limits.deadline_ms
         } else {
             limits.aux_deadline_ms
         });
-        Ok(Started {
+        Started {
             store: new_store(services, pre, installation, limits, start, deadline),
             start,
             deadline,
             budget: limits.fuel.unwrap_or(UNMETERED_FUEL),
-        })
+        }
     }
 
     /// The report of the finished call, and its checked output or classified error.
