@@ -56,7 +56,7 @@ const RETRY_BASE_MS: i64 = 1_000;
 /// late is worse than a dead letter an operator can replay.
 const RETRY_CAP_MS: i64 = 15 * 60 * 1000;
 /// Attempts taken per pass: bounds one pass's time; the loop runs again while work is left.
-const PASS_CHUNK: usize = 512;
+const PASS_CHUNK: usize = 1024;
 /// Sends one tenant has in the air at once. A send mostly waits for its provider (tens to
 /// hundreds of ms), so throughput is this many per provider round trip: 256 sustain 5,000
 /// sends/s against a provider answering in 50 ms. A waiting send holds no thread, only
@@ -70,10 +70,11 @@ const SEND_POOL_SHARE: usize = 4;
 const SCHEDULER_TICK: Duration = Duration::from_millis(20);
 
 /// Prefix of sends in flight: `dlvflight/<intent>` → the pass that took it. A pass writes
-/// the markers of all its attempts durably (one fsync) before calling any adapter, and each
-/// outcome removes its marker. A marker from another pass means the server stopped
-/// mid-send: the outcome is unknown, so the intent becomes `ambiguous`, never sent twice
-/// (a crash can so mark at most one pass, [`PASS_CHUNK`] intents, that had not gone out).
+/// the markers of the attempts it takes durably (one fsync per batch taken) before calling
+/// any adapter, and each outcome removes its marker. A marker from another pass means the
+/// server stopped mid-send: the outcome is unknown, so the intent becomes `ambiguous`,
+/// never sent twice (a crash can so mark at most the attempts one pass had taken and not
+/// written, [`SEND_CONCURRENCY`] and the answers being written, that had not gone out).
 const FLIGHT_PREFIX: &str = "dlvflight/";
 
 /// Where a message's recipient last wrote on a channel: `lastin/<kind>:<value>` → Unix ms.
@@ -332,75 +333,151 @@ impl Deliveries {
             .clone()
     }
 
-    /// Runs the attempts due now, up to [`PASS_CHUNK`], [`SEND_CONCURRENCY`] at a time.
+    /// Runs the attempts due now, up to [`PASS_CHUNK`] of them, as a stream: up to
+    /// [`SEND_CONCURRENCY`] sends in the air (within the sends' share of the pool), and each
+    /// answer's slot refilled with newly due work while the rest wait. Everything runs on
+    /// this (blocking) thread: an adapter waiting for its provider is a pending future, not
+    /// a thread.
     fn run_pass(&self, tenant: &str) -> Result<usize, StoreError> {
         let b = self.db.backend().as_ref();
         let sp = Space::tenant(tenant);
-        let now = self.clock.now_ms();
-        let due: Vec<(Vec<u8>, String)> = b
-            .scan_prefix(&sp, log::DUE_PREFIX, PASS_CHUNK)?
-            .into_iter()
-            .filter_map(|(k, _)| {
-                let (at, intent) = log::parse_due(&k)?;
-                (at <= now).then_some((k, intent))
-            })
-            .collect();
-        if due.is_empty() {
-            return Ok(0);
-        }
         let adapters = self.adapters(tenant);
-        // In-flight markers for the whole pass, durable before any adapter runs.
         let pass = self
             .passes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let token = format!("{:016x}.{pass}", self.boot).into_bytes();
-        let mut marks = Vec::new();
-        for (_, intent) in &due {
-            let key = flight_key(intent);
-            if b.get(&sp, &key)?.is_none() {
-                marks.push(BatchOp::put(key, token.clone()));
-            }
-        }
-        if !marks.is_empty() && !adapters.is_empty() {
-            b.apply_batch(&sp, &marks)?;
-            b.commit_blocking()?;
-        }
-        let token = token.as_slice();
+        // The adapters' HTTP client runs on the server's runtime.
+        let _runtime = self.registry.runtime().services().rt.enter();
+        block_on(self.stream(b, &sp, tenant, &adapters, &token))
+    }
+
+    /// The body of [`run_pass`](Self::run_pass).
+    async fn stream(
+        &self,
+        b: &dyn Backend,
+        sp: &Space,
+        tenant: &str,
+        adapters: &[(String, Arc<Active>, ChannelCapabilities)],
+        token: &[u8],
+    ) -> Result<usize, StoreError> {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        use futures_util::FutureExt;
+        let mut running = FuturesUnordered::new();
+        // Intents taken and not yet written: their due keys are still in the store.
+        let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut total = 0;
         // Storage errors stop no other attempt; the first is returned after the writes.
         let mut failed: Option<StoreError> = None;
-        let mut decided = Vec::with_capacity(due.len());
-        let mut pending = Vec::new();
-        for (key, intent) in &due {
-            match self.attempt(b, &sp, tenant, &adapters, (key, token), intent) {
-                Ok(Step::Done(d)) => decided.push(*d),
-                Ok(Step::Send(p)) => pending.push(p),
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
-            }
-        }
-        // Sends go out together; an answer that moves an intent to another channel makes
-        // another round.
-        while !pending.is_empty() {
-            let outcomes = self.send_all(tenant, &adapters, &mut pending);
-            for (p, outcome) in std::mem::take(&mut pending).into_iter().zip(outcomes) {
-                match self.answered(b, &sp, tenant, &adapters, *p, outcome) {
-                    Ok(Step::Done(d)) => decided.push(*d),
-                    Ok(Step::Send(p)) => pending.push(p),
-                    Err(e) => {
-                        failed.get_or_insert(e);
+        loop {
+            let mut decided = Vec::new();
+            let mut sending = Vec::new();
+            let room = SEND_CONCURRENCY
+                .saturating_sub(running.len())
+                .min(PASS_CHUNK - total);
+            if room > 0 && failed.is_none() {
+                let due = self.take_due(b, sp, adapters, &taken, room, token)?;
+                total += due.len();
+                for (key, intent) in &due {
+                    taken.insert(intent.clone());
+                    match self.attempt(b, sp, tenant, adapters, (key, token), intent) {
+                        Ok(Step::Done(d)) => decided.push(*d),
+                        Ok(Step::Send(s)) => sending.push(s),
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                        }
                     }
                 }
             }
+            if running.is_empty() && sending.is_empty() && decided.is_empty() {
+                break;
+            }
+            // Wait for the first answer, then take every answer that is already in.
+            loop {
+                for mut s in sending.drain(..) {
+                    let msg = s.msg.take();
+                    let (name, active, _) = &adapters[s.adapter];
+                    running.push(async move {
+                        // Never closed, so a permit always comes.
+                        let _slot = self.send_slots.acquire().await;
+                        let answer = match msg {
+                            Some(msg) => self.send(tenant, name, active, msg).await,
+                            // Not reached: a message is handed to its adapter once.
+                            None => SendOutcome::Failed("no_message".into(), None),
+                        };
+                        (s, answer)
+                    });
+                }
+                if !decided.is_empty() || running.is_empty() {
+                    break;
+                }
+                let Some((s, answer)) = running.next().await else {
+                    break;
+                };
+                let mut answers = vec![(s, answer)];
+                while let Some(Some(more)) = running.next().now_or_never() {
+                    answers.push(more);
+                }
+                for (s, answer) in answers {
+                    // An answer that moves an intent to another channel sends again.
+                    match self.answered(b, sp, tenant, adapters, *s, answer) {
+                        Ok(Step::Done(d)) => decided.push(*d),
+                        Ok(Step::Send(s)) => sending.push(s),
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            // Outcomes decided before a storage error are still written: their sends went out.
+            for d in &decided {
+                if let Some(rec) = &d.rec {
+                    taken.remove(&rec.intent_id);
+                }
+            }
+            if self.write(b, sp, tenant, decided)? {
+                self.ingest.processor().wake(tenant);
+            }
         }
-        // Outcomes decided before a storage error are still written: their sends went out.
-        if self.write(b, &sp, tenant, decided)? {
-            self.ingest.processor().wake(tenant);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(total),
         }
-        if let Some(e) = failed {
-            return Err(e);
+    }
+
+    /// Up to `room` attempts due now that this pass has not taken yet, with their
+    /// in-flight markers written durably (before any adapter runs).
+    fn take_due(
+        &self,
+        b: &dyn Backend,
+        sp: &Space,
+        adapters: &[(String, Arc<Active>, ChannelCapabilities)],
+        taken: &std::collections::HashSet<String>,
+        room: usize,
+        token: &[u8],
+    ) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
+        let now = self.clock.now_ms();
+        // Taken attempts keep their due keys until written: look past them.
+        let due: Vec<(Vec<u8>, String)> = b
+            .scan_prefix(sp, log::DUE_PREFIX, room + taken.len())?
+            .into_iter()
+            .filter_map(|(k, _)| {
+                let (at, intent) = log::parse_due(&k)?;
+                (at <= now && !taken.contains(&intent)).then_some((k, intent))
+            })
+            .take(room)
+            .collect();
+        let mut marks = Vec::new();
+        for (_, intent) in &due {
+            let key = flight_key(intent);
+            if b.get(sp, &key)?.is_none() {
+                marks.push(BatchOp::put(key, token.to_vec()));
+            }
         }
-        Ok(due.len())
+        if !marks.is_empty() && !adapters.is_empty() {
+            b.apply_batch(sp, &marks)?;
+            b.commit_blocking()?;
+        }
+        Ok(due)
     }
 
     /// The tenant's active adapters with their capabilities.
@@ -692,55 +769,6 @@ impl Deliveries {
             rec: Some(rec),
             sent_through,
         })))
-    }
-
-    /// Makes the sends of `sending` together, [`SEND_CONCURRENCY`] at a time and within
-    /// the sends' share of the pool, on this (blocking) thread: an adapter waiting for its
-    /// provider is a pending future, not a thread. Answers in `sending`'s order.
-    fn send_all(
-        &self,
-        tenant: &str,
-        adapters: &[(String, Arc<Active>, ChannelCapabilities)],
-        sending: &mut [Box<Sending>],
-    ) -> Vec<SendOutcome> {
-        use futures_util::stream::{FuturesUnordered, StreamExt};
-        let count = sending.len();
-        let mut jobs = sending
-            .iter_mut()
-            .map(|s| (s.adapter, s.msg.take()))
-            .enumerate();
-        // The adapters' HTTP client runs on the server's runtime.
-        let _runtime = self.registry.runtime().services().rt.enter();
-        block_on(async {
-            let mut answers: Vec<Option<SendOutcome>> = (0..count).map(|_| None).collect();
-            let mut running = FuturesUnordered::new();
-            loop {
-                while running.len() < SEND_CONCURRENCY {
-                    let Some((i, (adapter, msg))) = jobs.next() else {
-                        break;
-                    };
-                    let (name, active, _) = &adapters[adapter];
-                    running.push(async move {
-                        // Never closed, so a permit always comes.
-                        let _slot = self.send_slots.acquire().await;
-                        let answer = match msg {
-                            Some(msg) => self.send(tenant, name, active, msg).await,
-                            // Not reached: each sending is answered once per round.
-                            None => SendOutcome::Failed("no_message".into(), None),
-                        };
-                        (i, answer)
-                    });
-                }
-                match running.next().await {
-                    Some((i, answer)) => answers[i] = Some(answer),
-                    None => break,
-                }
-            }
-            answers
-                .into_iter()
-                .map(|a| a.unwrap_or_else(|| SendOutcome::Failed("no_answer".into(), None)))
-                .collect()
-        })
     }
 
     /// Writes a pass's outcomes under the tenant's log lock, [`WRITE_CHUNK`] attempts per
