@@ -366,7 +366,9 @@ impl Deliveries {
         // Intents taken and not yet written: their due keys are still in the store.
         let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut total = 0;
-        // Storage errors stop no other attempt; the first is returned after the writes.
+        // A storage error stops the taking of new attempts, not the sends in the air (their
+        // markers make them `ambiguous` if their outcomes cannot be written); the first is
+        // returned at the end.
         let mut failed: Option<StoreError> = None;
         loop {
             let mut decided = Vec::new();
@@ -375,7 +377,14 @@ impl Deliveries {
                 .saturating_sub(running.len())
                 .min(PASS_CHUNK - total);
             if room > 0 && failed.is_none() {
-                let due = self.take_due(b, sp, adapters, &taken, room, token)?;
+                // After a storage error nothing new is taken; sends in the air still end.
+                let due = match self.take_due(b, sp, adapters, &taken, room, token) {
+                    Ok(due) => due,
+                    Err(e) => {
+                        failed = Some(e);
+                        Vec::new()
+                    }
+                };
                 total += due.len();
                 for (key, intent) in &due {
                     taken.insert(intent.clone());
@@ -434,8 +443,12 @@ impl Deliveries {
                     taken.remove(&rec.intent_id);
                 }
             }
-            if self.write(b, sp, tenant, decided)? {
-                self.ingest.processor().wake(tenant);
+            match self.write(b, sp, tenant, decided) {
+                Ok(true) => self.ingest.processor().wake(tenant),
+                Ok(false) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
         }
         match failed {

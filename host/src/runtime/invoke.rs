@@ -420,7 +420,8 @@ pub fn invoke_with(
 /// [`invoke`] of a channel adapter call as a future: the guest runs on a fiber, and while
 /// it waits for a provider (`outbound-http.send`) the future is pending and holds no
 /// thread. Poll it on a thread that may block briefly (its other host calls read the
-/// store) inside the server's runtime context. Calls of other kinds are refused.
+/// store) inside the server's runtime context. A call of another kind runs to the end
+/// within its first poll.
 pub async fn invoke_async(
     services: &Arc<Services>,
     pre: &KindPre,
