@@ -938,6 +938,25 @@ async fn adapter_trapping_before_any_request_is_retried_then_dead_lettered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapter_sleeping_through_wasi_before_its_request_still_sends() {
+    let (h, t, twilio) = flaky("sleep-then-send").await;
+    let d = &deliveries(&h, &t, "").await[0];
+    assert_eq!(d["status"], "sent", "{d}");
+    assert_eq!(twilio.seen.lock().unwrap().len(), 1);
+    let inv = h.get_ok(&t, "/v1/plugins/flaky/invocations").await;
+    let send = inv["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["call"] == "send")
+        .unwrap_or_else(|| panic!("no send recorded: {inv}"));
+    assert!(
+        send["report"]["duration_us"].as_u64().unwrap() >= 50_000,
+        "the adapter slept 50 ms: {send}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adapter_hanging_after_its_request_is_ambiguous_and_never_sent_twice() {
     let (h, t, twilio) = flaky("send-then-hang").await;
     let d = &deliveries(&h, &t, "").await[0];

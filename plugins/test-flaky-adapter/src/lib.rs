@@ -4,6 +4,8 @@
 //! - `panic`: panics before any request (nothing can have been sent: safe to retry);
 //! - `send-then-hang`: posts to `url`, then spins until the deadline (the provider got the
 //!   message: the outcome is ambiguous);
+//! - `sleep-then-send`: sleeps 50 ms through WASI (a blocking wait inside the adapter's
+//!   fiber), then sends as below;
 //! - anything else: posts to `url` and succeeds with the id `flaky-<tracking id>`.
 
 use weft_guest::adapter::{
@@ -35,6 +37,10 @@ impl Guest for Flaky {
         let mode = config::get("mode").unwrap_or_default();
         if mode == "panic" {
             panic!("test-flaky-adapter: deliberate panic before sending");
+        }
+        if mode == "sleep-then-send" {
+            // 50 ms: long enough to be a real wait, short against the send deadline.
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let url = config::get("url").ok_or(SendError::Permanent("no `url` setting".into()))?;
         let req = Request::new("POST", &url).body(msg.tracking_id.clone().into_bytes());
