@@ -317,10 +317,7 @@ impl Deliveries {
             .db
             .scan_prefix(&Space::tenant(tenant), log::DUE_PREFIX, 1)
             .await?;
-        Ok(first
-            .first()
-            .and_then(|(k, _)| log::parse_due(k))
-            .is_some_and(|(at, _)| at <= now))
+        Ok(due_now(&first, now))
     }
 
     /// The lock serialising `tenant`'s delivery-log writes (see the field).
@@ -341,6 +338,13 @@ impl Deliveries {
     fn run_pass(&self, tenant: &str) -> Result<usize, StoreError> {
         let b = self.db.backend().as_ref();
         let sp = Space::tenant(tenant);
+        // Nothing due: no adapters looked up, no pass started (the loop asks often).
+        if !due_now(
+            &b.scan_prefix(&sp, log::DUE_PREFIX, 1)?,
+            self.clock.now_ms(),
+        ) {
+            return Ok(0);
+        }
         let adapters = self.adapters(tenant);
         let pass = self
             .passes
@@ -596,15 +600,8 @@ impl Deliveries {
         let now = self.clock.now_ms();
         rec.delivery.next_attempt_at = None;
         if b.get(sp, &flight)?.is_some_and(|t| t != pass) {
-            let reason = "the server stopped during a send; its outcome is unknown".to_string();
-            log::report(
-                &mut rec,
-                OutboxStatus::Ambiguous {
-                    reason: reason.clone(),
-                },
-                now,
-                Some(reason),
-            );
+            let reason = "the server stopped during a send; its outcome is unknown";
+            ambiguous(&mut rec, reason.to_string(), now);
             return Ok(Step::Done(Box::new(Decided {
                 out,
                 rec: Some(rec),
@@ -766,16 +763,7 @@ impl Deliveries {
             SendOutcome::AuthExpired => {
                 self.fail(&mut rec, "auth_expired", None, now, &mut out, b)?;
             }
-            SendOutcome::Ambiguous(reason) => {
-                log::report(
-                    &mut rec,
-                    OutboxStatus::Ambiguous {
-                        reason: reason.clone(),
-                    },
-                    now,
-                    Some(reason),
-                );
-            }
+            SendOutcome::Ambiguous(reason) => ambiguous(&mut rec, reason, now),
         }
         Ok(Step::Done(Box::new(Decided {
             out,
@@ -1167,6 +1155,25 @@ pub fn backoff(intent: &str, attempts: u32, retry_after_ms: u64) -> i64 {
     let jitter = (h.finish() % 1000) as i64 * exp / 2000;
     let after = i64::try_from(retry_after_ms).unwrap_or(i64::MAX);
     (exp + jitter).max(after).min(RETRY_CAP_MS)
+}
+
+/// Whether the first of `due` (rows of the due index, earliest first) is due by `now`.
+fn due_now(due: &[(Vec<u8>, Vec<u8>)], now: i64) -> bool {
+    due.first()
+        .and_then(|(k, _)| log::parse_due(k))
+        .is_some_and(|(at, _)| at <= now)
+}
+
+/// Records that `rec`'s send may or may not have reached the provider: never retried.
+fn ambiguous(rec: &mut OutboxRecord, reason: String, now: i64) {
+    log::report(
+        rec,
+        OutboxStatus::Ambiguous {
+            reason: reason.clone(),
+        },
+        now,
+        Some(reason),
+    );
 }
 
 /// Key of an intent's in-flight marker.

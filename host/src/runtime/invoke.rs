@@ -57,6 +57,20 @@ impl KindPre {
         self.bindings.kind()
     }
 
+    /// Type-checks every export on the first instance of this pre (see [`Exports`]);
+    /// later instances skip it.
+    fn check_once(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+    ) -> wasmtime::Result<()> {
+        if !self.exports.checked() {
+            self.bindings.check_exports(store, instance)?;
+            self.exports.mark_checked();
+        }
+        Ok(())
+    }
+
     /// Whether an instance of this pre has type-checked every export, so that later
     /// invocations call theirs by index (see [`Exports`]).
     pub fn exports_checked(&self) -> bool {
@@ -614,10 +628,7 @@ fn call_plugin(
     call: Call,
 ) -> wasmtime::Result<Output> {
     let instance = pre.bindings.instance_pre().instantiate(&mut *store)?;
-    if !pre.exports.checked() {
-        pre.bindings.check_exports(&mut *store, &instance)?;
-        pre.exports.mark_checked();
-    }
+    pre.check_once(store, &instance)?;
     let e = &pre.exports;
     let name = call.name();
     let store = &mut *store;
@@ -676,10 +687,7 @@ async fn call_adapter(
         .instance_pre()
         .instantiate_async(&mut *store)
         .await?;
-    if !pre.exports.checked() {
-        pre.bindings.check_exports(&mut *store, &instance)?;
-        pre.exports.mark_checked();
-    }
+    pre.check_once(store, &instance)?;
     let e = &pre.exports;
     let name = call.name();
     let store = &mut *store;
