@@ -116,10 +116,7 @@ pub(super) async fn send(
         },
         now: s.clock.now_ms(),
     };
-    let (deliveries, tenant) = (s.deliveries.clone(), auth.tenant_id.clone());
-    let outcome =
-        s.db.run(move |_| deliveries.record_intake(&tenant, intake))
-            .await?;
+    let outcome = s.deliveries.record_intake(&auth.tenant_id, intake).await?;
     let Some((created, rec)) = outcome else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

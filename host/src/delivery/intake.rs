@@ -6,6 +6,8 @@
 //! a batch costs sled two log-buffer writes whatever it holds. Each intent reads what the
 //! earlier ones wrote, so the same `intent_id` twice in one group is recorded once.
 
+use std::sync::Arc;
+
 use super::{log, Deliveries};
 use crate::messaging::outbox::{self, OutboxRecord};
 use crate::runtime::bindings::exports::journey::SendIntent;
@@ -24,15 +26,18 @@ pub struct Intake {
 impl Deliveries {
     /// Records `intake` for `tenant` in the outbox (not yet durable; the caller commits).
     /// Returns `None` when no profile has the identity, else whether it was new (a known
-    /// `intent_id` records nothing) and the intent's record. Blocking.
-    pub fn record_intake(
-        &self,
+    /// `intent_id` records nothing) and the intent's record. The wait holds no thread:
+    /// the group it joins runs on one blocking thread.
+    pub async fn record_intake(
+        self: &Arc<Self>,
         tenant: &str,
         intake: Intake,
     ) -> Result<Option<(bool, OutboxRecord)>, StoreError> {
+        let (me, owned) = (self.clone(), tenant.to_string());
         self.intake_groups
             .of(tenant)
-            .run(intake, |group| self.record_group(tenant, group))
+            .submit(intake, move |group| me.record_group(&owned, group))
+            .await
             .unwrap_or_else(|lost| Err(lost.into()))
     }
 

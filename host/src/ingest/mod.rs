@@ -53,8 +53,75 @@ pub struct Stored {
     pub duplicates: usize,
 }
 
-/// Per tenant: requests' items waiting to be stored, each answered with what was new.
-type StoreGroups = Groups<Vec<UniqueInsert>, Result<Vec<bool>, StoreError>>;
+/// Per tenant: requests' messages waiting to be stored, each answered with what was new.
+type StoreGroups = Groups<AcceptJob, Result<Vec<bool>, StoreError>>;
+
+/// One request's messages, waiting in its tenant's group to be stored.
+struct AcceptJob {
+    messages: Vec<Message>,
+    /// When they were received, ms since the epoch (picks the dedup bucket).
+    now: i64,
+    /// Whether guards check the keys of before buckets existed too.
+    legacy: bool,
+}
+
+impl AcceptJob {
+    /// The guarded inserts that queue this request's messages, numbered in arrival order.
+    fn items(&self, b: &dyn Backend) -> Result<Vec<UniqueInsert>, StoreError> {
+        let mut items = Vec::with_capacity(self.messages.len());
+        for m in &self.messages {
+            let seq = b.next_id()?;
+            let (guard, also) = markers::MESSAGE_IDS.guards(&m.message_id, self.now, self.legacy);
+            items.push(UniqueInsert {
+                guard,
+                also,
+                guard_value: seq.to_be_bytes().to_vec(),
+                ops: vec![queue_op(seq, m)?],
+            });
+        }
+        // Checked here, so that one request's oversized item fails only it.
+        items.iter().try_for_each(UniqueInsert::check)?;
+        Ok(items)
+    }
+}
+
+/// Stores the messages of several requests: each request's items are built (a request
+/// with a bad item fails alone), then stored together by [`store_group`].
+fn store_jobs(
+    b: &dyn Backend,
+    tenant: &str,
+    jobs: Vec<AcceptJob>,
+) -> Vec<Result<Vec<bool>, StoreError>> {
+    let built: Vec<Result<Vec<UniqueInsert>, StoreError>> =
+        jobs.iter().map(|j| j.items(b)).collect();
+    let mut group = Vec::with_capacity(built.len());
+    let mut answers: Vec<Option<Result<Vec<bool>, StoreError>>> = Vec::with_capacity(built.len());
+    for r in built {
+        match r {
+            Ok(items) => {
+                group.push(items);
+                answers.push(None);
+            }
+            Err(e) => answers.push(Some(Err(e))),
+        }
+    }
+    let mut stored = if group.is_empty() {
+        Vec::new()
+    } else {
+        store_group(b, tenant, group)
+    }
+    .into_iter();
+    answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| {
+                stored.next().unwrap_or_else(|| {
+                    Err(StoreError::Backend("a stored request had no answer".into()))
+                })
+            })
+        })
+        .collect()
+}
 
 /// The ingestion service: durable accept plus the background processor.
 pub struct Ingest {
@@ -149,33 +216,20 @@ impl Ingest {
         if messages.is_empty() {
             return Ok(Stored::default());
         }
-        let (groups, tenant_owned) = (self.groups.clone(), tenant.to_string());
-        let (now, legacy) = (self.clock.now_ms(), self.legacy_markers_possible());
+        let job = AcceptJob {
+            messages,
+            now: self.clock.now_ms(),
+            legacy: self.legacy_markers_possible(),
+        };
+        let (backend, tenant_owned) = (self.db.backend().clone(), tenant.to_string());
+        // Requests of one tenant that arrive while another's are being stored wait, without
+        // a thread, and are stored together: one write of their records whatever they hold.
         let written = self
-            .db
-            .run(move |b| {
-                let mut items = Vec::with_capacity(messages.len());
-                for m in &messages {
-                    let seq = b.next_id()?;
-                    let (guard, also) = markers::MESSAGE_IDS.guards(&m.message_id, now, legacy);
-                    items.push(UniqueInsert {
-                        guard,
-                        also,
-                        guard_value: seq.to_be_bytes().to_vec(),
-                        ops: vec![queue_op(seq, m)?],
-                    });
-                }
-                // Checked here, so that one request's oversized item fails only it.
-                items.iter().try_for_each(UniqueInsert::check)?;
-                // Requests of one tenant that arrive while another's are being stored wait
-                // and are stored together: a sled transaction costs two log-buffer writes
-                // whatever it holds.
-                groups
-                    .of(&tenant_owned)
-                    .run(items, |group| store_group(b, &tenant_owned, group))
-                    .unwrap_or_else(|lost| Err(lost.into()))
-            })
-            .await?;
+            .groups
+            .of(tenant)
+            .submit(job, move |jobs| store_jobs(&*backend, &tenant_owned, jobs))
+            .await
+            .unwrap_or_else(|lost| Err(lost.into()))?;
         let stored = written.iter().filter(|w| **w).count();
         let out = Stored {
             stored,

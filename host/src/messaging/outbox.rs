@@ -157,19 +157,24 @@ pub(crate) fn decide(
     profile: &ProfileRecord,
     now: i64,
 ) -> Result<OutboxStatus, StoreError> {
-    let mkt_prefix = format!("mkt/{}/", profile.id);
-    let marketing_sent_at: Vec<i64> = b
-        .scan_prefix_rev(sp, mkt_prefix.as_bytes(), MAX_CAP_LOOKBACK)?
-        .iter()
-        .filter_map(|(k, _)| {
-            std::str::from_utf8(&k[mkt_prefix.len()..])
-                .ok()?
-                .split('/')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
+    // Only a marketing send under a cap looks at earlier sends.
+    let marketing_sent_at: Vec<i64> =
+        if category == Category::Marketing && cfg.marketing_cap.is_some() {
+            let mkt_prefix = format!("mkt/{}/", profile.id);
+            b.scan_prefix_rev(sp, mkt_prefix.as_bytes(), MAX_CAP_LOOKBACK)?
+                .iter()
+                .filter_map(|(k, _)| {
+                    std::str::from_utf8(&k[mkt_prefix.len()..])
+                        .ok()?
+                        .split('/')
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
     let decision = policy::decide(
         cfg,
         &SendContext {

@@ -7,6 +7,11 @@
 //! group runs queue up; when it ends, the leader runs the queued ones as the next group,
 //! in arrival order, until the queue is empty. Nobody waits for company: a job that finds
 //! no leader runs at once, alone.
+//!
+//! Async callers use [`Group::submit`]: their job waits in the queue without holding a
+//! thread, and a group that finds no leader gets one blocking thread that leads until the
+//! queue is empty. So N concurrent requests cost one blocking thread per group, not N
+//! threads each woken twice (once to queue, once for the answer).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -24,9 +29,26 @@ pub struct Group<J, R> {
 
 struct State<J, R> {
     /// Jobs waiting for the leader, in arrival order.
-    queue: Vec<(J, Arc<Slot<R>>)>,
+    queue: Vec<(J, Answer<R>)>,
     /// Whether a caller is running groups.
     leading: bool,
+}
+
+/// Where a job's answer goes: a waiting thread's slot, or an async caller's channel.
+enum Answer<R> {
+    Thread(Arc<Slot<R>>),
+    Task(tokio::sync::oneshot::Sender<Result<R, LeaderLost>>),
+}
+
+impl<R> Answer<R> {
+    fn fill(self, answer: Result<R, LeaderLost>) {
+        match self {
+            Answer::Thread(slot) => slot.fill(answer),
+            // A caller that stopped waiting (its request was dropped) is not an error:
+            // its job ran all the same.
+            Answer::Task(tx) => drop(tx.send(answer)),
+        }
+    }
 }
 
 /// Where one job's answer is delivered.
@@ -78,43 +100,76 @@ impl<J, R> Group<J, R> {
             cv: Condvar::new(),
         });
         let mut state = lock(&self.state);
-        state.queue.push((job, mine.clone()));
+        state.queue.push((job, Answer::Thread(mine.clone())));
         if state.leading {
             drop(state);
             return mine.wait();
         }
         state.leading = true;
+        drop(state);
+        self.lead(&mut run_group);
+        let answer = lock(&mine.answer).take();
+        answer.expect("the leader's own job is in its first group")
+    }
+
+    /// Runs `job` like [`run`](Self::run), but the caller waits without a thread: if no
+    /// group is running, one blocking thread (tokio's pool) leads until the queue is empty.
+    /// Must be called inside a tokio runtime.
+    pub async fn submit<F>(self: Arc<Self>, job: J, mut run_group: F) -> Result<R, LeaderLost>
+    where
+        J: Send + 'static,
+        R: Send + 'static,
+        F: FnMut(Vec<J>) -> Vec<R> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut state = lock(&self.state);
+            state.queue.push((job, Answer::Task(tx)));
+            !std::mem::replace(&mut state.leading, true)
+        };
+        if lead {
+            let me = self.clone();
+            // A panic in `run_group` answers the group with `LeaderLost` (see `Pending`).
+            drop(tokio::task::spawn_blocking(move || me.lead(&mut run_group)));
+        }
+        rx.await.unwrap_or(Err(LeaderLost))
+    }
+
+    /// Runs queued groups until the queue is empty, then stops leading. The caller has set
+    /// `leading`.
+    fn lead(&self, run_group: &mut impl FnMut(Vec<J>) -> Vec<R>) {
+        let mut state = lock(&self.state);
         loop {
             let group = std::mem::take(&mut state.queue);
             if group.is_empty() {
                 state.leading = false;
-                break;
+                return;
             }
             drop(state);
-            let (jobs, slots): (Vec<J>, Vec<Arc<Slot<R>>>) = group.into_iter().unzip();
+            let (jobs, answers): (Vec<J>, Vec<Answer<R>>) = group.into_iter().unzip();
             // Answers every job of the group even if `run_group` panics, and hands the
             // lead on, so no caller waits forever.
             let mut pending = Pending {
-                slots,
+                answers,
                 group: self,
                 armed: true,
             };
-            let answers = run_group(jobs);
+            let results = run_group(jobs);
             assert_eq!(
-                answers.len(),
-                pending.slots.len(),
+                results.len(),
+                pending.answers.len(),
                 "a group runner must answer every job"
             );
-            for (slot, answer) in std::mem::take(&mut pending.slots).iter().zip(answers) {
-                slot.fill(Ok(answer));
+            for (answer, result) in std::mem::take(&mut pending.answers)
+                .into_iter()
+                .zip(results)
+            {
+                answer.fill(Ok(result));
             }
             pending.armed = false;
             drop(pending);
             state = lock(&self.state);
         }
-        drop(state);
-        let answer = lock(&mine.answer).take();
-        answer.expect("the leader's own job is in its first group")
     }
 
     /// How many jobs wait for the leader.
@@ -179,7 +234,7 @@ impl<J, R> Groups<J, R> {
 
 /// The slots of a running group: dropped only when the leader unwinds.
 struct Pending<'a, J, R> {
-    slots: Vec<Arc<Slot<R>>>,
+    answers: Vec<Answer<R>>,
     group: &'a Group<J, R>,
     /// Whether dropping this means the leader is unwinding.
     armed: bool,
@@ -190,15 +245,15 @@ impl<J, R> Drop for Pending<'_, J, R> {
         if !self.armed {
             return;
         }
-        for slot in &self.slots {
-            slot.fill(Err(LeaderLost));
+        for answer in std::mem::take(&mut self.answers) {
+            answer.fill(Err(LeaderLost));
         }
         // The panicking leader stops leading. Jobs queued behind it never ran; they fail
         // too rather than wait for a leader that will not come.
         let mut state = lock(&self.group.state);
         state.leading = false;
-        for (_, slot) in std::mem::take(&mut state.queue) {
-            slot.fill(Err(LeaderLost));
+        for (_, answer) in std::mem::take(&mut state.queue) {
+            answer.fill(Err(LeaderLost));
         }
     }
 }
@@ -304,5 +359,75 @@ mod tests {
         .join();
         assert!(panicked.is_err(), "the leader's own panic propagates");
         assert_eq!(g.run(7, |jobs| jobs).unwrap(), 7);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_jobs_are_answered_with_their_own_results_and_share_groups() {
+        let g = Arc::new(Group::<u32, u32>::default());
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..400u32)
+            .map(|job| {
+                let (g, sizes) = (g.clone(), sizes.clone());
+                tokio::spawn(async move {
+                    let got = g
+                        .submit(job, move |jobs| {
+                            lock(&sizes).push(jobs.len());
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            jobs.iter().map(|j| j * 2).collect()
+                        })
+                        .await;
+                    assert_eq!(got.unwrap(), job * 2);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let sizes = lock(&sizes);
+        assert_eq!(sizes.iter().sum::<usize>(), 400, "every job ran once");
+        assert!(
+            sizes.len() < 400,
+            "jobs that arrived while a group ran were grouped: {} groups",
+            sizes.len()
+        );
+        assert!(
+            !lock(&g.state).leading,
+            "the leader stopped with the queue empty"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_async_leader_fails_its_group_and_later_jobs_still_run() {
+        let g = Arc::new(Group::<u32, u32>::default());
+        let lost = g
+            .clone()
+            .submit(1, |_| panic!("bug in the group runner"))
+            .await;
+        assert_eq!(lost, Err(LeaderLost));
+        assert_eq!(g.clone().submit(7, |jobs| jobs).await, Ok(7));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_and_async_callers_share_one_queue() {
+        let g = Arc::new(Group::<u32, u32>::default());
+        let g2 = g.clone();
+        let blocking = tokio::task::spawn_blocking(move || {
+            (0..200u32)
+                .map(|j| {
+                    g2.run(j, |jobs| jobs.iter().map(|j| j + 1).collect())
+                        .unwrap()
+                })
+                .sum::<u32>()
+        });
+        let mut sum = 0;
+        for j in 0..200u32 {
+            sum += g
+                .clone()
+                .submit(j, |jobs| jobs.iter().map(|j| j + 1).collect())
+                .await
+                .unwrap();
+        }
+        assert_eq!(sum, (1..=200).sum::<u32>());
+        assert_eq!(blocking.await.unwrap(), (1..=200).sum::<u32>());
     }
 }
