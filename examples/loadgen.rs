@@ -706,12 +706,20 @@ async fn sends(args: &[String]) -> anyhow::Result<()> {
     let start = Instant::now() + Duration::from_millis(100);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let run_id: u32 = rand::random();
+    // When each request actually started: tokio's timer wakes up to a millisecond late, so
+    // `to_provider` from the schedule includes the load generator's own lateness.
+    let started: Arc<Vec<std::sync::atomic::AtomicU64>> = Arc::new(
+        (0..total)
+            .map(|_| std::sync::atomic::AtomicU64::new(u64::MAX))
+            .collect(),
+    );
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..conns {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(1)
             .build()?;
-        let (url, key, next) = (url.clone(), key.to_string(), next.clone());
+        let (url, key, next, started) =
+            (url.clone(), key.to_string(), next.clone(), started.clone());
         workers.spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -722,6 +730,10 @@ async fn sends(args: &[String]) -> anyhow::Result<()> {
                 }
                 let due = start + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(due.into()).await;
+                started[i as usize].store(
+                    start.elapsed().as_micros() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let body = serde_json::json!({"intent_id": format!("b{run_id}-{i}"),
                     "to": format!("user_id:s{}", i % profiles), "channels": ["sms"],
                     "category": "transactional", "content": [{"Text": format!("bench-{i}")}]});
@@ -763,13 +775,24 @@ async fn sends(args: &[String]) -> anyhow::Result<()> {
         })
         .collect();
     to_provider.sort_unstable();
+    let mut from_request: Vec<u64> = seen
+        .iter()
+        .filter(|(n, _)| *n < total)
+        .filter_map(|(n, at)| {
+            let began = started[*n as usize].load(std::sync::atomic::Ordering::Relaxed);
+            (began != u64::MAX).then(|| {
+                (at.saturating_duration_since(start).as_micros() as u64).saturating_sub(began)
+            })
+        })
+        .collect();
+    from_request.sort_unstable();
     let last = seen.iter().map(|(_, at)| *at).max().unwrap_or(start);
     let span = last
         .saturating_duration_since(start)
         .as_secs_f64()
         .max(1e-9);
     println!(
-        "RESULT sends target={rate:.0} requested={total} api_p50_us={} api_p99_us={} api_errors={api_errors} accepted_in_s={accepted_in:.2} delivered={} sends_per_s={:.0} to_provider_p50_us={} to_provider_p90_us={} to_provider_p99_us={} to_provider_max_us={} provider_latency_ms={}",
+        "RESULT sends target={rate:.0} requested={total} api_p50_us={} api_p99_us={} api_errors={api_errors} accepted_in_s={accepted_in:.2} delivered={} sends_per_s={:.0} to_provider_p50_us={} to_provider_p90_us={} to_provider_p99_us={} to_provider_max_us={} from_request_p50_us={} from_request_p99_us={} provider_latency_ms={}",
         percentile(&api, 50.0),
         percentile(&api, 99.0),
         to_provider.len(),
@@ -778,6 +801,8 @@ async fn sends(args: &[String]) -> anyhow::Result<()> {
         percentile(&to_provider, 90.0),
         percentile(&to_provider, 99.0),
         to_provider.last().copied().unwrap_or(0),
+        percentile(&from_request, 50.0),
+        percentile(&from_request, 99.0),
         delay.as_millis(),
     );
 

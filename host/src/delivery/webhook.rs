@@ -122,7 +122,7 @@ impl Deliveries {
             .and_then(std::sync::Weak::upgrade)
             .ok_or_else(|| WebhookFailure::Adapter("shutting down".into()))?;
         let (tenant_owned, plugin_owned) = (tenant.to_string(), plugin.to_string());
-        // The adapter's run and the store work after it share one blocking thread.
+        let applier = me.clone();
         let handled = self
             .registry
             .invoke_then(
@@ -132,12 +132,21 @@ impl Deliveries {
                 move |inv| me.after_webhook(&tenant_owned, (&plugin_owned, &active), inv),
             )
             .await;
-        let (response, applied) = match handled {
+        let (response, job) = match handled {
             Ok(r) => r?,
             Err(RegistryError::Busy) => return Err(WebhookFailure::Busy),
             Err(e) => return Err(WebhookFailure::Adapter(e.to_string())),
         };
-        if let Some((queued, inbound)) = applied {
+        if let Some(job) = job {
+            // Webhooks of one tenant that arrive while others' events are being applied
+            // wait, without a thread, and are applied together as one write.
+            let tenant_owned = tenant.to_string();
+            let (queued, inbound) = self
+                .webhook_groups
+                .of(tenant)
+                .submit(job, move |jobs| applier.apply_group(&tenant_owned, jobs))
+                .await
+                .unwrap_or_else(|lost| Err(lost.into()))?;
             self.db.commit().await?;
             if queued {
                 self.ingest.processor().wake(tenant);
@@ -158,15 +167,14 @@ impl Deliveries {
         Ok(response)
     }
 
-    /// The adapter's answer to a webhook, with the events it reported applied (not yet
-    /// durable): `Some((queued, inbound))` as [`apply_events`](Self::apply_events) returns
-    /// when there were events. Blocking.
+    /// The adapter's answer to a webhook, and the events it reported, to be applied
+    /// (`None` when there were none). Blocking (may ask the adapter for its capabilities).
     fn after_webhook(
         &self,
         tenant: &str,
         (plugin, active): (&str, &std::sync::Arc<crate::registry::Active>),
         inv: crate::registry::Invoked,
-    ) -> Result<(HttpResponse, Option<(bool, bool)>), WebhookFailure> {
+    ) -> Result<(HttpResponse, Option<WebhookJob>), WebhookFailure> {
         let result = match (inv.output, inv.error) {
             (Some(Output::AdapterHandleWebhook(Ok(r))), _) => r,
             (Some(Output::AdapterHandleWebhook(Err(e))), _) => {
@@ -201,12 +209,7 @@ impl Deliveries {
             channel,
             events: result.events,
         };
-        let applied = self
-            .webhook_groups
-            .of(tenant)
-            .run(job, |jobs| self.apply_group(tenant, jobs))
-            .unwrap_or_else(|lost| Err(lost.into()))?;
-        Ok((result.response, Some(applied)))
+        Ok((result.response, Some(job)))
     }
 
     /// Applies the events of several webhooks of `tenant`, in arrival order, as one sled
