@@ -39,7 +39,8 @@ use crate::runtime::bindings::exports::flow::{
 };
 use crate::runtime::bindings::types::{ChannelKind, Choices, Content};
 use crate::runtime::invoke::{Call, Output};
-use crate::store::{BatchOp, Db, Space, StoreError};
+use crate::store::group::Groups;
+use crate::store::{Backend, BatchOp, Db, Space, StoreError};
 
 use hub::Hub;
 use settings::ChatSettings;
@@ -155,6 +156,73 @@ pub struct Conversations {
     manifests: RwLock<HashMap<(String, String, String), Arc<FlowManifest>>>,
     /// Open visitor sockets and their cap.
     sockets: Arc<SocketCount>,
+    /// Per tenant: changes waiting to be written, one write per group ([`Group::submit`](crate::store::group::Group::submit)).
+    persists: Groups<PersistJob, Result<Conversation, StoreError>>,
+}
+
+/// One change's writes, waiting in its tenant's group.
+struct PersistJob {
+    conv: Conversation,
+    ops: Vec<BatchOp>,
+    events: Vec<Message>,
+}
+
+impl PersistJob {
+    /// Completes the writes (the profile index once the visitor has a profile, the queued
+    /// events, the conversation itself) and returns them with the conversation.
+    fn finish(
+        self,
+        b: &dyn Backend,
+        sp: &Space,
+    ) -> Result<(Vec<BatchOp>, Conversation), StoreError> {
+        let PersistJob {
+            mut conv,
+            mut ops,
+            events,
+        } = self;
+        if conv.profile_id.is_none() {
+            let a = &conv.address;
+            if let Some(p) = crate::profiles::owner(b, sp, &a.kind, &a.value)? {
+                ops.push(BatchOp::put(
+                    store::profile_index_key(&p, &conv.id),
+                    Vec::new(),
+                ));
+                conv.profile_id = Some(p);
+            }
+        }
+        for m in &events {
+            ops.push(crate::ingest::queue_op(b.next_id()?, m)?);
+        }
+        ops.push(store::put_op(&conv)?);
+        Ok((ops, conv))
+    }
+}
+
+/// Writes the changes of several turns of one tenant as one batch; a change whose writes
+/// cannot be made fails alone, a failed batch fails them all.
+fn persist_group(
+    b: &dyn Backend,
+    sp: &Space,
+    jobs: Vec<PersistJob>,
+) -> Vec<Result<Conversation, StoreError>> {
+    let mut all = Vec::new();
+    let mut answers: Vec<Result<Conversation, StoreError>> = jobs
+        .into_iter()
+        .map(|j| {
+            j.finish(b, sp).map(|(ops, conv)| {
+                all.extend(ops);
+                conv
+            })
+        })
+        .collect();
+    if !all.is_empty() {
+        if let Err(e) = b.apply_batch(sp, &all) {
+            for a in answers.iter_mut().filter(|a| a.is_ok()) {
+                *a = Err(e.shared());
+            }
+        }
+    }
+    answers
 }
 
 /// Shards of the per-tenant socket counts (touched once per connection, not per message).
@@ -431,6 +499,7 @@ impl Conversations {
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: Default::default(),
             manifests: RwLock::new(HashMap::new()),
+            persists: Groups::default(),
         });
         ingest.processor().set_conversations(&c);
         c.deliveries.set_conversations(&c);
@@ -1417,34 +1486,22 @@ impl Conversations {
     async fn persist(&self, txn: &mut Txn) -> Result<(), ChatError> {
         txn.conv.updated_at = txn.now;
         let sp = txn.sp.clone();
-        let mut ops = std::mem::take(&mut txn.ops);
-        let mut conv = txn.conv.clone();
         let events = std::mem::take(&mut txn.events);
         let queued = events.len();
+        let job = PersistJob {
+            conv: txn.conv.clone(),
+            ops: std::mem::take(&mut txn.ops),
+            events,
+        };
+        let backend = self.db.backend().clone();
+        // Turns of one tenant that arrive while others are being written wait, without a
+        // thread, and are written together.
         let conv = self
-            .db
-            .run(move |b| {
-                // Index by profile once the visitor has one.
-                if conv.profile_id.is_none() {
-                    let a = &conv.address;
-                    let owner = crate::profiles::owner(b, &sp, &a.kind, &a.value)
-                        .map_err(StoreError::from)?;
-                    if let Some(p) = owner {
-                        ops.push(BatchOp::put(
-                            store::profile_index_key(&p, &conv.id),
-                            Vec::new(),
-                        ));
-                        conv.profile_id = Some(p);
-                    }
-                }
-                for m in &events {
-                    ops.push(crate::ingest::queue_op(b.next_id()?, m)?);
-                }
-                ops.push(store::put_op(&conv)?);
-                b.apply_batch(&sp, &ops)?;
-                Ok(conv)
-            })
-            .await?;
+            .persists
+            .of(&txn.tenant)
+            .submit(job, move |jobs| persist_group(&*backend, &sp, jobs))
+            .await
+            .unwrap_or_else(|lost| Err(lost.into()))?;
         txn.conv = conv;
         self.db.commit().await?;
         if queued > 0 {
