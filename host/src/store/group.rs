@@ -129,8 +129,21 @@ impl<J, R> Group<J, R> {
         };
         if lead {
             let me = self.clone();
-            // A panic in `run_group` answers the group with `LeaderLost` (see `Pending`).
-            drop(tokio::task::spawn_blocking(move || me.lead(&mut run_group)));
+            // A panic in `run_group` answers the group with `LeaderLost` (see `Pending`);
+            // the panic itself is logged here, as nobody else awaits the leader.
+            drop(tokio::task::spawn_blocking(move || {
+                let led = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    me.lead(&mut run_group)
+                }));
+                if let Err(panic) = led {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %why, "a group's leader panicked; its jobs were answered with an error");
+                }
+            }));
         }
         rx.await.unwrap_or(Err(LeaderLost))
     }
