@@ -269,3 +269,77 @@ fn store_group(
         Err(e) => lens.iter().map(|_| Err(e.shared())).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Map, Value};
+
+    fn message(id: &str, padding: usize) -> Message {
+        let mut properties = Map::new();
+        properties.insert("padding".into(), Value::String("x".repeat(padding)));
+        Message::internal(
+            "p1",
+            MessageType::Track,
+            Some("Viewed".into()),
+            properties,
+            Map::new(),
+            id.into(),
+            crate::samples::NOW_MS,
+        )
+    }
+
+    fn job(messages: Vec<Message>) -> AcceptJob {
+        AcceptJob {
+            messages,
+            now: crate::samples::NOW_MS,
+            legacy: false,
+        }
+    }
+
+    #[test]
+    fn a_request_with_an_oversized_message_fails_alone_and_the_rest_of_its_group_is_stored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let b = crate::store::SledBackend::open(&dir.path().join("sled")).expect("open sled");
+        let answers = store_jobs(
+            &b,
+            "t1",
+            vec![
+                job(vec![message("a", 10), message("b", 10)]),
+                job(vec![
+                    message("c", 10),
+                    message("huge", crate::store::MAX_VALUE_BYTES),
+                ]),
+                job(vec![message("a", 10), message("d", 10)]),
+            ],
+        );
+        assert_eq!(answers.len(), 3);
+        assert_eq!(answers[0].as_ref().ok(), Some(&vec![true, true]));
+        assert!(
+            matches!(answers[1], Err(StoreError::ValueTooLarge { .. })),
+            "the oversized request fails: {:?}",
+            answers[1]
+        );
+        assert_eq!(
+            answers[2].as_ref().ok(),
+            Some(&vec![false, true]),
+            "`a` was stored by the first request of the same group"
+        );
+        let queued = b
+            .scan_prefix(&Space::tenant("t1"), QUEUE_PREFIX, 100)
+            .expect("scan");
+        let ids: Vec<String> = queued
+            .iter()
+            .map(|(_, v)| {
+                serde_json::from_slice::<Message>(v)
+                    .expect("message")
+                    .message_id
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            ["a", "b", "d"],
+            "queued in arrival order; `c` was not stored"
+        );
+    }
+}
