@@ -194,6 +194,8 @@ impl PersistJob {
             ops.push(crate::ingest::queue_op(b.next_id()?, m)?);
         }
         ops.push(store::put_op(&conv)?);
+        // Checked here, so that one change over a size limit fails only its own turn.
+        ops.iter().try_for_each(BatchOp::check)?;
         Ok((ops, conv))
     }
 }
@@ -2079,5 +2081,81 @@ mod tests {
             survey_answer(SurveyKind::Csat, &UserInput::Text("thanks".into())),
             None
         );
+    }
+
+    fn conversation(id: &str) -> Conversation {
+        Conversation {
+            id: id.into(),
+            channel: "web-chat".into(),
+            address: store::Address {
+                kind: "anonymous_id".into(),
+                value: format!("anon-{id}"),
+            },
+            installation: None,
+            profile_id: None,
+            state: ConvState::Bot,
+            queue: None,
+            priority: 0,
+            handoff_reason: None,
+            summary: None,
+            agent: None,
+            participants: Vec::new(),
+            created_at: crate::samples::NOW_MS,
+            updated_at: crate::samples::NOW_MS,
+            last_visitor_at: None,
+            last_agent_at: None,
+            handed_off_at: None,
+            first_response_at: None,
+            resolved_at: None,
+            outcome: None,
+            sla: Default::default(),
+            page: None,
+            locale: None,
+            session: None,
+            survey: None,
+            last_error: None,
+            next_seq: 0,
+        }
+    }
+
+    #[test]
+    fn a_turn_over_a_size_limit_fails_alone_and_the_rest_of_its_group_is_written() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let b = crate::store::SledBackend::open(&dir.path().join("sled")).expect("open sled");
+        let sp = Space::tenant("t1");
+        let job = |id: &str, value_len: usize| PersistJob {
+            conv: conversation(id),
+            ops: vec![BatchOp::put(format!("x/{id}"), vec![b'v'; value_len])],
+            events: Vec::new(),
+        };
+        let answers = persist_group(
+            &b,
+            &sp,
+            vec![
+                job("cv_1", 10),
+                job("cv_2", crate::store::MAX_VALUE_BYTES + 1),
+                job("cv_3", 10),
+            ],
+        );
+        assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+        assert!(
+            matches!(answers[1], Err(StoreError::ValueTooLarge { .. })),
+            "{:?}",
+            answers[1]
+        );
+        for (id, written) in [("cv_1", true), ("cv_2", false), ("cv_3", true)] {
+            assert_eq!(
+                store::get(&b, &sp, id).expect("read").is_some(),
+                written,
+                "{id}"
+            );
+            assert_eq!(
+                b.get(&sp, format!("x/{id}").as_bytes())
+                    .expect("read")
+                    .is_some(),
+                written,
+                "{id}'s own write"
+            );
+        }
     }
 }
