@@ -690,35 +690,15 @@ impl Conversations {
                 let profile_id = crate::profiles::owner(b, &sp, &address.kind, &address.value)
                     .map_err(StoreError::from)?;
                 let id = format!("cv_{:016x}", b.next_id()?);
-                let c = Conversation {
-                    id: id.clone(),
+                let c = Conversation::new(
+                    id.clone(),
                     channel,
                     address,
                     installation,
-                    profile_id: profile_id.clone(),
-                    state: ConvState::Bot,
-                    queue: None,
-                    priority: 0,
-                    handoff_reason: None,
-                    summary: None,
-                    agent: None,
-                    participants: Vec::new(),
-                    created_at: now,
-                    updated_at: now,
-                    last_visitor_at: None,
-                    last_agent_at: None,
-                    handed_off_at: None,
-                    first_response_at: None,
-                    resolved_at: None,
-                    outcome: None,
-                    sla: Default::default(),
-                    page: None,
+                    profile_id.clone(),
                     locale,
-                    session: None,
-                    survey: None,
-                    last_error: None,
-                    next_seq: 0,
-                };
+                    now,
+                );
                 let mut ops = vec![store::put_op(&c)?, BatchOp::put(xkey, id.clone())];
                 if let Some(p) = &profile_id {
                     ops.push(BatchOp::put(store::profile_index_key(p, &id), Vec::new()));
@@ -2084,38 +2064,18 @@ mod tests {
     }
 
     fn conversation(id: &str) -> Conversation {
-        Conversation {
-            id: id.into(),
-            channel: "web-chat".into(),
-            address: store::Address {
+        Conversation::new(
+            id.into(),
+            "web-chat".into(),
+            store::Address {
                 kind: "anonymous_id".into(),
                 value: format!("anon-{id}"),
             },
-            installation: None,
-            profile_id: None,
-            state: ConvState::Bot,
-            queue: None,
-            priority: 0,
-            handoff_reason: None,
-            summary: None,
-            agent: None,
-            participants: Vec::new(),
-            created_at: crate::samples::NOW_MS,
-            updated_at: crate::samples::NOW_MS,
-            last_visitor_at: None,
-            last_agent_at: None,
-            handed_off_at: None,
-            first_response_at: None,
-            resolved_at: None,
-            outcome: None,
-            sla: Default::default(),
-            page: None,
-            locale: None,
-            session: None,
-            survey: None,
-            last_error: None,
-            next_seq: 0,
-        }
+            None,
+            None,
+            None,
+            crate::samples::NOW_MS,
+        )
     }
 
     #[test]

@@ -267,6 +267,49 @@ pub struct Conversation {
     pub next_seq: u64,
 }
 
+impl Conversation {
+    /// A new conversation with the bot, opened at `now`: nothing said, no session.
+    pub fn new(
+        id: String,
+        channel: String,
+        address: Address,
+        installation: Option<String>,
+        profile_id: Option<String>,
+        locale: Option<String>,
+        now: i64,
+    ) -> Conversation {
+        Conversation {
+            id,
+            channel,
+            address,
+            installation,
+            profile_id,
+            state: ConvState::Bot,
+            queue: None,
+            priority: 0,
+            handoff_reason: None,
+            summary: None,
+            agent: None,
+            participants: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            last_visitor_at: None,
+            last_agent_at: None,
+            handed_off_at: None,
+            first_response_at: None,
+            resolved_at: None,
+            outcome: None,
+            sla: Default::default(),
+            page: None,
+            locale,
+            session: None,
+            survey: None,
+            last_error: None,
+            next_seq: 0,
+        }
+    }
+}
+
 /// One message of a conversation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChatMessage {
