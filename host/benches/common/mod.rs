@@ -12,6 +12,12 @@ use weft::kind::PluginKind;
 use weft::runtime::host::Services;
 use weft::runtime::{KindPre, Runtime};
 
+/// The allocator `weft serve` runs with (`host/src/main.rs`), so that the benchmarks time
+/// the production path's allocations, not glibc's (a fresh-instance invocation measured
+/// 12.4 against 13.0 µs with glibc in one quiet sitting: BENCHMARKS.md, session 17).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Where the built plugins are: `$WEFT_PLUGINS_DIR`, else `<repo>/target/plugins`.
 pub fn plugins_dir() -> PathBuf {
     match std::env::var_os("WEFT_PLUGINS_DIR") {
