@@ -6,7 +6,8 @@
 #   4. http     - wrk against `weft serve` on loopback        (scripts/wrk-invoke.lua)
 #   5. ingest   - Segment ingestion with abandoned-cart installed: accepted and processed
 #                 events/s, p99 at a fixed 10,000 events/s, profile lookups (wrk, then open
-#                 loop at 1,000 and 2,000/s, during the journey backlog and again once the server is idle)
+#                 loop at 1,000 and 2,000/s, right after the ingest steps and again once
+#                 the server is idle)
 #                 (scripts/wrk-ingest.lua, examples/loadgen.rs ingest, scripts/wrk-profile.lua)
 #   6. sends    - the send pipeline at 500 and 5,000 messages/s to a fake Twilio, and at
 #                 2,000/s to one answering in 100 ms, each followed by its signed status
@@ -233,10 +234,10 @@ for s in "${sections[@]}"; do
                 --seconds "$seconds" | tee "$results/profile-lookup-$rate.txt"
             fmt_row "loadgen open loop at $rate lookups/s (360 view)" "$(grep '^RESULT' "$results/profile-lookup-$rate.txt")" rps
         done
-        # The rows above run while the journey runner still works through the entries of
-        # the ingest steps (the event backlog is drained, the journey steps are not): the
-        # same lookups again once the server is idle (under 10% of a core for 2 s; at
-        # most 3 minutes of waiting).
+        # The rows above may run while the journey runner still works through the entries
+        # of the ingest steps (the event backlog is drained, not the journey steps): the
+        # same lookups again once the server is idle (under 20 clock ticks of 1/100 s, 10%
+        # of a core, in 2 s; at most 3 minutes of waiting).
         t_idle=$SECONDS
         while [ $((SECONDS - t_idle)) -lt 180 ]; do
             c0=$(awk '{print $14 + $15}' "/proc/$server/stat")
