@@ -29,8 +29,16 @@ async fn abandoned_cart_reminds_gold_customer_with_code() {
         .as_str()
         .unwrap();
     assert!(text.contains("GOLD10"), "{text}");
-    let (s, _) = h.request(Method::GET, "/healthz", None, "").await;
+    let (s, v) = h.request(Method::GET, "/healthz", None, "").await;
     assert_eq!(s, StatusCode::OK);
+    // The install and the invocations above committed: their rounds are counted (whether
+    // one was slow depends on the disk; the store's unit tests cover that).
+    assert!(v["storage"]["rounds"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["storage"]["slow_rounds"].as_u64().is_some(), "{v}");
+    assert!(
+        v["storage"]["slowest_round_ms"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
 }
 
 /// The quick start's main job: `weft demo` installs the examples, runs a journey step,

@@ -3,7 +3,7 @@
 //!
 //! | Route | Auth | What |
 //! |---|---|---|
-//! | `GET /healthz` | none | liveness and runtime facts |
+//! | `GET /healthz` | none | liveness and runtime facts, storage commit stats |
 //! | `POST /v1/tenants` | admin token | create a tenant; answers its keys |
 //! | `GET /v1/plugins` | secret key | list plugins |
 //! | `GET /v1/plugins/{name}` | secret key | a plugin and its versions |
@@ -248,6 +248,8 @@ async fn health(
         "status": "ok",
         "allocator": s.registry.runtime().allocator(),
         "version": env!("CARGO_PKG_VERSION"),
+        // Disk stalls show here (and in the log) before they show as slow requests.
+        "storage": s.db.backend().commit_stats(),
     }))
 }
 

@@ -35,7 +35,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -61,8 +61,28 @@ struct Shared {
     started: AtomicU64,
     /// Rounds completed (successfully or not); one fsync of the data file each.
     completed: AtomicU64,
+    /// Rounds that took [`SLOW_ROUND`] or longer.
+    slow_rounds: AtomicU64,
+    /// The longest round so far, in microseconds.
+    slowest_round_us: AtomicU64,
     /// Test hook: extra sleep inside each round, in microseconds.
     test_delay_us: AtomicU64,
+}
+
+/// A round (flush + fsync) this long or longer is a disk stall, logged and counted: every
+/// write acknowledged in the round waited for it, while an fsync on a healthy SSD takes
+/// well under a millisecond (0.1-0.3 ms on the benchmark machine).
+pub const SLOW_ROUND: Duration = Duration::from_millis(100);
+
+/// What the committer has done since the store was opened (`GET /healthz`, `storage`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CommitStats {
+    /// Rounds run: one flush and one fsync each.
+    pub rounds: u64,
+    /// Rounds that took [`SLOW_ROUND`] or longer.
+    pub slow_rounds: u64,
+    /// The longest round, in milliseconds.
+    pub slowest_round_ms: f64,
 }
 
 /// Where a waiter wants its result delivered.
@@ -168,6 +188,15 @@ impl GroupCommit {
         self.shared.completed.load(SeqCst)
     }
 
+    /// Rounds run, slow rounds, and the longest round.
+    pub(crate) fn stats(&self) -> CommitStats {
+        CommitStats {
+            rounds: self.shared.completed.load(SeqCst),
+            slow_rounds: self.shared.slow_rounds.load(SeqCst),
+            slowest_round_ms: self.shared.slowest_round_us.load(SeqCst) as f64 / 1000.0,
+        }
+    }
+
     /// Rounds that have begun.
     #[cfg(test)]
     pub(crate) fn rounds_started(&self) -> u64 {
@@ -219,11 +248,25 @@ fn run_committer(rx: mpsc::Receiver<Waiter>, mut syncer: impl Syncer, shared: &S
         // covers all of them; the flush below starts after all their calls.
         let covering = shared.write_seq.load(SeqCst);
         shared.started.fetch_add(1, SeqCst);
+        let began = Instant::now();
         let delay = shared.test_delay_us.load(SeqCst);
         if delay > 0 {
             thread::sleep(Duration::from_micros(delay));
         }
         let result = syncer.sync();
+        let took = began.elapsed();
+        shared
+            .slowest_round_us
+            .fetch_max(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), SeqCst);
+        if took >= SLOW_ROUND {
+            shared.slow_rounds.fetch_add(1, SeqCst);
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                waiters = batch.len(),
+                "slow storage commit: the flush and fsync took {} ms, and every write acknowledged in this round waited for it (is the disk stalling?)",
+                took.as_millis()
+            );
+        }
         shared.completed.fetch_add(1, SeqCst);
         tracing::trace!(
             waiters = batch.len(),

@@ -58,7 +58,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use blob::{sha256_hex, BlobStore};
-pub use durability::{write_file_durably, CommitFuture};
+pub use durability::{write_file_durably, CommitFuture, CommitStats, SLOW_ROUND};
 pub use sled_backend::SledBackend;
 pub use staged::Staged;
 
@@ -415,6 +415,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Registers `observer` for every later write, from any path.
     fn observe(&self, observer: Arc<dyn WriteObserver>);
+
+    /// What the group committer has done, for a backend that has one.
+    fn commit_stats(&self) -> Option<CommitStats> {
+        None
+    }
 
     /// [`commit_blocking`](Self::commit_blocking) as a future. The covered
     /// writes are those that returned before this *call* (not the first

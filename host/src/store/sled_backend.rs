@@ -510,6 +510,10 @@ impl Backend for SledBackend {
         self.commit.commit_future()
     }
 
+    fn commit_stats(&self) -> Option<super::CommitStats> {
+        Some(self.commit.stats())
+    }
+
     fn observe(&self, observer: Arc<dyn WriteObserver>) {
         self.observers
             .write()

@@ -593,6 +593,26 @@ fn running_out_of_descriptors_fails_that_commit_only() {
 }
 
 #[test]
+fn a_commit_round_of_slow_round_or_longer_is_counted_and_a_quick_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = SledBackend::open(dir.path()).unwrap();
+    let sp = Space::tenant("t");
+    b.put(&sp, b"k", b"1").unwrap();
+    b.commit_blocking().unwrap();
+    let quick = b.commit_stats().unwrap();
+    assert_eq!((quick.rounds, quick.slow_rounds), (1, 0));
+    assert!(quick.slowest_round_ms < SLOW_ROUND.as_secs_f64() * 1000.0);
+    // A disk that stalls for longer than SLOW_ROUND.
+    b.group_commit()
+        .set_test_delay(SLOW_ROUND + Duration::from_millis(20));
+    b.put(&sp, b"k", b"2").unwrap();
+    b.commit_blocking().unwrap();
+    let slow = b.commit_stats().unwrap();
+    assert_eq!((slow.rounds, slow.slow_rounds), (2, 1));
+    assert!(slow.slowest_round_ms >= 120.0, "{slow:?}");
+}
+
+#[test]
 fn blob_put_is_content_addressed_and_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let blobs = BlobStore::open(&dir.path().join("blobs")).unwrap();
