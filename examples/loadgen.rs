@@ -33,8 +33,9 @@
 //! schedule, round-robin over the conversations, and waits up to 10 s for the replies. The
 //! bot turn latency is from a message's actual send to the first bot `message` frame after
 //! its `ack`; `achieved_per_s` is bot replies per second from the first scheduled send to
-//! the last reply (below `--rate` when the server falls behind). It prints a summary and a
-//! `RESULT chat ...` line.
+//! the last reply (below `--rate` when the server falls behind); `slow_commits` counts the
+//! server's storage commit rounds of 100 ms or more during the run (disk stalls every
+//! reply waits for; from `GET /healthz`). It prints a summary and a `RESULT chat ...` line.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -955,6 +956,17 @@ fn cpu_s(pid: u32) -> Option<f64> {
 }
 
 /// Opens one visitor socket: connect, `hello`, wait for `ready`.
+/// The server's storage commit counters (`GET /healthz`, `storage`), if it reports them.
+async fn commit_stats(url: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value = reqwest::get(format!("{url}/healthz"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(v["storage"].clone()).filter(|s| s.is_object())
+}
+
 async fn chat_open(ws_url: &str, write_key: &str, i: usize) -> anyhow::Result<ChatSocket> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as Ws;
@@ -1190,6 +1202,7 @@ async fn chat(args: &[String]) -> anyhow::Result<()> {
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now() + Duration::from_millis(100);
     let cpu_before_load = server_pid.and_then(cpu_s);
+    let commits_before = commit_stats(&url).await;
     for seq in 0..total {
         let due = start + interval.mul_f64(seq as f64);
         tokio::time::sleep_until(due.into()).await;
@@ -1317,8 +1330,25 @@ async fn chat(args: &[String]) -> anyhow::Result<()> {
     );
     println!("  error frames {} {:?}", all.errors, all.error_codes);
     println!("  sockets closed before the end {closed} {close_reasons:?}");
+    // Disk stalls during the run: every reply waits for its turn's commit round.
+    let commits = match (commits_before, commit_stats(&url).await) {
+        (Some(b), Some(a)) => {
+            let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+            println!(
+                "  storage commit rounds during the run {}, of 100 ms or more {}; the slowest since the server started {} ms",
+                n(&a, "rounds") - n(&b, "rounds"),
+                n(&a, "slow_rounds") - n(&b, "slow_rounds"),
+                a["slowest_round_ms"]
+            );
+            format!(
+                " slow_commits={}",
+                n(&a, "slow_rounds") - n(&b, "slow_rounds")
+            )
+        }
+        _ => String::new(),
+    };
     println!(
-        "RESULT chat conversations={opened} open_s={open_s:.2} rate={rate:.0} sent={} replied={replied} errors={} closed={closed} achieved_per_s={achieved:.0} p50_ms={} p90_ms={} p99_ms={} max_ms={} rss_before_mib={} rss_after_mib={} idle_kib_per_conversation={per_conv}",
+        "RESULT chat conversations={opened} open_s={open_s:.2} rate={rate:.0} sent={} replied={replied} errors={} closed={closed} achieved_per_s={achieved:.0} p50_ms={} p90_ms={} p99_ms={} max_ms={} rss_before_mib={} rss_after_mib={} idle_kib_per_conversation={per_conv}{commits}",
         all.sent,
         all.errors,
         lat(50.0),
