@@ -955,7 +955,6 @@ fn cpu_s(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// Opens one visitor socket: connect, `hello`, wait for `ready`.
 /// The server's storage commit counters (`GET /healthz`, `storage`), if it reports them.
 async fn commit_stats(url: &str) -> Option<serde_json::Value> {
     let v: serde_json::Value = reqwest::get(format!("{url}/healthz"))
@@ -967,6 +966,7 @@ async fn commit_stats(url: &str) -> Option<serde_json::Value> {
     Some(v["storage"].clone()).filter(|s| s.is_object())
 }
 
+/// Opens one visitor socket: connect, `hello`, wait for `ready`.
 async fn chat_open(ws_url: &str, write_key: &str, i: usize) -> anyhow::Result<ChatSocket> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as Ws;
