@@ -70,6 +70,25 @@ const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
 /// that is shutting down: a process exit or a background tick takes well under this.
 pub const LOCK_WAIT: Duration = Duration::from_secs(3);
 
+/// Opens the sled database in `dir`, waiting up to [`LOCK_WAIT`] for the lock of a
+/// previous owner that is still closing.
+pub(crate) fn open_sled(dir: &Path) -> Result<sled::Db, sled::Error> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => return Ok(db),
+            // sled reports a held lock as an `Other` error naming it (config.rs).
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl SledBackend {
     /// Open (or create) the sled database in `dir` and start its committer.
     ///
@@ -79,20 +98,7 @@ impl SledBackend {
     /// host whose background tasks finish their current tick).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         create_dir_all_durably(dir)?;
-        let deadline = Instant::now() + LOCK_WAIT;
-        let db = loop {
-            match sled::Config::new().path(dir).open() {
-                Ok(db) => break db,
-                // sled reports a held lock as an `Other` error naming it (config.rs).
-                Err(sled::Error::Io(e))
-                    if e.to_string().starts_with("could not acquire lock")
-                        && Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => return Err(sled_err(e)),
-            }
-        };
+        let db = open_sled(dir).map_err(sled_err)?;
 
         // sled writes `conf` and creates `db` and `blobs/` without fsyncing
         // them or the directory.
