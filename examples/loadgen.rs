@@ -1333,17 +1333,14 @@ async fn chat(args: &[String]) -> anyhow::Result<()> {
     // Disk stalls during the run: every reply waits for its turn's commit round.
     let commits = match (commits_before, commit_stats(&url).await) {
         (Some(b), Some(a)) => {
-            let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+            let delta = |k: &str| a[k].as_u64().unwrap_or(0) - b[k].as_u64().unwrap_or(0);
+            let slow = delta("slow_rounds");
             println!(
-                "  storage commit rounds during the run {}, of 100 ms or more {}; the slowest since the server started {} ms",
-                n(&a, "rounds") - n(&b, "rounds"),
-                n(&a, "slow_rounds") - n(&b, "slow_rounds"),
+                "  storage commit rounds during the run {}, of 100 ms or more {slow}; the slowest since the server started {} ms",
+                delta("rounds"),
                 a["slowest_round_ms"]
             );
-            format!(
-                " slow_commits={}",
-                n(&a, "slow_rounds") - n(&b, "slow_rounds")
-            )
+            format!(" slow_commits={slow}")
         }
         _ => String::new(),
     };

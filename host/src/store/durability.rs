@@ -191,7 +191,7 @@ impl GroupCommit {
     /// Rounds run, slow rounds, and the longest round.
     pub(crate) fn stats(&self) -> CommitStats {
         CommitStats {
-            rounds: self.shared.completed.load(SeqCst),
+            rounds: self.rounds(),
             slow_rounds: self.shared.slow_rounds.load(SeqCst),
             slowest_round_ms: self.shared.slowest_round_us.load(SeqCst) as f64 / 1000.0,
         }
