@@ -330,7 +330,10 @@ impl InvokeError {
 pub struct Report {
     /// Wall time of instantiate + call, in microseconds.
     pub duration_us: u64,
-    /// Instructions (fuel units) used.
+    /// Instructions (fuel units) used. A lower bound for a call stopped at its deadline:
+    /// compiled code keeps a running loop's count in a register and stores it only at
+    /// calls and returns, which an epoch interrupt does not reach (a guest spinning for
+    /// 100 ms reports a few thousand).
     pub instructions: u64,
     /// Peak linear memory, in bytes.
     pub peak_memory_bytes: usize,
