@@ -296,7 +296,10 @@ pub fn main() -> anyhow::Result<()> {
             Command::Plugin(PluginCommand::New { kind, name, dir, sdk_path }) => {
                 let sdk = sdk_path.unwrap_or_else(|| repo_root().join("guest-sdk"));
                 let path = crate::scaffold::new_plugin(kind, &name, &dir, &sdk)?;
-                println!("created {} ({kind}); build it with:\n  cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml", path.display(), path.display());
+                println!("created {} ({kind}); build it and run it on its sample calls:\n  cd {}\n  cargo build --release --target wasm32-wasip2", path.display(), path.display());
+                for cmd in crate::scaffold::run_commands(kind, &name) {
+                    println!("  {cmd}");
+                }
                 Ok(0)
             }
             Command::Plugin(PluginCommand::Run { file, kind, input, json, config, allow_private_networks }) => {

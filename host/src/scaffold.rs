@@ -1,5 +1,6 @@
 //! `weft plugin new <kind> <name>`: writes a plugin crate from the templates in
-//! `host/templates/plugin/`, ready to build for `wasm32-wasip2`.
+//! `host/templates/plugin/`, ready to build for `wasm32-wasip2`, with sample calls in
+//! `fixtures/` that `weft plugin run` runs against it before anything is uploaded.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,47 @@ const JOURNEY: &str = include_str!("../templates/plugin/lib.rs.journey-rule.tmpl
 const PERSONALIZE: &str = include_str!("../templates/plugin/lib.rs.personalization.tmpl");
 const ADAPTER: &str = include_str!("../templates/plugin/lib.rs.channel-adapter.tmpl");
 const FLOW: &str = include_str!("../templates/plugin/lib.rs.chatbot-flow.tmpl");
+
+/// The sample calls written to `fixtures/` for `kind`: file name and template. Each one
+/// exercises a branch of the kind's `lib.rs` template and succeeds against it as written.
+pub fn fixtures(kind: PluginKind) -> &'static [(&'static str, &'static str)] {
+    macro_rules! fixture {
+        ($file:literal) => {
+            include_str!(concat!("../templates/plugin/fixtures/", $file))
+        };
+    }
+    match kind {
+        PluginKind::JourneyRule => &[
+            ("entered.json", fixture!("journey-rule.entered.json")),
+            ("follow-up.json", fixture!("journey-rule.follow-up.json")),
+        ],
+        PluginKind::Personalization => &[("decide.json", fixture!("personalization.decide.json"))],
+        PluginKind::ChannelAdapter => &[
+            (
+                "capabilities.json",
+                fixture!("channel-adapter.capabilities.json"),
+            ),
+            ("webhook.json", fixture!("channel-adapter.webhook.json")),
+        ],
+        PluginKind::ChatbotFlow => &[
+            ("start.json", fixture!("chatbot-flow.start.json")),
+            ("agent.json", fixture!("chatbot-flow.agent.json")),
+        ],
+    }
+}
+
+/// The `weft plugin run` command for each of `kind`'s fixtures, from the plugin's
+/// directory, on its release build.
+pub fn run_commands(kind: PluginKind, name: &str) -> Vec<String> {
+    let wasm = format!(
+        "target/wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    );
+    fixtures(kind)
+        .iter()
+        .map(|(file, _)| format!("weft plugin run --kind {kind} --input fixtures/{file} {wasm}"))
+        .collect()
+}
 
 /// Why scaffolding failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,14 +76,15 @@ pub enum ScaffoldError {
     },
 }
 
-fn render(t: &str, name: &str, crate_name: &str, sdk: &str) -> String {
+fn render(t: &str, name: &str, crate_name: &str, sdk: &str, run: &str) -> String {
     t.replace("{{name}}", name)
         .replace("{{crate_name}}", crate_name)
         .replace("{{sdk_path}}", sdk)
+        .replace("{{run}}", run)
 }
 
 /// Creates `<dir>/<name>/` with `Cargo.toml`, `README.md`, `.cargo/config.toml` (link
-/// settings) and `src/lib.rs` for `kind`.
+/// settings), `src/lib.rs` for `kind`, and its [`fixtures`].
 pub fn new_plugin(
     kind: PluginKind,
     name: &str,
@@ -75,14 +118,61 @@ pub fn new_plugin(
     };
     std::fs::create_dir_all(root.join("src")).map_err(io(&root))?;
     std::fs::create_dir_all(root.join(".cargo")).map_err(io(&root))?;
-    for (rel, t) in [
+    std::fs::create_dir_all(root.join("fixtures")).map_err(io(&root))?;
+    let run = run_commands(kind, name).join("\n");
+    let files = [
         ("Cargo.toml", CARGO),
         ("README.md", README),
         (".cargo/config.toml", CARGO_CONFIG),
         ("src/lib.rs", lib),
-    ] {
+    ];
+    let samples = fixtures(kind)
+        .iter()
+        .map(|(file, t)| (format!("fixtures/{file}"), *t));
+    for (rel, t) in files
+        .map(|(rel, t)| (rel.to_string(), t))
+        .into_iter()
+        .chain(samples)
+    {
         let p = root.join(rel);
-        std::fs::write(&p, render(t, name, &crate_name, &sdk)).map_err(io(&p))?;
+        std::fs::write(&p, render(t, name, &crate_name, &sdk, &run)).map_err(io(&p))?;
     }
     Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::Fixture;
+
+    #[test]
+    fn every_kinds_fixtures_are_calls_of_that_kind() {
+        for kind in PluginKind::ALL {
+            assert!(!fixtures(kind).is_empty(), "{kind} has no sample call");
+            for (file, t) in fixtures(kind) {
+                let text = render(t, "my-plugin", "my_plugin", "/sdk", "");
+                let f: Fixture = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{kind} fixture {file}: {e}"));
+                assert_eq!(f.call.kind(), kind, "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_a_run_command_for_each_fixture() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = new_plugin(PluginKind::JourneyRule, "my-rule", dir.path(), dir.path()).unwrap();
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        for (file, _) in fixtures(PluginKind::JourneyRule) {
+            assert!(root.join("fixtures").join(file).is_file(), "{file} written");
+            assert!(
+                readme.contains(&format!(
+                    "weft plugin run --kind journey-rule --input fixtures/{file} \
+                     target/wasm32-wasip2/release/my_rule.wasm"
+                )),
+                "README runs {file}:\n{readme}"
+            );
+        }
+        assert!(!readme.contains("{{"), "every placeholder rendered");
+    }
 }

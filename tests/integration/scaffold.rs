@@ -1,6 +1,6 @@
 //! `weft plugin new`: every kind's scaffold builds as it is for `wasm32-wasip2`, with the
-//! recommended link settings, and the component passes upload validation and runs on its
-//! kind's sample fixture.
+//! recommended link settings, and the component passes upload validation and answers each
+//! of the sample calls the scaffold writes to its `fixtures/` as its template code says.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,15 +15,20 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A fixture of each kind's call, from the example plugins.
-fn fixture_for(kind: PluginKind) -> PathBuf {
-    let rel = match kind {
-        PluginKind::JourneyRule => "plugins/abandoned-cart/fixtures/entered.json",
-        PluginKind::Personalization => "plugins/tier-personalize/fixtures/decide.json",
-        PluginKind::ChannelAdapter => "plugins/zalo-oa/fixtures/capabilities.json",
-        PluginKind::ChatbotFlow => "plugins/faq-bot/fixtures/hours.json",
-    };
-    repo_root().join(rel)
+/// What the output of the scaffold's sample call `file` must contain: the branch of the
+/// kind's template it exercises.
+fn expected(kind: PluginKind, file: &str) -> &'static str {
+    match (kind, file) {
+        (PluginKind::JourneyRule, "entered.json") => r#"{"Goto":"follow-up"}"#,
+        (PluginKind::JourneyRule, "follow-up.json") => r#"{"Exit":"done"}"#,
+        (PluginKind::Personalization, "decide.json") => r#""items":[{"id":"offer-gold""#,
+        (PluginKind::ChannelAdapter, "capabilities.json") => r#""channel":"Webhook""#,
+        // The signature in the fixture verified: a bad one is an error, not a 200.
+        (PluginKind::ChannelAdapter, "webhook.json") => r#""status":200"#,
+        (PluginKind::ChatbotFlow, "start.json") => r#""kind":"Choice""#,
+        (PluginKind::ChatbotFlow, "agent.json") => r#""queue":"support""#,
+        other => panic!("no expectation for the sample call {other:?}"),
+    }
 }
 
 /// The initial size, in 64 KiB pages, of the memory the component's core module defines.
@@ -93,21 +98,28 @@ async fn scaffolded_plugins_of_every_kind_build_and_run() {
             "{kind}: the scaffold's link settings were not applied"
         );
 
-        let outcome = weft::runner::run(
-            &wasm,
-            kind,
-            &fixture_for(kind),
-            RuntimeConfig {
-                pool_instances: 4,
-                ..RuntimeConfig::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{kind} scaffold refused: {e}"));
-        assert!(
-            outcome.error.is_none(),
-            "{kind} scaffold failed on its sample: {:?}",
-            outcome.error
-        );
+        for (file, _) in weft::scaffold::fixtures(kind) {
+            let outcome = weft::runner::run(
+                &wasm,
+                kind,
+                &dir.join("fixtures").join(file),
+                RuntimeConfig {
+                    pool_instances: 4,
+                    ..RuntimeConfig::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{kind} scaffold refused {file}: {e}"));
+            assert!(
+                outcome.error.is_none(),
+                "{kind} scaffold failed on its sample {file}: {:?}",
+                outcome.error
+            );
+            let output = serde_json::to_string(&outcome.output).unwrap();
+            assert!(
+                output.contains(expected(kind, file)),
+                "{kind} {file}: {output}"
+            );
+        }
     }
 }
