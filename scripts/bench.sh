@@ -67,6 +67,21 @@ echo "memory:  $(free -h | awk '/^Mem:/ {print $2}')"
 echo "load:    $(uptime | sed 's/.*load average: //') (1, 5, 15 min)"
 echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
+# The same CPU-bound work timed at the start and at the end: a fresh-instance invocation of
+# abandoned-cart in a loop (examples/invoke_loop.rs). On this 2-core VM a quiet sitting gives
+# about 12.5 us; busy neighbours have shown 16-19 us with the same binary, and then every
+# other figure of the run is slower too, tails most of all.
+cargo build --release -p weft --example invoke_loop
+machine_check() {
+    local runs=()
+    for _ in 1 2 3; do
+        runs+=("$(target/release/examples/invoke_loop 20000 | sed -n 's/.*mean_us=//p') us")
+    done
+    echo "machine check ($1): fresh-instance invocation in a loop, 3 runs: ${runs[*]} (quiet: about 12.5 us)"
+}
+check_start="$(machine_check start)"
+echo "$check_start"
+
 # Median (ns) of criterion benchmark "group/function", from its estimates.json (criterion
 # stores function ids with `/` replaced by `_`).
 median_ns() {
@@ -544,6 +559,9 @@ for s in "${sections[@]}"; do
     esac
 done
 
+check_end="$(machine_check end)"
 echo
 echo "== summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), load $(uptime | sed 's/.*load average: //'))"
+echo "$check_start"
+echo "$check_end"
 printf '%s\n' "${summary[@]}"
