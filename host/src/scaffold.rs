@@ -42,17 +42,31 @@ pub fn fixtures(kind: PluginKind) -> &'static [(&'static str, &'static str)] {
     }
 }
 
+/// The release build of plugin `name`, relative to its directory.
+fn release_wasm(name: &str) -> String {
+    format!(
+        "target/wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    )
+}
+
 /// The `weft plugin run` command for each of `kind`'s fixtures, from the plugin's
 /// directory, on its release build.
 pub fn run_commands(kind: PluginKind, name: &str) -> Vec<String> {
-    let wasm = format!(
-        "target/wasm32-wasip2/release/{}.wasm",
-        name.replace('-', "_")
-    );
+    let wasm = release_wasm(name);
     fixtures(kind)
         .iter()
         .map(|(file, _)| format!("weft plugin run --kind {kind} --input fixtures/{file} {wasm}"))
         .collect()
+}
+
+/// The `weft plugin upload` command that installs and activates the release build as
+/// version 0.1.0, with the tenant's secret key from `WEFT_KEY`.
+fn upload_command(kind: PluginKind, name: &str) -> String {
+    format!(
+        "WEFT_KEY=<tenant secret key> weft plugin upload {} --name {name} --version 0.1.0 --kind {kind} --activate --url http://127.0.0.1:8080",
+        release_wasm(name)
+    )
 }
 
 /// Why scaffolding failed.
@@ -76,11 +90,21 @@ pub enum ScaffoldError {
     },
 }
 
-fn render(t: &str, name: &str, crate_name: &str, sdk: &str, run: &str) -> String {
-    t.replace("{{name}}", name)
-        .replace("{{crate_name}}", crate_name)
-        .replace("{{sdk_path}}", sdk)
-        .replace("{{run}}", run)
+/// What the templates' placeholders stand for.
+struct Vars<'a> {
+    name: &'a str,
+    crate_name: &'a str,
+    sdk: &'a str,
+    run: &'a str,
+    upload: &'a str,
+}
+
+fn render(t: &str, v: &Vars<'_>) -> String {
+    t.replace("{{name}}", v.name)
+        .replace("{{crate_name}}", v.crate_name)
+        .replace("{{sdk_path}}", v.sdk)
+        .replace("{{run}}", v.run)
+        .replace("{{upload}}", v.upload)
 }
 
 /// Creates `<dir>/<name>/` with `Cargo.toml`, `README.md`, `.cargo/config.toml` (link
@@ -120,6 +144,14 @@ pub fn new_plugin(
     std::fs::create_dir_all(root.join(".cargo")).map_err(io(&root))?;
     std::fs::create_dir_all(root.join("fixtures")).map_err(io(&root))?;
     let run = run_commands(kind, name).join("\n");
+    let upload = upload_command(kind, name);
+    let vars = Vars {
+        name,
+        crate_name: &crate_name,
+        sdk: &sdk,
+        run: &run,
+        upload: &upload,
+    };
     let files = [
         ("Cargo.toml", CARGO),
         ("README.md", README),
@@ -135,7 +167,7 @@ pub fn new_plugin(
         .chain(samples)
     {
         let p = root.join(rel);
-        std::fs::write(&p, render(t, name, &crate_name, &sdk, &run)).map_err(io(&p))?;
+        std::fs::write(&p, render(t, &vars)).map_err(io(&p))?;
     }
     Ok(root)
 }
@@ -150,7 +182,14 @@ mod tests {
         for kind in PluginKind::ALL {
             assert!(!fixtures(kind).is_empty(), "{kind} has no sample call");
             for (file, t) in fixtures(kind) {
-                let text = render(t, "my-plugin", "my_plugin", "/sdk", "");
+                let vars = Vars {
+                    name: "my-plugin",
+                    crate_name: "my_plugin",
+                    sdk: "/sdk",
+                    run: "",
+                    upload: "",
+                };
+                let text = render(t, &vars);
                 let f: Fixture = serde_json::from_str(&text)
                     .unwrap_or_else(|e| panic!("{kind} fixture {file}: {e}"));
                 assert_eq!(f.call.kind(), kind, "{file}");
@@ -159,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_lists_a_run_command_for_each_fixture() {
+    fn the_readme_runs_each_fixture_and_uploads_the_build() {
         let dir = tempfile::tempdir().unwrap();
         let root = new_plugin(PluginKind::JourneyRule, "my-rule", dir.path(), dir.path()).unwrap();
         let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
@@ -173,6 +212,10 @@ mod tests {
                 "README runs {file}:\n{readme}"
             );
         }
+        assert!(
+            readme.contains("weft plugin upload target/wasm32-wasip2/release/my_rule.wasm --name my-rule --version 0.1.0 --kind journey-rule --activate"),
+            "README uploads the build:\n{readme}"
+        );
         assert!(!readme.contains("{{"), "every placeholder rendered");
     }
 }
