@@ -108,7 +108,7 @@ pub enum PluginCommand {
         /// Plugin kind.
         #[arg(long)]
         kind: PluginKind,
-        /// Fixture JSON: `{"call": "...", "input": ..., "settings"?: ..., "profiles"?: [...]}`.
+        /// Fixture JSON: `{"call": "...", "input": ..., "settings"?: ..., "profiles"?: [...], "expect"?: ...}` (exit 9 when the output differs from `expect`).
         #[arg(long)]
         input: PathBuf,
         /// Print the outcome as JSON.
@@ -260,12 +260,19 @@ pub async fn plugin_run(
             outcome.report.hostcalls
         );
     }
-    Ok(match &outcome.error {
-        None => 0,
-        Some(e) => {
+    if let Some(check) = &outcome.expect {
+        match &check.difference {
+            None => eprintln!("expect: met"),
+            Some(d) => eprintln!("expect: not met: {d}"),
+        }
+    }
+    Ok(match (&outcome.error, &outcome.expect) {
+        (Some(e), _) => {
             eprintln!("error: {e}");
             crate::runner::exit_code(e)
         }
+        (None, Some(check)) if !check.met => crate::runner::EXPECT_NOT_MET,
+        (None, _) => 0,
     })
 }
 

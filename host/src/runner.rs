@@ -26,6 +26,67 @@ pub struct Fixture {
     /// Profiles to create before the call.
     #[serde(default)]
     pub profiles: Vec<FixtureProfile>,
+    /// A part of what the run prints (`{"call": ..., "output": ...}`) that the output must
+    /// match: an object the keys it names, a list each item in order (as many as given),
+    /// anything else exactly. `weft plugin run` exits 9 when the output differs.
+    #[serde(default)]
+    pub expect: Option<serde_json::Value>,
+}
+
+/// How the output compared with the fixture's `expect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectCheck {
+    /// Whether the output matched.
+    pub met: bool,
+    /// The first difference, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub difference: Option<String>,
+}
+
+impl ExpectCheck {
+    /// Compares `output` (what the run printed; `None` when the plugin failed) with
+    /// `expect`.
+    pub fn compare(expect: &serde_json::Value, output: Option<&serde_json::Value>) -> Self {
+        let difference = match output {
+            Some(actual) => first_difference(expect, actual, "output"),
+            None => Some("the plugin failed, so there is no output to compare".into()),
+        };
+        ExpectCheck {
+            met: difference.is_none(),
+            difference,
+        }
+    }
+}
+
+/// The first place where `actual` does not match `expected` (see [`Fixture::expect`]),
+/// named by its path from `at`.
+fn first_difference(
+    expected: &serde_json::Value,
+    actual: &serde_json::Value,
+    at: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match (expected, actual) {
+        (Value::Object(want), Value::Object(got)) => want.iter().find_map(|(k, w)| {
+            let here = format!("{at}.{k}");
+            match got.get(k) {
+                Some(g) => first_difference(w, g, &here),
+                None => Some(format!("`{here}` is missing; expected {w}")),
+            }
+        }),
+        (Value::Array(want), Value::Array(got)) if want.len() == got.len() => want
+            .iter()
+            .zip(got)
+            .enumerate()
+            .find_map(|(i, (w, g))| first_difference(w, g, &format!("{at}[{i}]"))),
+        (Value::Array(want), Value::Array(got)) => Some(format!(
+            "`{at}` has {} items; expected {}",
+            got.len(),
+            want.len()
+        )),
+        _ if expected == actual => None,
+        _ => Some(format!("`{at}` is {actual}; expected {expected}")),
+    }
 }
 
 /// A profile to seed.
@@ -54,6 +115,9 @@ pub struct RunOutcome {
     pub compile_us: u64,
     /// Cost of the invocation.
     pub report: Report,
+    /// The output against the fixture's `expect`, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<ExpectCheck>,
 }
 
 /// Why a run could not start (as opposed to a plugin failure).
@@ -177,17 +241,29 @@ async fn run_in(
             Ok(o) => (Some(o), None),
             Err(e) => (None, Some(e)),
         };
+        let expect = match &fixture.expect {
+            Some(want) => {
+                let printed = output.as_ref().map(serde_json::to_value).transpose();
+                let printed = printed.map_err(|e| RunError::Setup(e.into()))?;
+                Some(ExpectCheck::compare(want, printed.as_ref()))
+            }
+            None => None,
+        };
         Ok(RunOutcome {
             ok: error.is_none(),
             output,
             error,
             compile_us,
             report: inv.report,
+            expect,
         })
     })
     .await
     .map_err(|e| RunError::Setup(e.into()))?
 }
+
+/// The process exit code of a run whose output differs from its fixture's `expect`.
+pub const EXPECT_NOT_MET: i32 = 9;
 
 /// The process exit code for a failed invocation: distinct per limit so scripts can tell.
 pub fn exit_code(e: &InvokeError) -> i32 {
@@ -198,5 +274,49 @@ pub fn exit_code(e: &InvokeError) -> i32 {
         InvokeError::StackOverflow | InvokeError::Panic { .. } | InvokeError::Trap { .. } => 6,
         InvokeError::OutputTooLarge { .. } | InvokeError::InputTooLarge { .. } => 7,
         InvokeError::WrongKind { .. } | InvokeError::PoolExhausted => 8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn diff(expected: serde_json::Value, actual: serde_json::Value) -> Option<String> {
+        ExpectCheck::compare(&expected, Some(&actual)).difference
+    }
+
+    #[test]
+    fn an_expectation_names_only_what_must_match() {
+        let out = json!({"call": "journey-step", "output": {"Ok": [{"Goto": "b"}, {"Exit": "x"}]}});
+        assert_eq!(diff(json!({}), out.clone()), None);
+        assert_eq!(
+            diff(json!({"output": {"Ok": [{"Goto": "b"}, {}]}}), out.clone()),
+            None
+        );
+        assert_eq!(diff(out.clone(), out), None);
+    }
+
+    #[test]
+    fn a_missed_expectation_names_the_first_difference_by_its_path() {
+        let out = json!({"call": "journey-step", "output": {"Ok": [{"Goto": "b"}]}});
+        assert_eq!(
+            diff(json!({"output": {"Ok": [{"Goto": "c"}]}}), out.clone()).unwrap(),
+            "`output.output.Ok[0].Goto` is \"b\"; expected \"c\""
+        );
+        assert_eq!(
+            diff(json!({"output": {"Err": {}}}), out.clone()).unwrap(),
+            "`output.output.Err` is missing; expected {}"
+        );
+        assert_eq!(
+            diff(json!({"output": {"Ok": []}}), out.clone()).unwrap(),
+            "`output.output.Ok` has 1 items; expected 0"
+        );
+        assert_eq!(
+            diff(json!({"call": 1}), out).unwrap(),
+            "`output.call` is \"journey-step\"; expected 1"
+        );
+        let failed = ExpectCheck::compare(&json!({}), None);
+        assert!(!failed.met && failed.difference.unwrap().contains("the plugin failed"));
     }
 }

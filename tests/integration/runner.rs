@@ -292,6 +292,39 @@ fn stderr(out: &ProcessOutput) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The fixture at `ENTERED` with `expect` added, written under `dir`.
+fn entered_expecting(dir: &Path, expect: Value) -> String {
+    let mut fixture: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join(ENTERED)).unwrap()).unwrap();
+    fixture["expect"] = expect;
+    let path = dir.join("entered-expect.json");
+    std::fs::write(&path, fixture.to_string()).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn weft_plugin_run_exits_9_when_the_output_differs_from_the_fixtures_expect() {
+    let dir = tempfile::tempdir().unwrap();
+    let met = entered_expecting(
+        dir.path(),
+        json!({"call": "journey-step", "output": {"Ok": [{}, {"Wait": {}}, {}]}}),
+    );
+    let out = plugin_run(plugins::ABANDONED_CART, &met, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("expect: met"), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["expect"], json!({"met": true}), "{v}");
+
+    let missed = entered_expecting(dir.path(), json!({"output": {"Ok": [{"Exit": "done"}]}}));
+    let out = plugin_run(plugins::ABANDONED_CART, &missed, &[]);
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("expect: not met: `output.output.Ok` has 3 items; expected 1"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn weft_plugin_run_exits_3_when_the_deadline_passes() {
     let out = plugin_run(plugins::TEST_SPIN_LOOP, ENTERED, &[]);
