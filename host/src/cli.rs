@@ -108,7 +108,7 @@ pub enum PluginCommand {
         /// Plugin kind.
         #[arg(long)]
         kind: PluginKind,
-        /// Fixture JSON: `{"call": "...", "input": ..., "settings"?: ..., "profiles"?: [...], "expect"?: ...}` (exit 9 when the output differs from `expect`).
+        /// Fixture JSON: `{"call": "...", "input": ..., "settings"?: ..., "profiles"?: [...], "expect"?: ...}` (exit 9 when the output differs from `expect`), or a directory: every `*.json` in it.
         #[arg(long)]
         input: PathBuf,
         /// Print the outcome as JSON.
@@ -233,6 +233,9 @@ pub async fn plugin_run(
         None => Config::default().runtime,
     };
     runtime.allow_private_networks |= allow_private_networks;
+    if input.is_dir() {
+        return run_fixture_dir(file, kind, input, json, runtime).await;
+    }
     let outcome = match crate::runner::run(file, kind, input, runtime).await {
         Ok(o) => o,
         Err(e) => {
@@ -266,14 +269,84 @@ pub async fn plugin_run(
             Some(d) => eprintln!("expect: not met: {d}"),
         }
     }
-    Ok(match (&outcome.error, &outcome.expect) {
-        (Some(e), _) => {
-            eprintln!("error: {e}");
-            crate::runner::exit_code(e)
-        }
+    if let Some(e) = &outcome.error {
+        eprintln!("error: {e}");
+    }
+    Ok(outcome_code(&outcome))
+}
+
+/// The exit code of one run: the failed limit's, else 9 for a missed `expect`, else 0.
+fn outcome_code(o: &crate::runner::RunOutcome) -> i32 {
+    match (&o.error, &o.expect) {
+        (Some(e), _) => crate::runner::exit_code(e),
         (None, Some(check)) if !check.met => crate::runner::EXPECT_NOT_MET,
         (None, _) => 0,
-    })
+    }
+}
+
+/// `weft plugin run` on a directory: every `*.json` fixture in it, in name order, a line
+/// each and a count; the exit code is the first failed fixture's (0 when all pass).
+async fn run_fixture_dir(
+    file: &Path,
+    kind: PluginKind,
+    dir: &Path,
+    json: bool,
+    runtime: crate::config::RuntimeConfig,
+) -> anyhow::Result<i32> {
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    fixtures.sort();
+    if fixtures.is_empty() {
+        eprintln!("error: {} holds no *.json fixture", dir.display());
+        return Ok(2);
+    }
+    let (mut first_code, mut failed, mut results) = (0, 0, Vec::new());
+    for path in &fixtures {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let (code, line, outcome) =
+            match crate::runner::run(file, kind, path, runtime.clone()).await {
+                Ok(o) => {
+                    let code = outcome_code(&o);
+                    let cost = format!(
+                        "{} µs, {} instructions",
+                        o.report.duration_us, o.report.instructions
+                    );
+                    let line = match (&o.error, &o.expect) {
+                        (Some(e), _) => format!("FAILED (exit {code}): {e}"),
+                        (None, Some(c)) if !c.met => format!(
+                            "FAILED (exit {code}): expect not met: {}",
+                            c.difference.as_deref().unwrap_or_default()
+                        ),
+                        (None, Some(_)) => format!("ok, expect met ({cost})"),
+                        (None, None) => format!("ok, no expect ({cost})"),
+                    };
+                    (code, line, Some(o))
+                }
+                Err(e) => (2, format!("FAILED (exit 2): {e}"), None),
+            };
+        if code != 0 {
+            failed += 1;
+            if first_code == 0 {
+                first_code = code;
+            }
+        }
+        if json {
+            results.push(serde_json::json!({"fixture": name, "exit": code, "outcome": outcome, "message": line}));
+        } else {
+            println!("{name}: {line}");
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    eprintln!(
+        "{} fixtures: {} passed, {failed} failed",
+        fixtures.len(),
+        fixtures.len() - failed
+    );
+    Ok(first_code)
 }
 
 /// The repository root this binary was built from (for the demo and the scaffolder).
@@ -303,10 +376,8 @@ pub fn main() -> anyhow::Result<()> {
             Command::Plugin(PluginCommand::New { kind, name, dir, sdk_path }) => {
                 let sdk = sdk_path.unwrap_or_else(|| repo_root().join("guest-sdk"));
                 let path = crate::scaffold::new_plugin(kind, &name, &dir, &sdk)?;
-                println!("created {} ({kind}); build it and run it on its sample calls:\n  cd {}\n  cargo build --release --target wasm32-wasip2", path.display(), path.display());
-                for cmd in crate::scaffold::run_commands(kind, &name) {
-                    println!("  {cmd}");
-                }
+                println!("created {} ({kind}); build it and run it on its sample calls (fixtures/):\n  cd {}\n  cargo build --release --target wasm32-wasip2", path.display(), path.display());
+                println!("  {}", crate::scaffold::run_all_command(kind, &name));
                 Ok(0)
             }
             Command::Plugin(PluginCommand::Run { file, kind, input, json, config, allow_private_networks }) => {

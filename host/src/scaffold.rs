@@ -60,6 +60,14 @@ pub fn run_commands(kind: PluginKind, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `weft plugin run` command for all of the plugin's fixtures at once.
+pub fn run_all_command(kind: PluginKind, name: &str) -> String {
+    format!(
+        "weft plugin run --kind {kind} --input fixtures/ {}",
+        release_wasm(name)
+    )
+}
+
 /// The `weft plugin upload` command that installs and activates the release build as
 /// version 0.1.0, with the tenant's secret key from `WEFT_KEY`.
 fn upload_command(kind: PluginKind, name: &str) -> String {
@@ -96,6 +104,7 @@ struct Vars<'a> {
     crate_name: &'a str,
     sdk: &'a str,
     run: &'a str,
+    run_all: &'a str,
     upload: &'a str,
 }
 
@@ -104,6 +113,7 @@ fn render(t: &str, v: &Vars<'_>) -> String {
         .replace("{{crate_name}}", v.crate_name)
         .replace("{{sdk_path}}", v.sdk)
         .replace("{{run}}", v.run)
+        .replace("{{run_all}}", v.run_all)
         .replace("{{upload}}", v.upload)
 }
 
@@ -144,12 +154,14 @@ pub fn new_plugin(
     std::fs::create_dir_all(root.join(".cargo")).map_err(io(&root))?;
     std::fs::create_dir_all(root.join("fixtures")).map_err(io(&root))?;
     let run = run_commands(kind, name).join("\n");
+    let run_all = run_all_command(kind, name);
     let upload = upload_command(kind, name);
     let vars = Vars {
         name,
         crate_name: &crate_name,
         sdk: &sdk,
         run: &run,
+        run_all: &run_all,
         upload: &upload,
     };
     let files = [
@@ -187,6 +199,7 @@ mod tests {
                     crate_name: "my_plugin",
                     sdk: "/sdk",
                     run: "",
+                    run_all: "",
                     upload: "",
                 };
                 let text = render(t, &vars);
@@ -212,6 +225,13 @@ mod tests {
                 "README runs {file}:\n{readme}"
             );
         }
+        assert!(
+            readme.contains(
+                "weft plugin run --kind journey-rule --input fixtures/ \
+                 target/wasm32-wasip2/release/my_rule.wasm"
+            ),
+            "README runs them all:\n{readme}"
+        );
         assert!(
             readme.contains("weft plugin upload target/wasm32-wasip2/release/my_rule.wasm --name my-rule --version 0.1.0 --kind journey-rule --activate"),
             "README uploads the build:\n{readme}"

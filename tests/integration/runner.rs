@@ -326,6 +326,50 @@ fn weft_plugin_run_exits_9_when_the_output_differs_from_the_fixtures_expect() {
 }
 
 #[test]
+fn weft_plugin_run_on_a_directory_runs_every_fixture_and_exits_with_the_first_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = dir.path().join("fixtures");
+    std::fs::create_dir(&fixtures).unwrap();
+    let met = entered_expecting(dir.path(), json!({"call": "journey-step"}));
+    std::fs::rename(met, fixtures.join("a-met.json")).unwrap();
+    let missed = entered_expecting(dir.path(), json!({"call": "journey-describe"}));
+    std::fs::rename(missed, fixtures.join("b-missed.json")).unwrap();
+    std::fs::copy(repo_root().join(ENTERED), fixtures.join("c-plain.json")).unwrap();
+    std::fs::write(fixtures.join("notes.txt"), "not a fixture").unwrap();
+
+    let out = plugin_run(plugins::ABANDONED_CART, fixtures.to_str().unwrap(), &[]);
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "one line per *.json, in name order: {stdout}"
+    );
+    assert!(
+        lines[0].starts_with("a-met.json: ok, expect met"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("b-missed.json: FAILED (exit 9): expect not met: `output.call`"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("c-plain.json: ok, no expect"),
+        "{stdout}"
+    );
+    assert!(
+        stderr(&out).contains("3 fixtures: 2 passed, 1 failed"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::remove_file(fixtures.join("b-missed.json")).unwrap();
+    let out = plugin_run(plugins::ABANDONED_CART, fixtures.to_str().unwrap(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
 fn weft_plugin_run_exits_3_when_the_deadline_passes() {
     let out = plugin_run(plugins::TEST_SPIN_LOOP, ENTERED, &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
