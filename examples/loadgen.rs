@@ -1336,8 +1336,9 @@ async fn chat(args: &[String]) -> anyhow::Result<()> {
             let delta = |k: &str| a[k].as_u64().unwrap_or(0) - b[k].as_u64().unwrap_or(0);
             let slow = delta("slow_rounds");
             println!(
-                "  storage commit rounds during the run {}, of 100 ms or more {slow}; the slowest since the server started {} ms",
+                "  storage commit rounds during the run {}, of {} ms or more {slow}; the slowest since the server started {} ms",
                 delta("rounds"),
+                weft::store::SLOW_ROUND.as_millis(),
                 a["slowest_round_ms"]
             );
             format!(" slow_commits={slow}")
