@@ -105,9 +105,9 @@ pub enum PluginCommand {
     Run {
         /// The component (`.wasm`).
         file: PathBuf,
-        /// Plugin kind.
+        /// Plugin kind (default: the kind of each fixture's call).
         #[arg(long)]
-        kind: PluginKind,
+        kind: Option<PluginKind>,
         /// Fixture JSON: `{"call": "...", "input": ..., "settings"?: ..., "profiles"?: [...], "expect"?: ...}` (exit 9 when the output differs from `expect`), or a directory: every `*.json` in it.
         #[arg(long)]
         input: PathBuf,
@@ -222,7 +222,7 @@ pub async fn announce_admin(app: &crate::app::App, configured: Option<&str>) -> 
 /// `weft plugin run`.
 pub async fn plugin_run(
     file: &Path,
-    kind: PluginKind,
+    kind: Option<PluginKind>,
     input: &Path,
     json: bool,
     config: Option<&Path>,
@@ -233,10 +233,17 @@ pub async fn plugin_run(
         None => Config::default().runtime,
     };
     runtime.allow_private_networks |= allow_private_networks;
+    let plugin = match crate::runner::LocalPlugin::compile(file, runtime).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    };
     if input.is_dir() {
-        return run_fixture_dir(file, kind, input, json, runtime).await;
+        return run_fixture_dir(&plugin, kind, input, json).await;
     }
-    let outcome = match crate::runner::run(file, kind, input, runtime).await {
+    let outcome = match plugin.run(kind, input).await {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");
@@ -285,13 +292,13 @@ fn outcome_code(o: &crate::runner::RunOutcome) -> i32 {
 }
 
 /// `weft plugin run` on a directory: every `*.json` fixture in it, in name order, a line
-/// each and a count; the exit code is the first failed fixture's (0 when all pass).
+/// each and a count, the component compiled once; the exit code is the first failed
+/// fixture's (0 when all pass).
 async fn run_fixture_dir(
-    file: &Path,
-    kind: PluginKind,
+    plugin: &crate::runner::LocalPlugin,
+    kind: Option<PluginKind>,
     dir: &Path,
     json: bool,
-    runtime: crate::config::RuntimeConfig,
 ) -> anyhow::Result<i32> {
     let mut fixtures: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -305,27 +312,26 @@ async fn run_fixture_dir(
     let (mut first_code, mut failed, mut results) = (0, 0, Vec::new());
     for path in &fixtures {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let (code, line, outcome) =
-            match crate::runner::run(file, kind, path, runtime.clone()).await {
-                Ok(o) => {
-                    let code = outcome_code(&o);
-                    let cost = format!(
-                        "{} µs, {} instructions",
-                        o.report.duration_us, o.report.instructions
-                    );
-                    let line = match (&o.error, &o.expect) {
-                        (Some(e), _) => format!("FAILED (exit {code}): {e}"),
-                        (None, Some(c)) if !c.met => format!(
-                            "FAILED (exit {code}): expect not met: {}",
-                            c.difference.as_deref().unwrap_or_default()
-                        ),
-                        (None, Some(_)) => format!("ok, expect met ({cost})"),
-                        (None, None) => format!("ok, no expect ({cost})"),
-                    };
-                    (code, line, Some(o))
-                }
-                Err(e) => (2, format!("FAILED (exit 2): {e}"), None),
-            };
+        let (code, line, outcome) = match plugin.run(kind, path).await {
+            Ok(o) => {
+                let code = outcome_code(&o);
+                let cost = format!(
+                    "{} µs, {} instructions",
+                    o.report.duration_us, o.report.instructions
+                );
+                let line = match (&o.error, &o.expect) {
+                    (Some(e), _) => format!("FAILED (exit {code}): {e}"),
+                    (None, Some(c)) if !c.met => format!(
+                        "FAILED (exit {code}): expect not met: {}",
+                        c.difference.as_deref().unwrap_or_default()
+                    ),
+                    (None, Some(_)) => format!("ok, expect met ({cost})"),
+                    (None, None) => format!("ok, no expect ({cost})"),
+                };
+                (code, line, Some(o))
+            }
+            Err(e) => (2, format!("FAILED (exit 2): {e}"), None),
+        };
         if code != 0 {
             failed += 1;
             if first_code == 0 {

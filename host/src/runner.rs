@@ -11,7 +11,7 @@ use crate::config::RuntimeConfig;
 use crate::kind::PluginKind;
 use crate::profiles::{self, IdentityRecord};
 use crate::runtime::host::{Installation, Services, Settings};
-use crate::runtime::{Call, InvokeError, Output, Report, Runtime};
+use crate::runtime::{Call, CannedAnswer, CannedHttp, InvokeError, Output, Report, Runtime};
 use crate::store::{self, Space};
 
 /// A fixture file: the call, plus optional settings and profiles to seed.
@@ -26,6 +26,11 @@ pub struct Fixture {
     /// Profiles to create before the call.
     #[serde(default)]
     pub profiles: Vec<FixtureProfile>,
+    /// Provider answers for the plugin's `outbound-http` requests, used instead of the
+    /// network; each answers one request (see [`CannedAnswer`]). Without them a request
+    /// goes to the network, as on a server.
+    #[serde(default)]
+    pub http: Option<Vec<CannedAnswer>>,
     /// A part of what the run prints (`{"call": ..., "output": ...}`) that the output must
     /// match: an object the keys it names, a list each item in order (as many as given),
     /// anything else exactly. `weft plugin run` exits 9 when the output differs.
@@ -154,112 +159,201 @@ pub async fn run(
     input: &Path,
     runtime_config: RuntimeConfig,
 ) -> Result<RunOutcome, RunError> {
-    let bytes = std::fs::read(wasm).map_err(|source| RunError::Read {
-        path: wasm.into(),
-        source,
-    })?;
+    LocalPlugin::compile(wasm, runtime_config)
+        .await?
+        .run(Some(kind), input)
+        .await
+}
+
+/// A component compiled once for local runs. Each [`run`](Self::run) gets its own
+/// throwaway data directory and runtime, so fixtures never see each other's profiles or
+/// state, and reuses the compiled code: a directory of fixtures compiles once.
+pub struct LocalPlugin {
+    /// The compiled component, serialized by a runtime with `config` in this process.
+    artifact: Vec<u8>,
+    compile_us: u64,
+    config: RuntimeConfig,
+}
+
+impl std::fmt::Debug for LocalPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalPlugin")
+            .field("artifact_bytes", &self.artifact.len())
+            .field("compile_us", &self.compile_us)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalPlugin {
+    /// Reads and compiles `wasm` (size, magic bytes, compilation; the kind's checks come
+    /// with each run).
+    pub async fn compile(wasm: &Path, config: RuntimeConfig) -> Result<LocalPlugin, RunError> {
+        let bytes = std::fs::read(wasm).map_err(|source| RunError::Read {
+            path: wasm.into(),
+            source,
+        })?;
+        let (artifact, compile_us) = with_runtime(config.clone(), None, move |rt| {
+            let t0 = std::time::Instant::now();
+            let component = rt.compile_component(&bytes)?;
+            let compile_us = t0.elapsed().as_micros() as u64;
+            let artifact = component
+                .serialize()
+                .map_err(|e| RunError::Setup(anyhow::anyhow!("serializing the component: {e}")))?;
+            Ok((artifact, compile_us))
+        })
+        .await?;
+        Ok(LocalPlugin {
+            artifact,
+            compile_us,
+            config,
+        })
+    }
+
+    /// Runs the fixture at `input` as `kind` (default: the kind of the fixture's call).
+    pub async fn run(
+        &self,
+        kind: Option<PluginKind>,
+        input: &Path,
+    ) -> Result<RunOutcome, RunError> {
+        let fixture = read_fixture(input, kind, &self.config)?;
+        let kind = kind.unwrap_or(fixture.call.kind());
+        let (artifact, compile_us) = (self.artifact.clone(), self.compile_us);
+        let canned = fixture.http.clone();
+        with_runtime(self.config.clone(), canned, move |rt| {
+            for p in &fixture.profiles {
+                profiles::upsert(
+                    rt.services().backend.as_ref(),
+                    &Space::tenant(LOCAL_TENANT),
+                    &p.identities,
+                    &p.traits,
+                    rt.services().clock.now_ms(),
+                )
+                .map_err(|e| RunError::Setup(e.into()))?;
+            }
+            let component = rt.load_artifact(&artifact).map_err(RunError::Setup)?;
+            rt.check_world(&component, kind)?;
+            let pre = rt.prepare(&component, kind)?;
+            let installation = Arc::new(Installation::new(
+                LOCAL_TENANT,
+                "local-plugin",
+                "local",
+                fixture.settings.unwrap_or_default(),
+            ));
+            let inv = rt.invoke(&pre, &installation, fixture.call);
+            let (output, error) = match inv.result {
+                Ok(o) => (Some(o), None),
+                Err(e) => (None, Some(e)),
+            };
+            let expect = match &fixture.expect {
+                Some(want) => {
+                    let printed = output.as_ref().map(as_printed).transpose();
+                    let printed = printed.map_err(|e| RunError::Setup(e.into()))?;
+                    Some(ExpectCheck::compare(want, printed.as_ref()))
+                }
+                None => None,
+            };
+            Ok(RunOutcome {
+                ok: error.is_none(),
+                output,
+                error,
+                compile_us,
+                report: inv.report,
+                expect,
+            })
+        })
+        .await
+    }
+}
+
+/// `output` as the run prints it, read back: a score of `f32` 1.9 compares as the `1.9`
+/// the run shows, not as the `f64` 1.899999976158142 a direct conversion gives.
+fn as_printed(output: &Output) -> serde_json::Result<serde_json::Value> {
+    serde_json::from_slice(&serde_json::to_vec(output)?)
+}
+
+/// The tenant a local run's installation and seeded profiles belong to.
+const LOCAL_TENANT: &str = "local";
+
+/// Reads the fixture at `input` and checks it against the input limit and `kind`.
+fn read_fixture(
+    input: &Path,
+    kind: Option<PluginKind>,
+    config: &RuntimeConfig,
+) -> Result<Fixture, RunError> {
+    let invalid = |message: String| RunError::Fixture {
+        path: input.into(),
+        message,
+    };
     let text = std::fs::read(input).map_err(|source| RunError::Read {
         path: input.into(),
         source,
     })?;
-    let max = runtime_config.limits(kind).max_input_bytes;
+    // Until the fixture names its call, the largest input limit of any kind.
+    let max = kind.map_or_else(
+        || {
+            PluginKind::ALL
+                .iter()
+                .map(|k| config.limits(*k).max_input_bytes)
+                .max()
+                .unwrap_or(0)
+        },
+        |k| config.limits(k).max_input_bytes,
+    );
     if text.len() > max {
-        return Err(RunError::Fixture {
-            path: input.into(),
-            message: format!(
-                "{} bytes exceeds the {max}-byte input limit of {kind} plugins",
-                text.len()
-            ),
-        });
+        return Err(invalid(format!(
+            "{} bytes exceeds the {max}-byte input limit{}",
+            text.len(),
+            kind.map(|k| format!(" of {k} plugins")).unwrap_or_default()
+        )));
     }
-    let fixture: Fixture = serde_json::from_slice(&text).map_err(|e| RunError::Fixture {
-        path: input.into(),
-        message: e.to_string(),
-    })?;
-    if fixture.call.kind() != kind {
-        return Err(RunError::Fixture {
-            path: input.into(),
-            message: format!(
-                "`{}` is a {} call; this plugin is run as {kind}",
-                fixture.call.name(),
-                fixture.call.kind()
-            ),
-        });
+    let fixture: Fixture = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
+    let call_kind = fixture.call.kind();
+    match kind {
+        Some(k) if k != call_kind => Err(invalid(format!(
+            "`{}` is a {call_kind} call; this plugin is run as {k}",
+            fixture.call.name(),
+        ))),
+        None if text.len() > config.limits(call_kind).max_input_bytes => Err(invalid(format!(
+            "{} bytes exceeds the {}-byte input limit of {call_kind} plugins",
+            text.len(),
+            config.limits(call_kind).max_input_bytes
+        ))),
+        _ => Ok(fixture),
     }
+}
+
+/// Runs `f` on a blocking thread with a runtime over a throwaway data directory, removed
+/// afterwards.
+async fn with_runtime<T: Send + 'static>(
+    config: RuntimeConfig,
+    canned: Option<Vec<CannedAnswer>>,
+    f: impl FnOnce(&Runtime) -> Result<T, RunError> + Send + 'static,
+) -> Result<T, RunError> {
     let dir = std::env::temp_dir().join(format!(
         "weft-run-{}-{}",
         std::process::id(),
         rand::random::<u32>()
     ));
-    let result = run_in(&dir, &bytes, kind, fixture, runtime_config).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-async fn run_in(
-    dir: &Path,
-    bytes: &[u8],
-    kind: PluginKind,
-    fixture: Fixture,
-    runtime_config: RuntimeConfig,
-) -> Result<RunOutcome, RunError> {
-    let (db, _blobs) = store::open(dir).map_err(|e| RunError::Setup(e.into()))?;
-    let services = Services::new(
-        db.backend().clone(),
-        Arc::new(SystemClock),
-        runtime_config.allow_private_networks,
-    )
-    .map_err(RunError::Setup)?;
-    let runtime =
-        Arc::new(Runtime::new(runtime_config, services.clone()).map_err(RunError::Setup)?);
-    let tenant = "local";
-    for p in &fixture.profiles {
-        profiles::upsert(
-            db.backend().as_ref(),
-            &Space::tenant(tenant),
-            &p.identities,
-            &p.traits,
-            services.clock.now_ms(),
-        )
-        .map_err(|e| RunError::Setup(e.into()))?;
-    }
-    let rt = runtime.clone();
-    let bytes = bytes.to_vec();
-    let installation = Arc::new(Installation::new(
-        tenant,
-        "local-plugin",
-        "local",
-        fixture.settings.unwrap_or_default(),
-    ));
-    tokio::task::spawn_blocking(move || {
-        let t0 = std::time::Instant::now();
-        let component = rt.compile(&bytes, kind)?;
-        let pre = rt.prepare(&component, kind)?;
-        let compile_us = t0.elapsed().as_micros() as u64;
-        let inv = rt.invoke(&pre, &installation, fixture.call);
-        let (output, error) = match inv.result {
-            Ok(o) => (Some(o), None),
-            Err(e) => (None, Some(e)),
-        };
-        let expect = match &fixture.expect {
-            Some(want) => {
-                let printed = output.as_ref().map(serde_json::to_value).transpose();
-                let printed = printed.map_err(|e| RunError::Setup(e.into()))?;
-                Some(ExpectCheck::compare(want, printed.as_ref()))
+    let in_dir = dir.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let (db, _blobs) = store::open(&in_dir).map_err(|e| RunError::Setup(e.into()))?;
+        let (backend, clock) = (db.backend().clone(), Arc::new(SystemClock));
+        let private = config.allow_private_networks;
+        let services = match canned {
+            Some(answers) => {
+                let canned = Arc::new(CannedHttp::new(answers));
+                Services::with_canned_http(backend, clock, private, canned)
             }
-            None => None,
-        };
-        Ok(RunOutcome {
-            ok: error.is_none(),
-            output,
-            error,
-            compile_us,
-            report: inv.report,
-            expect,
-        })
+            None => Services::new(backend, clock, private),
+        }
+        .map_err(RunError::Setup)?;
+        let rt = Runtime::new(config, services).map_err(RunError::Setup)?;
+        f(&rt)
     })
     .await
-    .map_err(|e| RunError::Setup(e.into()))?
+    .map_err(|e| RunError::Setup(e.into()));
+    let _ = std::fs::remove_dir_all(&dir);
+    result?
 }
 
 /// The process exit code of a run whose output differs from its fixture's `expect`.
@@ -284,6 +378,28 @@ mod tests {
 
     fn diff(expected: serde_json::Value, actual: serde_json::Value) -> Option<String> {
         ExpectCheck::compare(&expected, Some(&actual)).difference
+    }
+
+    #[test]
+    fn a_score_is_compared_as_the_run_prints_it() {
+        use crate::runtime::bindings::exports::personalize::{Decision, Item};
+        let decision = Decision {
+            placement_id: "hero".into(),
+            variant_id: "v".into(),
+            experiment_id: None,
+            content: "{}".into(),
+            items: vec![Item {
+                id: "sku-1".into(),
+                score: 1.9,
+                payload: "{}".into(),
+            }],
+            ttl_ms: 0,
+            reason: None,
+        };
+        // As `f64`, the `f32` 1.9 is 1.899999976158142; the run prints 1.9.
+        let printed = as_printed(&Output::PersonalizeDecide(Ok(vec![decision]))).unwrap();
+        let want = json!({"output": {"Ok": [{"items": [{"score": 1.9}]}]}});
+        assert_eq!(diff(want, printed), None);
     }
 
     #[test]

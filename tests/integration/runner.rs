@@ -74,10 +74,6 @@ fn fixture_files() -> Vec<FixtureFile> {
     ]
 }
 
-fn fixture_text(call: &Call) -> String {
-    serde_json::to_string_pretty(call).unwrap() + "\n"
-}
-
 /// Limits as in production, with a small instance pool: many tests build engines at once.
 fn runtime_config() -> RuntimeConfig {
     RuntimeConfig {
@@ -97,24 +93,74 @@ fn fixtures_match_the_shared_samples() {
     let bless = std::env::var("WEFT_BLESS_FIXTURES").is_ok_and(|v| v == "1");
     for f in fixture_files() {
         let path = repo_root().join(f.path);
-        let expected = fixture_text(&f.call);
+        // As printed: an `f32` score reads back as the `0.9` the file holds.
+        let sample: Value = serde_json::from_str(&serde_json::to_string(&f.call).unwrap()).unwrap();
+        let mut actual: Value = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}; regenerate with WEFT_BLESS_FIXTURES=1",
+                    path.display()
+                )
+            });
+        // The fixture's `expect` is its own; the call must be the sample's.
+        let expect = actual.as_object_mut().and_then(|o| o.remove("expect"));
         if bless {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &expected).unwrap();
+            let mut blessed = sample.clone();
+            if let (Some(o), Some(e)) = (blessed.as_object_mut(), expect) {
+                o.insert("expect".into(), e);
+            }
+            let text = serde_json::to_string_pretty(&blessed).unwrap() + "\n";
+            std::fs::write(&path, text).unwrap();
             continue;
         }
-        let actual = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; regenerate with WEFT_BLESS_FIXTURES=1",
-                path.display()
-            )
-        });
         assert_eq!(
-            actual, expected,
+            actual, sample,
             "{} is out of date; regenerate with WEFT_BLESS_FIXTURES=1",
             f.path
         );
     }
+}
+
+/// Every example plugin's fixtures: each states the output it expects, and meets it, run
+/// as `weft plugin run <plugin>.wasm --input plugins/<name>/fixtures` runs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_fixture_states_its_expected_output_and_meets_it() {
+    let built = Path::new(plugins::ABANDONED_CART).parent().unwrap();
+    let mut dirs: Vec<_> = std::fs::read_dir(repo_root().join("plugins"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|d| d.join("fixtures").is_dir())
+        .collect();
+    dirs.sort();
+    let mut ran = 0;
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let wasm = built.join(format!("{name}.wasm"));
+        let plugin = weft::runner::LocalPlugin::compile(&wasm, runtime_config())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut fixtures: Vec<_> = std::fs::read_dir(dir.join("fixtures"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        fixtures.sort();
+        for f in fixtures {
+            let shown = format!("{name}/{}", f.file_name().unwrap().to_string_lossy());
+            let o = plugin
+                .run(None, &f)
+                .await
+                .unwrap_or_else(|e| panic!("{shown}: {e}"));
+            assert!(o.error.is_none(), "{shown}: {:?}", o.error);
+            let check = o
+                .expect
+                .unwrap_or_else(|| panic!("{shown} has no `expect`"));
+            assert!(check.met, "{shown}: {:?}", check.difference);
+            ran += 1;
+        }
+    }
+    assert!(ran >= 50, "only {ran} example fixtures ran");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,6 +267,109 @@ async fn runner_refuses_a_fixture_for_another_kind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_without_a_kind_runs_the_fixtures_call_and_checks_the_component_for_it() {
+    let wasm = Path::new(plugins::TIER_PERSONALIZE);
+    let plugin = weft::runner::LocalPlugin::compile(wasm, runtime_config())
+        .await
+        .unwrap();
+    let decide = repo_root().join("plugins/tier-personalize/fixtures/decide.json");
+    let o = plugin.run(None, &decide).await.unwrap();
+    assert!(
+        matches!(o.output, Some(Output::PersonalizeDecide(Ok(_)))),
+        "{o:?}"
+    );
+    // A journey call names a kind this component is not: refused, naming both.
+    let entered = repo_root().join(ENTERED);
+    let err = plugin
+        .run(None, &entered)
+        .await
+        .expect_err("not a journey rule");
+    let RunError::Validation(e) = &err else {
+        panic!("{err}");
+    };
+    assert!(
+        e.to_string().contains("journey-rule") && e.to_string().contains("personalization"),
+        "{e}"
+    );
+}
+
+/// The sms adapter's send fixture with its `http` answers replaced by `answers`.
+fn sms_send_answered(dir: &Path, answers: Value) -> PathBuf {
+    let mut fixture: Value = serde_json::from_slice(
+        &std::fs::read(repo_root().join("plugins/sms/fixtures/send.json")).unwrap(),
+    )
+    .unwrap();
+    fixture["http"] = answers;
+    fixture.as_object_mut().unwrap().remove("expect");
+    let path = dir.join("send.json");
+    std::fs::write(&path, fixture.to_string()).unwrap();
+    path
+}
+
+const TWILIO_MESSAGES: &str =
+    "https://api.twilio.com/2010-04-01/Accounts/AC00000000000000000000000000000001/Messages.json";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixtures_http_answers_stand_in_for_the_provider_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Twilio's rate limit, then its acceptance: the adapter sees the first answer.
+    let input = sms_send_answered(
+        dir.path(),
+        json!([
+            {"method": "POST", "url": TWILIO_MESSAGES, "status": 429,
+             "headers": {"retry-after": "7"}, "body": {"code": 20429}},
+            {"method": "POST", "url": TWILIO_MESSAGES, "status": 201,
+             "body": {"sid": "SM2", "status": "queued"}},
+        ]),
+    );
+    let o = run(plugins::SMS, PluginKind::ChannelAdapter, &input).await;
+    let text = serde_json::to_string(&o.output).unwrap();
+    assert!(
+        text.contains("RateLimited") && text.contains("7000"),
+        "{text}"
+    );
+    assert_eq!(o.report.http_calls.len(), 1, "{:?}", o.report.http_calls);
+    assert_eq!(o.report.http_calls[0].status, Some(429));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_fixture_does_not_answer_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = "https://api.twilio.com/2010-04-01/Accounts/AC9/Messages.json";
+    let input = sms_send_answered(
+        dir.path(),
+        json!([{"url": other, "status": 201, "body": {"sid": "SM3"}}]),
+    );
+    let o = run(plugins::SMS, PluginKind::ChannelAdapter, &input).await;
+    let call = &o.report.http_calls[0];
+    assert_eq!(call.status, None);
+    let error = call.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("no answer left in the fixture's `http`") && error.contains(TWILIO_MESSAGES),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixtures_http_answers_do_not_bypass_the_allowlist() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sms_send_answered(
+        dir.path(),
+        json!([{"url": TWILIO_MESSAGES, "status": 201, "body": {"sid": "SM4"}}]),
+    );
+    let mut fixture: Value = serde_json::from_slice(&std::fs::read(&input).unwrap()).unwrap();
+    fixture["settings"]["allowed_hosts"] = json!(["example.com"]);
+    std::fs::write(&input, fixture.to_string()).unwrap();
+    let o = run(plugins::SMS, PluginKind::ChannelAdapter, &input).await;
+    let error = o.report.http_calls[0].error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("not on this installation's allowlist"),
+        "{error}"
+    );
+    assert!(!serde_json::to_string(&o.output).unwrap().contains("SM4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_applies_the_limits_it_is_given() {
     let input = repo_root().join("plugins/abandoned-cart/fixtures/entered.json");
     // Obeyed: production limits.
@@ -298,11 +447,17 @@ fn assert_exit(out: &ProcessOutput, code: i32, says: &str) {
     assert!(stderr(out).contains(says), "{}", stderr(out));
 }
 
-/// The fixture at `ENTERED` with `expect` added, written under `dir`.
+/// The fixture at `ENTERED` with its `expect` replaced by `expect`, written under `dir`.
 fn entered_expecting(dir: &Path, expect: Value) -> String {
     let mut fixture: Value =
         serde_json::from_str(&std::fs::read_to_string(repo_root().join(ENTERED)).unwrap()).unwrap();
-    fixture["expect"] = expect;
+    match expect {
+        Value::Null => fixture.as_object_mut().unwrap().remove("expect"),
+        expect => fixture
+            .as_object_mut()
+            .unwrap()
+            .insert("expect".into(), expect),
+    };
     let path = dir.join("entered-expect.json");
     std::fs::write(&path, fixture.to_string()).unwrap();
     path.to_string_lossy().into_owned()
@@ -339,7 +494,8 @@ fn weft_plugin_run_on_a_directory_runs_every_fixture_and_exits_with_the_first_fa
     std::fs::rename(met, fixtures.join("a-met.json")).unwrap();
     let missed = entered_expecting(dir.path(), json!({"call": "journey-describe"}));
     std::fs::rename(missed, fixtures.join("b-missed.json")).unwrap();
-    std::fs::copy(repo_root().join(ENTERED), fixtures.join("c-plain.json")).unwrap();
+    let plain = entered_expecting(dir.path(), Value::Null);
+    std::fs::rename(plain, fixtures.join("c-plain.json")).unwrap();
     std::fs::write(fixtures.join("notes.txt"), "not a fixture").unwrap();
 
     let out = plugin_run(plugins::ABANDONED_CART, fixtures.to_str().unwrap(), &[]);
@@ -430,7 +586,8 @@ fn weft_plugin_run_takes_limits_from_a_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = journey_config(dir.path(), 100, 64 * 1024 * 1024, Some(100_000));
     // Obeyed: the well-behaved step fits in 100,000 instructions.
-    let out = plugin_run(plugins::TEST_WELL_BEHAVED, ENTERED, &["--config", &config]);
+    let plain = entered_expecting(dir.path(), Value::Null);
+    let out = plugin_run(plugins::TEST_WELL_BEHAVED, &plain, &["--config", &config]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // Violated: the spin loop runs out of fuel (exit 5), not into the deadline (exit 3).
     let out = plugin_run(plugins::TEST_SPIN_LOOP, ENTERED, &["--config", &config]);
@@ -460,8 +617,8 @@ fn weft_plugin_run_exits_2_on_a_bad_fixture() {
 
 /// Every channel adapter's webhook and capability fixtures run through the local runner
 /// with the outcome their name promises: signed ones give events, forged ones
-/// `bad-signature`, old ones `stale-timestamp`. (Send fixtures need a provider and are
-/// covered by the `channels` tests.)
+/// `bad-signature`, old ones `stale-timestamp`. (Send fixtures answer from their `http`
+/// list; the `channels` tests send to fake providers over HTTP.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adapter_fixtures_give_the_outcomes_their_names_promise() {
     use weft::runtime::bindings::exports::adapter::WebhookError;

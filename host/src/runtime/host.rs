@@ -11,6 +11,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::clock::SharedClock;
+use crate::runtime::CannedHttp;
 use crate::store::{Backend, Space};
 
 /// Services shared by every invocation: storage, the clock, the HTTP client.
@@ -26,6 +27,9 @@ pub struct Services {
     pub allow_private_networks: bool,
     /// Runtime handle used to drive outbound HTTP from a blocking thread.
     pub rt: tokio::runtime::Handle,
+    /// A local run's provider answers, used instead of the network (`weft plugin run`);
+    /// `None` on a server.
+    pub canned_http: Option<Arc<CannedHttp>>,
 }
 
 impl Services {
@@ -36,12 +40,33 @@ impl Services {
         clock: SharedClock,
         allow_private_networks: bool,
     ) -> anyhow::Result<Arc<Services>> {
+        Services::build(backend, clock, allow_private_networks, None)
+    }
+
+    /// [`new`](Self::new) for a local run whose `outbound-http` requests get `canned`
+    /// answers after the same checks (allowlist, address policy, sizes).
+    pub fn with_canned_http(
+        backend: Arc<dyn Backend>,
+        clock: SharedClock,
+        allow_private_networks: bool,
+        canned: Arc<CannedHttp>,
+    ) -> anyhow::Result<Arc<Services>> {
+        Services::build(backend, clock, allow_private_networks, Some(canned))
+    }
+
+    fn build(
+        backend: Arc<dyn Backend>,
+        clock: SharedClock,
+        allow_private_networks: bool,
+        canned_http: Option<Arc<CannedHttp>>,
+    ) -> anyhow::Result<Arc<Services>> {
         Ok(Arc::new(Services {
             backend,
             clock,
             http: crate::runtime::capabilities::outbound_http::client(allow_private_networks)?,
             allow_private_networks,
             rt: tokio::runtime::Handle::current(),
+            canned_http,
         }))
     }
 }

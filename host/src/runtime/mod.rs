@@ -18,6 +18,7 @@ use wasmtime::Engine;
 
 use crate::config::RuntimeConfig;
 use crate::kind::{unversioned, PluginKind, GRANTED_WASI};
+pub use capabilities::outbound_http::{CannedAnswer, CannedHttp};
 pub use engine::Allocator;
 use host::{HostState, Installation, Services};
 pub use invoke::{Bindings, Call, Invocation, InvokeError, KindPre, Output, Report};
@@ -166,6 +167,14 @@ impl Runtime {
     /// Validates an upload for `kind` and compiles it. Checks, in order: size, magic bytes,
     /// compilation, imports against the kind's grants, the required export, and the types.
     pub fn compile(&self, bytes: &[u8], kind: PluginKind) -> Result<Component, ValidationError> {
+        let component = self.compile_component(bytes)?;
+        self.check_world(&component, kind)?;
+        Ok(component)
+    }
+
+    /// The first checks of [`compile`](Self::compile), for any kind: size, magic bytes and
+    /// compilation. [`check_world`](Self::check_world) must pass before the component runs.
+    pub fn compile_component(&self, bytes: &[u8]) -> Result<Component, ValidationError> {
         if bytes.len() > self.config.max_component_bytes {
             return Err(ValidationError::TooLarge {
                 size: bytes.len(),
@@ -173,10 +182,7 @@ impl Runtime {
             });
         }
         sniff(bytes)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| ValidationError::Invalid(format!("{e:#}")))?;
-        self.check_world(&component, kind)?;
-        Ok(component)
+        Component::new(&self.engine, bytes).map_err(|e| ValidationError::Invalid(format!("{e:#}")))
     }
 
     /// Checks a component's imports and exports against `kind`'s world.

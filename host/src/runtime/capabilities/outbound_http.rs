@@ -17,6 +17,85 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Most headers on a request: real provider calls send fewer than ten.
 pub const MAX_HEADERS: usize = 64;
 
+/// One provider answer a local run's fixture gives (`"http": [...]` in `weft plugin run`'s
+/// fixture): the request it answers, by method and URL, and the response. A server never
+/// has these; its requests go to the network.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CannedAnswer {
+    /// The request's method; any method when absent.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The request's URL, without its query string.
+    pub url: String,
+    /// The status code to answer.
+    #[serde(default = "ok_status")]
+    pub status: u16,
+    /// Response headers.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The body: a string as it is, any other JSON value as its JSON text.
+    #[serde(default)]
+    pub body: serde_json::Value,
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+/// The answers of a local run, each used once, in order: two answers for one URL answer
+/// its first and second requests (a `401` and then a `200`, say).
+#[derive(Debug, Default)]
+pub struct CannedHttp {
+    unused: std::sync::Mutex<Vec<CannedAnswer>>,
+}
+
+impl CannedHttp {
+    /// Answers from `answers`.
+    pub fn new(answers: Vec<CannedAnswer>) -> CannedHttp {
+        CannedHttp {
+            unused: std::sync::Mutex::new(answers),
+        }
+    }
+
+    /// Takes the first unused answer for `method` and `url`.
+    fn answer(&self, method: &str, url: &reqwest::Url) -> Result<Response, HttpError> {
+        let mut bare = url.clone();
+        bare.set_query(None);
+        bare.set_fragment(None);
+        let mut unused = self
+            .unused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = unused.iter().position(|a| {
+            a.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && reqwest::Url::parse(&a.url).is_ok_and(|u| u == bare)
+        });
+        let Some(a) = found.map(|i| unused.remove(i)) else {
+            return Err(HttpError::Transport(format!(
+                "no answer left in the fixture's `http` for {method} {bare}"
+            )));
+        };
+        let body = match a.body {
+            serde_json::Value::Null => Vec::new(),
+            serde_json::Value::String(text) => text.into_bytes(),
+            other => other.to_string().into_bytes(),
+        };
+        if body.len() > MAX_BODY_BYTES {
+            return Err(refused(limit(format!(
+                "response body exceeds the {MAX_BODY_BYTES}-byte limit"
+            ))));
+        }
+        Ok(Response {
+            status: a.status,
+            headers: a.headers.into_iter().take(MAX_HEADERS).collect(),
+            body,
+        })
+    }
+}
+
 /// Whether `host[:port]` is allowed by one allowlist entry (`host`, `host:port`, `*.domain`).
 pub(crate) fn host_allowed(allowlist: &[String], host: &str, port: Option<u16>) -> bool {
     let host = host.to_ascii_lowercase();
@@ -285,9 +364,11 @@ impl weft::outbound_http::Host for HostState {
         let result = match self.check_request(&req) {
             Ok(url) => {
                 let (method, target) = (req.method.clone(), req.url.clone());
-                let r = match self.build(req, url) {
-                    Ok(request) => perform(request).await,
-                    Err(e) => Err(e),
+                let canned = self.services.canned_http.clone();
+                let r = match (self.build(req, url.clone()), canned) {
+                    (Ok(_), Some(canned)) => canned.answer(&method, &url),
+                    (Ok(request), None) => perform(request).await,
+                    (Err(e), _) => Err(e),
                 };
                 let shown = Request {
                     method,
