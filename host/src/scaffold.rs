@@ -33,6 +33,11 @@ pub fn fixtures(kind: PluginKind) -> &'static [(&'static str, &'static str)] {
                 "capabilities.json",
                 fixture!("channel-adapter.capabilities.json"),
             ),
+            ("send.json", fixture!("channel-adapter.send.json")),
+            (
+                "send-rate-limited.json",
+                fixture!("channel-adapter.send-rate-limited.json"),
+            ),
             ("webhook.json", fixture!("channel-adapter.webhook.json")),
         ],
         PluginKind::ChatbotFlow => &[
