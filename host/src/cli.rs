@@ -108,7 +108,7 @@ pub enum PluginCommand {
         /// Plugin kind (default: the kind of each fixture's call).
         #[arg(long)]
         kind: Option<PluginKind>,
-        /// Fixture JSON: `{"call": "...", "input": ..., "settings"?: ..., "profiles"?: [...], "expect"?: ...}` (exit 9 when the output differs from `expect`), or a directory: every `*.json` in it.
+        /// Fixture JSON: `{"call": "...", "input": ..., "settings"?: ..., "profiles"?: [...], "http"?: [...], "expect"?: ...}` (exit 9 when the output differs from `expect`; `http`: provider answers instead of the network), or a directory: every `*.json` in it.
         #[arg(long)]
         input: PathBuf,
         /// Print the outcome as JSON.

@@ -288,38 +288,34 @@ fn read_fixture(
         path: input.into(),
         source,
     })?;
-    // Until the fixture names its call, the largest input limit of any kind.
-    let max = kind.map_or_else(
-        || {
-            PluginKind::ALL
-                .iter()
-                .map(|k| config.limits(*k).max_input_bytes)
-                .max()
-                .unwrap_or(0)
-        },
-        |k| config.limits(k).max_input_bytes,
-    );
-    if text.len() > max {
-        return Err(invalid(format!(
+    let limit = |k: PluginKind| config.limits(k).max_input_bytes;
+    let too_large = |max: usize, of: Option<PluginKind>| {
+        invalid(format!(
             "{} bytes exceeds the {max}-byte input limit{}",
             text.len(),
-            kind.map(|k| format!(" of {k} plugins")).unwrap_or_default()
-        )));
+            of.map(|k| format!(" of {k} plugins")).unwrap_or_default()
+        ))
+    };
+    // Before parsing: the given kind's limit, or the largest of any kind.
+    let max = kind.map_or_else(
+        || PluginKind::ALL.map(limit).into_iter().max().unwrap_or(0),
+        limit,
+    );
+    if text.len() > max {
+        return Err(too_large(max, kind));
     }
     let fixture: Fixture = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
     let call_kind = fixture.call.kind();
-    match kind {
-        Some(k) if k != call_kind => Err(invalid(format!(
+    if let Some(k) = kind.filter(|k| *k != call_kind) {
+        return Err(invalid(format!(
             "`{}` is a {call_kind} call; this plugin is run as {k}",
             fixture.call.name(),
-        ))),
-        None if text.len() > config.limits(call_kind).max_input_bytes => Err(invalid(format!(
-            "{} bytes exceeds the {}-byte input limit of {call_kind} plugins",
-            text.len(),
-            config.limits(call_kind).max_input_bytes
-        ))),
-        _ => Ok(fixture),
+        )));
     }
+    if text.len() > limit(call_kind) {
+        return Err(too_large(limit(call_kind), Some(call_kind)));
+    }
+    Ok(fixture)
 }
 
 /// Runs `f` on a blocking thread with a runtime over a throwaway data directory, removed

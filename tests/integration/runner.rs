@@ -370,6 +370,41 @@ async fn a_fixtures_http_answers_do_not_bypass_the_allowlist() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_refuses_a_fixture_over_its_kinds_input_limit() {
+    let entered = repo_root().join(ENTERED);
+    let size = std::fs::metadata(&entered).unwrap().len() as usize;
+    let wasm = Path::new(plugins::ABANDONED_CART);
+    // Obeyed: the limit is the fixture's size.
+    let mut config = runtime_config();
+    config.limits_mut(PluginKind::JourneyRule).max_input_bytes = size;
+    let plugin = weft::runner::LocalPlugin::compile(wasm, config.clone())
+        .await
+        .unwrap();
+    assert!(plugin.run(None, &entered).await.unwrap().ok);
+    // Violated by one byte, with the kind given or taken from the fixture.
+    config.limits_mut(PluginKind::JourneyRule).max_input_bytes = size - 1;
+    let plugin = weft::runner::LocalPlugin::compile(wasm, config)
+        .await
+        .unwrap();
+    for kind in [Some(PluginKind::JourneyRule), None] {
+        let err = plugin
+            .run(kind, &entered)
+            .await
+            .expect_err("over the limit");
+        let RunError::Fixture { message, .. } = &err else {
+            panic!("{err}");
+        };
+        assert!(
+            message.contains(&format!(
+                "{size} bytes exceeds the {}-byte input limit of journey-rule plugins",
+                size - 1
+            )),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_applies_the_limits_it_is_given() {
     let input = repo_root().join("plugins/abandoned-cart/fixtures/entered.json");
     // Obeyed: production limits.
