@@ -259,6 +259,9 @@ pub async fn plugin_run(
         for l in &outcome.report.logs {
             eprintln!("[plugin {}] {}", l.level, l.message);
         }
+        for r in outcome.requests.iter().flatten() {
+            eprintln!("[request] {} {} {}", r.method, r.url, r.body);
+        }
         if !outcome.report.stderr.is_empty() {
             eprintln!("[plugin stderr] {}", outcome.report.stderr.trim_end());
         }

@@ -11,7 +11,9 @@ use crate::config::RuntimeConfig;
 use crate::kind::PluginKind;
 use crate::profiles::{self, IdentityRecord};
 use crate::runtime::host::{Installation, Services, Settings};
-use crate::runtime::{Call, CannedAnswer, CannedHttp, InvokeError, Output, Report, Runtime};
+use crate::runtime::{
+    Call, CannedAnswer, CannedHttp, InvokeError, Output, Report, Runtime, SeenRequest,
+};
 use crate::store::{self, Space};
 
 /// A fixture file: the call, plus optional settings and profiles to seed.
@@ -31,9 +33,10 @@ pub struct Fixture {
     /// goes to the network, as on a server.
     #[serde(default)]
     pub http: Option<Vec<CannedAnswer>>,
-    /// A part of what the run prints (`{"call": ..., "output": ...}`) that the output must
-    /// match: an object the keys it names, a list each item in order (as many as given),
-    /// anything else exactly. `weft plugin run` exits 9 when the output differs.
+    /// A part of what the run prints (`{"call": ..., "output": ...}`, and `"requests": [...]`
+    /// when the fixture has `http`) that the output must match: an object the keys it
+    /// names, a list each item in order (as many as given), anything else exactly.
+    /// `weft plugin run` exits 9 when the output differs.
     #[serde(default)]
     pub expect: Option<serde_json::Value>,
 }
@@ -120,6 +123,9 @@ pub struct RunOutcome {
     pub compile_us: u64,
     /// Cost of the invocation.
     pub report: Report,
+    /// The `outbound-http` requests the plugin made, when the fixture answers them (`http`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Vec<SeenRequest>>,
     /// The output against the fixture's `expect`, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expect: Option<ExpectCheck>,
@@ -244,9 +250,13 @@ impl LocalPlugin {
                 Ok(o) => (Some(o), None),
                 Err(e) => (None, Some(e)),
             };
+            let requests = rt.services().canned_http.as_ref().map(|c| c.seen());
             let expect = match &fixture.expect {
                 Some(want) => {
-                    let printed = output.as_ref().map(as_printed).transpose();
+                    let printed = output
+                        .as_ref()
+                        .map(|o| as_printed(o, requests.as_deref()))
+                        .transpose();
                     let printed = printed.map_err(|e| RunError::Setup(e.into()))?;
                     Some(ExpectCheck::compare(want, printed.as_ref()))
                 }
@@ -258,6 +268,7 @@ impl LocalPlugin {
                 error,
                 compile_us,
                 report: inv.report,
+                requests,
                 expect,
             })
         })
@@ -265,10 +276,19 @@ impl LocalPlugin {
     }
 }
 
-/// `output` as the run prints it, read back: a score of `f32` 1.9 compares as the `1.9`
-/// the run shows, not as the `f64` 1.899999976158142 a direct conversion gives.
-fn as_printed(output: &Output) -> serde_json::Result<serde_json::Value> {
-    serde_json::from_slice(&serde_json::to_vec(output)?)
+/// What a fixture's `expect` is compared with: `output` as the run prints it (`call` and
+/// `output`), plus the `requests` the plugin made when the fixture answers them. Read back
+/// from its text, so a score of `f32` 1.9 compares as the `1.9` the run shows, not as the
+/// `f64` 1.899999976158142 a direct conversion gives.
+fn as_printed(
+    output: &Output,
+    requests: Option<&[SeenRequest]>,
+) -> serde_json::Result<serde_json::Value> {
+    let mut printed: serde_json::Value = serde_json::from_slice(&serde_json::to_vec(output)?)?;
+    if let (Some(o), Some(r)) = (printed.as_object_mut(), requests) {
+        o.insert("requests".into(), serde_json::to_value(r)?);
+    }
+    Ok(printed)
 }
 
 /// The tenant a local run's installation and seeded profiles belong to.
@@ -393,7 +413,7 @@ mod tests {
             reason: None,
         };
         // As `f64`, the `f32` 1.9 is 1.899999976158142; the run prints 1.9.
-        let printed = as_printed(&Output::PersonalizeDecide(Ok(vec![decision]))).unwrap();
+        let printed = as_printed(&Output::PersonalizeDecide(Ok(vec![decision])), None).unwrap();
         let want = json!({"output": {"Ok": [{"items": [{"score": 1.9}]}]}});
         assert_eq!(diff(want, printed), None);
     }

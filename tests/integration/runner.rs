@@ -333,6 +333,37 @@ async fn a_fixtures_http_answers_stand_in_for_the_provider_each_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixtures_expect_checks_the_requests_the_adapter_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sms_send_answered(
+        dir.path(),
+        json!([{"url": TWILIO_MESSAGES, "status": 201, "body": {"sid": "SM5"}}]),
+    );
+    let mut fixture: Value = serde_json::from_slice(&std::fs::read(&input).unwrap()).unwrap();
+    let o = run(plugins::SMS, PluginKind::ChannelAdapter, &input).await;
+    let requests = o
+        .requests
+        .expect("the fixture answers, so the requests are kept");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].url, TWILIO_MESSAGES);
+    let body = requests[0].body.as_str().unwrap_or_default();
+    assert!(body.starts_with("To=%2B84912345678&From="), "{body}");
+    // Met, then missed by the method, named by its path.
+    fixture["expect"] = json!({"requests": [{"method": "POST", "url": TWILIO_MESSAGES}]});
+    std::fs::write(&input, fixture.to_string()).unwrap();
+    let o = run(plugins::SMS, PluginKind::ChannelAdapter, &input).await;
+    assert_eq!(o.expect.map(|c| c.met), Some(true));
+    fixture["expect"] = json!({"requests": [{"method": "GET"}]});
+    std::fs::write(&input, fixture.to_string()).unwrap();
+    let o = run(plugins::SMS, PluginKind::ChannelAdapter, &input).await;
+    let check = o.expect.unwrap();
+    assert_eq!(
+        check.difference.as_deref(),
+        Some("`output.requests[0].method` is \"POST\"; expected \"GET\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_fixture_does_not_answer_fails_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let other = "https://api.twilio.com/2010-04-01/Accounts/AC9/Messages.json";

@@ -18,7 +18,7 @@ use wasmtime::Engine;
 
 use crate::config::RuntimeConfig;
 use crate::kind::{unversioned, PluginKind, GRANTED_WASI};
-pub use capabilities::outbound_http::{CannedAnswer, CannedHttp};
+pub use capabilities::outbound_http::{CannedAnswer, CannedHttp, SeenRequest};
 pub use engine::Allocator;
 use host::{HostState, Installation, Services};
 pub use invoke::{Bindings, Call, Invocation, InvokeError, KindPre, Output, Report};

@@ -43,11 +43,25 @@ fn ok_status() -> u16 {
     200
 }
 
+/// A request a local run's plugin made, as [`CannedHttp`] saw it: what a fixture's
+/// `expect` can check under `requests`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SeenRequest {
+    /// The method.
+    pub method: String,
+    /// The URL, with its query.
+    pub url: String,
+    /// The body: its JSON when it is JSON, else its text (invalid UTF-8 replaced).
+    pub body: serde_json::Value,
+}
+
 /// The answers of a local run, each used once, in order: two answers for one URL answer
-/// its first and second requests (a `401` and then a `200`, say).
+/// its first and second requests (a `401` and then a `200`, say). It keeps the requests it
+/// saw.
 #[derive(Debug, Default)]
 pub struct CannedHttp {
     unused: std::sync::Mutex<Vec<CannedAnswer>>,
+    seen: std::sync::Mutex<Vec<SeenRequest>>,
 }
 
 impl CannedHttp {
@@ -55,11 +69,30 @@ impl CannedHttp {
     pub fn new(answers: Vec<CannedAnswer>) -> CannedHttp {
         CannedHttp {
             unused: std::sync::Mutex::new(answers),
+            seen: std::sync::Mutex::new(Vec::new()),
         }
     }
 
-    /// Takes the first unused answer for `method` and `url`.
-    fn answer(&self, method: &str, url: &reqwest::Url) -> Result<Response, HttpError> {
+    /// The requests answered or not so far, in order.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Keeps `method url body`, then takes the first unused answer for its method and URL.
+    fn answer(&self, method: &str, url: &reqwest::Url, body: &[u8]) -> Result<Response, HttpError> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(SeenRequest {
+                method: method.to_string(),
+                url: url.to_string(),
+                body: serde_json::from_slice(body).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
+                }),
+            });
         let mut bare = url.clone();
         bare.set_query(None);
         bare.set_fragment(None);
@@ -365,8 +398,13 @@ impl weft::outbound_http::Host for HostState {
             Ok(url) => {
                 let (method, target) = (req.method.clone(), req.url.clone());
                 let canned = self.services.canned_http.clone();
+                // Only a local run keeps the body, for its `requests`.
+                let body = canned
+                    .as_ref()
+                    .map(|_| req.body.clone())
+                    .unwrap_or_default();
                 let r = match (self.build(req, url.clone()), canned) {
-                    (Ok(_), Some(canned)) => canned.answer(&method, &url),
+                    (Ok(_), Some(canned)) => canned.answer(&method, &url, &body),
                     (Ok(request), None) => perform(request).await,
                     (Err(e), _) => Err(e),
                 };
