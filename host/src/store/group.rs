@@ -258,14 +258,18 @@ impl<J, R> Drop for Pending<'_, J, R> {
         if !self.armed {
             return;
         }
-        for answer in std::mem::take(&mut self.answers) {
-            answer.fill(Err(LeaderLost));
-        }
-        // The panicking leader stops leading. Jobs queued behind it never ran; they fail
-        // too rather than wait for a leader that will not come.
-        let mut state = lock(&self.group.state);
-        state.leading = false;
-        for (_, answer) in std::mem::take(&mut state.queue) {
+        // The panicking leader stops leading before its own jobs hear of it, so a caller
+        // that submits again on that news finds no leader and leads. Jobs queued behind it
+        // never ran; they fail too rather than wait for a leader that will not come.
+        let behind = {
+            let mut state = lock(&self.group.state);
+            state.leading = false;
+            std::mem::take(&mut state.queue)
+        };
+        for answer in std::mem::take(&mut self.answers)
+            .into_iter()
+            .chain(behind.into_iter().map(|(_, answer)| answer))
+        {
             answer.fill(Err(LeaderLost));
         }
     }
