@@ -254,7 +254,8 @@ pub async fn plugin_run(
         println!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
         if let Some(out) = &outcome.output {
-            println!("{}", serde_json::to_string_pretty(out)?);
+            let shown = crate::runner::printed(out)?;
+            println!("{}", serde_json::to_string_pretty(&shown)?);
         }
         for l in &outcome.report.logs {
             eprintln!("[plugin {}] {}", l.level, l.message);

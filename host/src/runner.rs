@@ -113,8 +113,11 @@ pub struct FixtureProfile {
 pub struct RunOutcome {
     /// Whether the plugin returned.
     pub ok: bool,
-    /// The output, if it returned.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The output, if it returned (printed as [`printed`] shows it).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_printed"
+    )]
     pub output: Option<Output>,
     /// The failure, if it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -284,15 +287,56 @@ fn as_printed(
     output: &Output,
     requests: Option<&[SeenRequest]>,
 ) -> serde_json::Result<serde_json::Value> {
-    let mut printed: serde_json::Value = serde_json::from_slice(&serde_json::to_vec(output)?)?;
+    let mut printed = printed(output)?;
     if let (Some(o), Some(r)) = (printed.as_object_mut(), requests) {
         o.insert("requests".into(), serde_json::to_value(r)?);
     }
     Ok(printed)
 }
 
+/// `output` as a run prints it: its JSON, with a webhook answer's body as text when it is
+/// UTF-8 (a fixture's webhook `body` may be text too).
+pub fn printed(output: &Output) -> serde_json::Result<serde_json::Value> {
+    let mut v: serde_json::Value = serde_json::from_slice(&serde_json::to_vec(output)?)?;
+    if let Output::AdapterHandleWebhook(Ok(r)) = output {
+        if let (Ok(text), Some(body)) = (
+            std::str::from_utf8(&r.response.body),
+            v.pointer_mut("/output/Ok/response/body"),
+        ) {
+            *body = serde_json::Value::String(text.to_owned());
+        }
+    }
+    Ok(v)
+}
+
+fn serialize_printed<S: serde::Serializer>(
+    output: &Option<Output>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error;
+    output
+        .as_ref()
+        .map(printed)
+        .transpose()
+        .map_err(S::Error::custom)?
+        .serialize(serializer)
+}
+
 /// The tenant a local run's installation and seeded profiles belong to.
 const LOCAL_TENANT: &str = "local";
+
+/// Parses a fixture file's text. A webhook call's `body` may be written as text.
+pub fn parse_fixture(text: &[u8]) -> serde_json::Result<Fixture> {
+    let mut value: serde_json::Value = serde_json::from_slice(text)?;
+    if value["call"] == "adapter-handle-webhook" {
+        if let Some(body) = value.pointer_mut("/input/body") {
+            if let Some(text) = body.as_str() {
+                *body = serde_json::Value::from(text.as_bytes().to_vec());
+            }
+        }
+    }
+    serde_json::from_value(value)
+}
 
 /// Reads the fixture at `input` and checks it against the input limit and `kind`.
 fn read_fixture(
@@ -324,7 +368,7 @@ fn read_fixture(
     if text.len() > max {
         return Err(too_large(max, kind));
     }
-    let fixture: Fixture = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
+    let fixture = parse_fixture(&text).map_err(|e| invalid(e.to_string()))?;
     let call_kind = fixture.call.kind();
     if let Some(k) = kind.filter(|k| *k != call_kind) {
         return Err(invalid(format!(
@@ -416,6 +460,32 @@ mod tests {
         let printed = as_printed(&Output::PersonalizeDecide(Ok(vec![decision])), None).unwrap();
         let want = json!({"output": {"Ok": [{"items": [{"score": 1.9}]}]}});
         assert_eq!(diff(want, printed), None);
+    }
+
+    #[test]
+    fn a_webhook_body_is_written_and_printed_as_text() {
+        let text = br#"{"call": "adapter-handle-webhook", "input": {"method": "POST",
+            "path": "", "query": [], "headers": [], "body": "{\"id\":1}", "received_at": 0}}"#;
+        let Call::AdapterHandleWebhook(req) = parse_fixture(text).unwrap().call else {
+            panic!("a webhook call")
+        };
+        assert_eq!(req.body, br#"{"id":1}"#);
+        use crate::runtime::bindings::exports::adapter::{HttpResponse, WebhookResult};
+        let answer = |body: Vec<u8>| {
+            Output::AdapterHandleWebhook(Ok(WebhookResult {
+                response: HttpResponse {
+                    status: 200,
+                    headers: vec![],
+                    body,
+                },
+                events: vec![],
+            }))
+        };
+        let shown = printed(&answer(b"EVENT_RECEIVED".to_vec())).unwrap();
+        assert_eq!(shown["output"]["Ok"]["response"]["body"], "EVENT_RECEIVED");
+        // Not UTF-8: the bytes.
+        let shown = printed(&answer(vec![0xff, 0x00])).unwrap();
+        assert_eq!(shown["output"]["Ok"]["response"]["body"], json!([255, 0]));
     }
 
     #[test]

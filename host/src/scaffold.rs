@@ -192,7 +192,6 @@ pub fn new_plugin(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::Fixture;
 
     #[test]
     fn every_kinds_fixtures_are_calls_of_that_kind() {
@@ -208,7 +207,7 @@ mod tests {
                     upload: "",
                 };
                 let text = render(t, &vars);
-                let f: Fixture = serde_json::from_str(&text)
+                let f = crate::runner::parse_fixture(text.as_bytes())
                     .unwrap_or_else(|e| panic!("{kind} fixture {file}: {e}"));
                 assert_eq!(f.call.kind(), kind, "{file}");
             }
