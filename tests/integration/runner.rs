@@ -293,8 +293,9 @@ async fn runner_without_a_kind_runs_the_fixtures_call_and_checks_the_component_f
     );
 }
 
-/// The sms adapter's send fixture with its `http` answers replaced by `answers`.
-fn sms_send_answered(dir: &Path, answers: Value) -> PathBuf {
+/// The sms adapter's send fixture with its `http` answers replaced by `answers` and no
+/// `expect`, written under `dir`: its path and its JSON, to change and [`rewrite`].
+fn sms_send_answered(dir: &Path, answers: Value) -> (PathBuf, Value) {
     let mut fixture: Value = serde_json::from_slice(
         &std::fs::read(repo_root().join("plugins/sms/fixtures/send.json")).unwrap(),
     )
@@ -302,8 +303,12 @@ fn sms_send_answered(dir: &Path, answers: Value) -> PathBuf {
     fixture["http"] = answers;
     fixture.as_object_mut().unwrap().remove("expect");
     let path = dir.join("send.json");
-    std::fs::write(&path, fixture.to_string()).unwrap();
-    path
+    rewrite(&path, &fixture);
+    (path, fixture)
+}
+
+fn rewrite(path: &Path, fixture: &Value) {
+    std::fs::write(path, fixture.to_string()).unwrap();
 }
 
 const TWILIO_MESSAGES: &str =
@@ -313,7 +318,7 @@ const TWILIO_MESSAGES: &str =
 async fn a_fixtures_http_answers_stand_in_for_the_provider_each_once() {
     let dir = tempfile::tempdir().unwrap();
     // Twilio's rate limit, then its acceptance: the adapter sees the first answer.
-    let input = sms_send_answered(
+    let (input, _) = sms_send_answered(
         dir.path(),
         json!([
             {"method": "POST", "url": TWILIO_MESSAGES, "status": 429,
@@ -335,11 +340,10 @@ async fn a_fixtures_http_answers_stand_in_for_the_provider_each_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fixtures_expect_checks_the_requests_the_adapter_made() {
     let dir = tempfile::tempdir().unwrap();
-    let input = sms_send_answered(
+    let (input, mut fixture) = sms_send_answered(
         dir.path(),
         json!([{"url": TWILIO_MESSAGES, "status": 201, "body": {"sid": "SM5"}}]),
     );
-    let mut fixture: Value = serde_json::from_slice(&std::fs::read(&input).unwrap()).unwrap();
     let o = run(plugins::SMS, PluginKind::ChannelAdapter, &input).await;
     let requests = o
         .requests
@@ -350,11 +354,11 @@ async fn a_fixtures_expect_checks_the_requests_the_adapter_made() {
     assert!(body.starts_with("To=%2B84912345678&From="), "{body}");
     // Met, then missed by the method, named by its path.
     fixture["expect"] = json!({"requests": [{"method": "POST", "url": TWILIO_MESSAGES}]});
-    std::fs::write(&input, fixture.to_string()).unwrap();
+    rewrite(&input, &fixture);
     let o = run(plugins::SMS, PluginKind::ChannelAdapter, &input).await;
     assert_eq!(o.expect.map(|c| c.met), Some(true));
     fixture["expect"] = json!({"requests": [{"method": "GET"}]});
-    std::fs::write(&input, fixture.to_string()).unwrap();
+    rewrite(&input, &fixture);
     let o = run(plugins::SMS, PluginKind::ChannelAdapter, &input).await;
     let check = o.expect.unwrap();
     assert_eq!(
@@ -367,7 +371,7 @@ async fn a_fixtures_expect_checks_the_requests_the_adapter_made() {
 async fn a_request_the_fixture_does_not_answer_fails_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let other = "https://api.twilio.com/2010-04-01/Accounts/AC9/Messages.json";
-    let input = sms_send_answered(
+    let (input, _) = sms_send_answered(
         dir.path(),
         json!([{"url": other, "status": 201, "body": {"sid": "SM3"}}]),
     );
@@ -384,13 +388,12 @@ async fn a_request_the_fixture_does_not_answer_fails_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fixtures_http_answers_do_not_bypass_the_allowlist() {
     let dir = tempfile::tempdir().unwrap();
-    let input = sms_send_answered(
+    let (input, mut fixture) = sms_send_answered(
         dir.path(),
         json!([{"url": TWILIO_MESSAGES, "status": 201, "body": {"sid": "SM4"}}]),
     );
-    let mut fixture: Value = serde_json::from_slice(&std::fs::read(&input).unwrap()).unwrap();
     fixture["settings"]["allowed_hosts"] = json!(["example.com"]);
-    std::fs::write(&input, fixture.to_string()).unwrap();
+    rewrite(&input, &fixture);
     let o = run(plugins::SMS, PluginKind::ChannelAdapter, &input).await;
     let error = o.report.http_calls[0].error.as_deref().unwrap_or_default();
     assert!(
