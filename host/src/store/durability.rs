@@ -46,8 +46,9 @@ pub type CommitFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Se
 
 /// The flush + fsync step run once per group-commit round.
 pub(crate) trait Syncer: Send + 'static {
-    /// Make every write that returned before this call durable.
-    fn sync(&mut self) -> Result<(), StoreError>;
+    /// Make every write that returned before this call durable. Returns how long its
+    /// first step (the flush) took, so a slow round's warning can say which step stalled.
+    fn sync(&mut self) -> Result<Duration, StoreError>;
 }
 
 /// Counters shared between the callers and the committer thread.
@@ -260,11 +261,13 @@ fn run_committer(rx: mpsc::Receiver<Waiter>, mut syncer: impl Syncer, shared: &S
             .fetch_max(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), SeqCst);
         if took >= SLOW_ROUND {
             shared.slow_rounds.fetch_add(1, SeqCst);
+            let flush = result.as_ref().copied().unwrap_or_default();
             tracing::warn!(
                 took_ms = took.as_millis() as u64,
+                flush_ms = flush.as_millis() as u64,
+                fsync_ms = took.saturating_sub(flush).as_millis() as u64,
                 waiters = batch.len(),
-                "slow storage commit: the flush and fsync took {} ms, and every write acknowledged in this round waited for it (is the disk stalling?)",
-                took.as_millis()
+                "slow storage commit: every write acknowledged in this round waited for its flush and fsync (is the disk stalling?)"
             );
         }
         shared.completed.fetch_add(1, SeqCst);
@@ -275,7 +278,7 @@ fn run_committer(rx: mpsc::Receiver<Waiter>, mut syncer: impl Syncer, shared: &S
         );
 
         let result = match result {
-            Ok(()) => {
+            Ok(_) => {
                 shared.durable_seq.fetch_max(covering, SeqCst);
                 Ok(())
             }

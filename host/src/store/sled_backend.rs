@@ -551,20 +551,11 @@ struct SledSyncer {
 }
 
 impl Syncer for SledSyncer {
-    fn sync(&mut self) -> Result<(), StoreError> {
+    fn sync(&mut self) -> Result<Duration, StoreError> {
         let began = Instant::now();
         self.db.flush().map_err(sled_err)?;
-        let flushed = Instant::now();
+        let flush = began.elapsed();
         self.db_file.sync_data()?;
-        let synced = Instant::now();
-        if synced - began >= super::SLOW_ROUND {
-            // The committer warns about the round and counts it; this says which half stalled.
-            tracing::debug!(
-                flush_ms = (flushed - began).as_millis() as u64,
-                fsync_ms = (synced - flushed).as_millis() as u64,
-                "slow storage commit: sled's flush and the fsync"
-            );
-        }
 
         // Blob files are complete before the log entry that points at them
         // is written, so after the flush every referenced blob is listed here.
@@ -590,7 +581,7 @@ impl Syncer for SledSyncer {
             sync_dir(&self.dir)?;
         }
         self.top_entries = top;
-        Ok(())
+        Ok(flush)
     }
 }
 

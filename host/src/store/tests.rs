@@ -538,12 +538,12 @@ struct FailingSyncer {
 }
 
 impl Syncer for FailingSyncer {
-    fn sync(&mut self) -> Result<(), StoreError> {
+    fn sync(&mut self) -> Result<std::time::Duration, StoreError> {
         self.calls += 1;
         if self.calls == 2 {
             Err(std::io::Error::other("simulated EIO").into())
         } else {
-            Ok(())
+            Ok(std::time::Duration::ZERO)
         }
     }
 }
@@ -572,13 +572,13 @@ struct NoDescriptorSyncer {
 }
 
 impl Syncer for NoDescriptorSyncer {
-    fn sync(&mut self) -> Result<(), StoreError> {
+    fn sync(&mut self) -> Result<std::time::Duration, StoreError> {
         self.calls += 1;
         if self.calls == 2 {
             // EMFILE: too many open files.
             Err(std::io::Error::from_raw_os_error(24).into())
         } else {
-            Ok(())
+            Ok(std::time::Duration::ZERO)
         }
     }
 }
