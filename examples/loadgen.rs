@@ -955,9 +955,13 @@ fn cpu_s(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-/// The server's storage commit counters (`GET /healthz`, `storage`), if it reports them.
-async fn commit_stats(url: &str) -> Option<serde_json::Value> {
-    let v: serde_json::Value = reqwest::get(format!("{url}/healthz"))
+/// The server's storage commit counters (`GET /healthz` with the admin token, `storage`),
+/// if it reports them.
+async fn commit_stats(url: &str, admin: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/healthz"))
+        .bearer_auth(admin)
+        .send()
         .await
         .ok()?
         .json()
@@ -1202,7 +1206,7 @@ async fn chat(args: &[String]) -> anyhow::Result<()> {
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now() + Duration::from_millis(100);
     let cpu_before_load = server_pid.and_then(cpu_s);
-    let commits_before = commit_stats(&url).await;
+    let commits_before = commit_stats(&url, &admin).await;
     for seq in 0..total {
         let due = start + interval.mul_f64(seq as f64);
         tokio::time::sleep_until(due.into()).await;
@@ -1331,7 +1335,7 @@ async fn chat(args: &[String]) -> anyhow::Result<()> {
     println!("  error frames {} {:?}", all.errors, all.error_codes);
     println!("  sockets closed before the end {closed} {close_reasons:?}");
     // Disk stalls during the run: every reply waits for its turn's commit round.
-    let commits = match (commits_before, commit_stats(&url).await) {
+    let commits = match (commits_before, commit_stats(&url, &admin).await) {
         (Some(b), Some(a)) => {
             let delta = |k: &str| a[k].as_u64().unwrap_or(0) - b[k].as_u64().unwrap_or(0);
             let slow = delta("slow_rounds");

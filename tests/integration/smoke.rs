@@ -29,8 +29,26 @@ async fn abandoned_cart_reminds_gold_customer_with_code() {
         .as_str()
         .unwrap();
     assert!(text.contains("GOLD10"), "{text}");
+    // Without credentials: liveness only.
     let (s, v) = h.request(Method::GET, "/healthz", None, "").await;
+    assert_eq!(
+        (s, v),
+        (StatusCode::OK, serde_json::json!({"status": "ok"}))
+    );
+    // A wrong token is refused as on every admin route.
+    let (s, v) = h
+        .request(Method::GET, "/healthz", Some("wat_wrong"), "")
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(weft_tests::error_code(&v), "invalid_credentials");
+    let (s, v) = h
+        .request(Method::GET, "/healthz", Some(weft_tests::ADMIN), "")
+        .await;
     assert_eq!(s, StatusCode::OK);
+    assert!(
+        v["allocator"].is_string() && v["version"].is_string(),
+        "{v}"
+    );
     // The install and the invocations above committed: their rounds are counted (whether
     // one was slow depends on the disk; the store's unit tests cover that).
     assert!(v["storage"]["rounds"].as_u64().unwrap() > 0, "{v}");

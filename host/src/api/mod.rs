@@ -3,7 +3,7 @@
 //!
 //! | Route | Auth | What |
 //! |---|---|---|
-//! | `GET /healthz` | none | liveness and runtime facts, storage commit stats |
+//! | `GET /healthz` | none; admin token for the details | liveness; with the token, runtime facts and storage commit stats |
 //! | `POST /v1/tenants` | admin token | create a tenant; answers its keys |
 //! | `GET /v1/plugins` | secret key | list plugins |
 //! | `GET /v1/plugins/{name}` | secret key | a plugin and its versions |
@@ -241,16 +241,25 @@ async fn trace(
     resp
 }
 
+/// Liveness for anyone (a load balancer at the edge sends no credentials); with the admin
+/// token, also what an operator checks: the allocator, the version and the storage
+/// commits. A wrong token is refused as on every admin route.
 async fn health(
     axum::extract::State(s): axum::extract::State<AppState>,
-) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
+    headers: axum::http::HeaderMap,
+    admin: Result<AdminAuth, ApiError>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !headers.contains_key(axum::http::header::AUTHORIZATION) {
+        return Ok(Json(serde_json::json!({"status": "ok"})));
+    }
+    admin?;
+    Ok(Json(serde_json::json!({
         "status": "ok",
         "allocator": s.registry.runtime().allocator(),
         "version": env!("CARGO_PKG_VERSION"),
         // Disk stalls show here (and in the log) before they show as slow requests.
         "storage": s.db.backend().commit_stats(),
-    }))
+    })))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
