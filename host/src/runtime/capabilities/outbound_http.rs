@@ -26,7 +26,7 @@ pub struct CannedAnswer {
     /// The request's method; any method when absent.
     #[serde(default)]
     pub method: Option<String>,
-    /// The request's URL, without its query string.
+    /// The request's URL; its query string, if any, is not compared.
     pub url: String,
     /// The status code to answer.
     #[serde(default = "ok_status")]
@@ -104,7 +104,11 @@ impl CannedHttp {
             a.method
                 .as_deref()
                 .is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && reqwest::Url::parse(&a.url).is_ok_and(|u| u == bare)
+                && reqwest::Url::parse(&a.url).is_ok_and(|mut u| {
+                    u.set_query(None);
+                    u.set_fragment(None);
+                    u == bare
+                })
         });
         let Some(a) = found.map(|i| unused.remove(i)) else {
             return Err(HttpError::Transport(format!(
@@ -455,6 +459,41 @@ mod tests {
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn canned_answers_match_method_and_url_without_query_once_each_in_order() {
+        use super::{CannedAnswer, CannedHttp};
+        let answer = |method: Option<&str>, url: &str, status: u16| CannedAnswer {
+            method: method.map(str::to_owned),
+            url: url.into(),
+            status,
+            headers: Default::default(),
+            body: serde_json::json!({"n": status}),
+        };
+        let canned = CannedHttp::new(vec![
+            answer(Some("post"), "https://api.example.com/m?v=1", 401),
+            answer(Some("POST"), "https://api.example.com/m", 200),
+            answer(None, "https://api.example.com/other", 204),
+        ]);
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        let status = |r: Result<super::Response, super::HttpError>| r.map(|r| r.status).ok();
+        let m = url("https://api.example.com/m?token=x");
+        // GET matches neither POST answer; any method matches the third.
+        assert_eq!(status(canned.answer("GET", &m, b"")), None);
+        assert_eq!(status(canned.answer("POST", &m, b"{}")), Some(401));
+        assert_eq!(status(canned.answer("POST", &m, b"{}")), Some(200));
+        assert_eq!(
+            status(canned.answer("POST", &m, b"{}")),
+            None,
+            "each answers once"
+        );
+        let other = url("https://api.example.com/other");
+        assert_eq!(status(canned.answer("DELETE", &other, b"x")), Some(204));
+        let seen = canned.seen();
+        assert_eq!(seen.len(), 5, "every request is kept, answered or not");
+        assert_eq!(seen[1].body, serde_json::json!({}));
+        assert_eq!(seen[4].body, "x");
     }
 
     #[test]
