@@ -82,20 +82,20 @@ impl CannedHttp {
     }
 
     /// Keeps `method url body`, then takes the first unused answer for its method and URL.
-    fn answer(&self, method: &str, url: &reqwest::Url, body: &[u8]) -> Result<Response, HttpError> {
+    fn answer(&self, method: &str, url: &str, body: &[u8]) -> Result<Response, HttpError> {
         self.seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(SeenRequest {
                 method: method.to_string(),
-                url: url.to_string(),
+                url: url.to_owned(),
                 body: serde_json::from_slice(body).unwrap_or_else(|_| {
                     serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
                 }),
             });
-        let mut bare = url.clone();
-        bare.set_query(None);
-        bare.set_fragment(None);
+        let Some(bare) = without_query(url) else {
+            return Err(HttpError::Transport(format!("invalid URL `{url}`")));
+        };
         let mut unused = self
             .unused
             .lock()
@@ -104,11 +104,7 @@ impl CannedHttp {
             a.method
                 .as_deref()
                 .is_none_or(|m| m.eq_ignore_ascii_case(method))
-                && reqwest::Url::parse(&a.url).is_ok_and(|mut u| {
-                    u.set_query(None);
-                    u.set_fragment(None);
-                    u == bare
-                })
+                && without_query(&a.url).as_ref() == Some(&bare)
         });
         let Some(a) = found.map(|i| unused.remove(i)) else {
             return Err(HttpError::Transport(format!(
@@ -131,6 +127,14 @@ impl CannedHttp {
             body,
         })
     }
+}
+
+/// `url` normalized, without its query and fragment; `None` when it does not parse.
+fn without_query(url: &str) -> Option<String> {
+    let mut u = reqwest::Url::parse(url).ok()?;
+    u.set_query(None);
+    u.set_fragment(None);
+    Some(u.into())
 }
 
 /// Whether `host[:port]` is allowed by one allowlist entry (`host`, `host:port`, `*.domain`).
@@ -407,8 +411,8 @@ impl weft::outbound_http::Host for HostState {
                     .as_ref()
                     .map(|_| req.body.clone())
                     .unwrap_or_default();
-                let r = match (self.build(req, url.clone()), canned) {
-                    (Ok(_), Some(canned)) => canned.answer(&method, &url, &body),
+                let r = match (self.build(req, url), canned) {
+                    (Ok(_), Some(canned)) => canned.answer(&method, &target, &body),
                     (Ok(request), None) => perform(request).await,
                     (Err(e), _) => Err(e),
                 };
@@ -476,20 +480,19 @@ mod tests {
             answer(Some("POST"), "https://api.example.com/m", 200),
             answer(None, "https://api.example.com/other", 204),
         ]);
-        let url = |u: &str| reqwest::Url::parse(u).unwrap();
         let status = |r: Result<super::Response, super::HttpError>| r.map(|r| r.status).ok();
-        let m = url("https://api.example.com/m?token=x");
+        let m = "https://api.example.com/m?token=x";
         // GET matches neither POST answer; any method matches the third.
-        assert_eq!(status(canned.answer("GET", &m, b"")), None);
-        assert_eq!(status(canned.answer("POST", &m, b"{}")), Some(401));
-        assert_eq!(status(canned.answer("POST", &m, b"{}")), Some(200));
+        assert_eq!(status(canned.answer("GET", m, b"")), None);
+        assert_eq!(status(canned.answer("POST", m, b"{}")), Some(401));
+        assert_eq!(status(canned.answer("POST", m, b"{}")), Some(200));
         assert_eq!(
-            status(canned.answer("POST", &m, b"{}")),
+            status(canned.answer("POST", m, b"{}")),
             None,
             "each answers once"
         );
-        let other = url("https://api.example.com/other");
-        assert_eq!(status(canned.answer("DELETE", &other, b"x")), Some(204));
+        let other = "https://api.example.com/other";
+        assert_eq!(status(canned.answer("DELETE", other, b"x")), Some(204));
         let seen = canned.seen();
         assert_eq!(seen.len(), 5, "every request is kept, answered or not");
         assert_eq!(seen[1].body, serde_json::json!({}));
