@@ -387,7 +387,7 @@ pub fn main() -> anyhow::Result<()> {
                 let sdk = sdk_path.unwrap_or_else(|| repo_root().join("guest-sdk"));
                 let path = crate::scaffold::new_plugin(kind, &name, &dir, &sdk)?;
                 println!("created {} ({kind}); build it and run it on its sample calls (fixtures/):\n  cd {}\n  cargo build --release --target wasm32-wasip2", path.display(), path.display());
-                println!("  {}", crate::scaffold::run_all_command(kind, &name));
+                println!("  {}", crate::scaffold::run_all_command(&name));
                 Ok(0)
             }
             Command::Plugin(PluginCommand::Run { file, kind, input, json, config, allow_private_networks }) => {

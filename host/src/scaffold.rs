@@ -56,21 +56,18 @@ fn release_wasm(name: &str) -> String {
 }
 
 /// The `weft plugin run` command for each of `kind`'s fixtures, from the plugin's
-/// directory, on its release build.
+/// directory, on its release build (each fixture's call names its kind).
 pub fn run_commands(kind: PluginKind, name: &str) -> Vec<String> {
     let wasm = release_wasm(name);
     fixtures(kind)
         .iter()
-        .map(|(file, _)| format!("weft plugin run --kind {kind} --input fixtures/{file} {wasm}"))
+        .map(|(file, _)| format!("weft plugin run --input fixtures/{file} {wasm}"))
         .collect()
 }
 
 /// The `weft plugin run` command for all of the plugin's fixtures at once.
-pub fn run_all_command(kind: PluginKind, name: &str) -> String {
-    format!(
-        "weft plugin run --kind {kind} --input fixtures/ {}",
-        release_wasm(name)
-    )
+pub fn run_all_command(name: &str) -> String {
+    format!("weft plugin run --input fixtures/ {}", release_wasm(name))
 }
 
 /// The `weft plugin upload` command that installs and activates the release build as
@@ -159,7 +156,7 @@ pub fn new_plugin(
     std::fs::create_dir_all(root.join(".cargo")).map_err(io(&root))?;
     std::fs::create_dir_all(root.join("fixtures")).map_err(io(&root))?;
     let run = run_commands(kind, name).join("\n");
-    let run_all = run_all_command(kind, name);
+    let run_all = run_all_command(name);
     let upload = upload_command(kind, name);
     let vars = Vars {
         name,
@@ -223,7 +220,7 @@ mod tests {
             assert!(root.join("fixtures").join(file).is_file(), "{file} written");
             assert!(
                 readme.contains(&format!(
-                    "weft plugin run --kind journey-rule --input fixtures/{file} \
+                    "weft plugin run --input fixtures/{file} \
                      target/wasm32-wasip2/release/my_rule.wasm"
                 )),
                 "README runs {file}:\n{readme}"
@@ -231,7 +228,7 @@ mod tests {
         }
         assert!(
             readme.contains(
-                "weft plugin run --kind journey-rule --input fixtures/ \
+                "weft plugin run --input fixtures/ \
                  target/wasm32-wasip2/release/my_rule.wasm"
             ),
             "README runs them all:\n{readme}"

@@ -403,6 +403,52 @@ async fn a_fixtures_http_answers_do_not_bypass_the_allowlist() {
     assert!(!serde_json::to_string(&o.output).unwrap().contains("SM4"));
 }
 
+/// The test-flaky adapter's send fixture, answered, with its `header` setting.
+fn flaky_send_with_header(dir: &Path, header: &str) -> PathBuf {
+    let (input, mut fixture) = sms_send_answered(
+        dir,
+        json!([{"url": "https://api.example.com/send", "status": 200}]),
+    );
+    fixture["settings"] = json!({
+        "config": {"url": "https://api.example.com/send", "header": header},
+        "allowed_hosts": ["api.example.com"],
+    });
+    rewrite(&input, &fixture);
+    input
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapters_request_headers_are_shown_and_an_invalid_one_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = flaky_send_with_header(dir.path(), "X-Trace: t-1");
+    let o = run(
+        plugins::TEST_FLAKY_ADAPTER,
+        PluginKind::ChannelAdapter,
+        &input,
+    )
+    .await;
+    assert!(o.ok, "{:?}", o.error);
+    let requests = o.requests.as_deref().unwrap_or_default();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].headers["x-trace"], "t-1");
+
+    // A space in a header name: refused before it is sent (or answered), as a server
+    // refuses it, with the header named.
+    let input = flaky_send_with_header(dir.path(), "Bad Name: x");
+    let o = run(
+        plugins::TEST_FLAKY_ADAPTER,
+        PluginKind::ChannelAdapter,
+        &input,
+    )
+    .await;
+    let error = o.report.http_calls[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("invalid header name `Bad Name`"), "{error}");
+    assert!(
+        o.requests.unwrap_or_default().is_empty(),
+        "nothing was sent"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_refuses_a_fixture_over_its_kinds_input_limit() {
     let entered = repo_root().join(ENTERED);

@@ -7,6 +7,9 @@
 //! - `sleep-then-send`: sleeps 50 ms through WASI (a blocking wait inside the adapter's
 //!   fiber), then sends as below;
 //! - anything else: posts to `url` and succeeds with the id `flaky-<tracking id>`.
+//!
+//! A `header` setting (`Name: value`) adds that header to the request as it is, so tests
+//! can send a header the host must refuse.
 
 use weft_guest::adapter::{
     ChannelCapabilities, Guest, HttpRequest, HttpResponse, OutboundMessage, PluginError, SendError,
@@ -43,7 +46,13 @@ impl Guest for Flaky {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let url = config::get("url").ok_or(SendError::Permanent("no `url` setting".into()))?;
-        let req = Request::new("POST", &url).body(msg.tracking_id.clone().into_bytes());
+        let mut req = Request::new("POST", &url).body(msg.tracking_id.clone().into_bytes());
+        if let Some((name, value)) = config::get("header")
+            .as_deref()
+            .and_then(|h| h.split_once(':'))
+        {
+            req = req.header(name.trim(), value.trim());
+        }
         http::send(&req)?;
         if mode == "send-then-hang" {
             let mut n: u64 = 0;

@@ -44,15 +44,66 @@ fn ok_status() -> u16 {
 }
 
 /// A request a local run's plugin made, as [`CannedHttp`] saw it: what a fixture's
-/// `expect` can check under `requests`.
+/// `expect` can check under `requests`. The installation's secret values never appear in
+/// it: each is shown as `<secret:NAME>`, so a fixture can check that the adapter sends
+/// the right secret in the right place without printing it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SeenRequest {
     /// The method.
     pub method: String,
     /// The URL, with its query.
     pub url: String,
+    /// The headers, names in lower case; a repeated header's values joined with `, `.
+    pub headers: std::collections::BTreeMap<String, String>,
     /// The body: its JSON when it is JSON, else its text (invalid UTF-8 replaced).
     pub body: serde_json::Value,
+}
+
+impl SeenRequest {
+    /// `req` as seen, with every value of `secrets` replaced by its placeholder.
+    fn new(req: &Request, secrets: &std::collections::BTreeMap<String, String>) -> SeenRequest {
+        // Longest first: a secret that contains another is replaced whole.
+        let mut by_length: Vec<(&String, &String)> =
+            secrets.iter().filter(|(_, v)| !v.is_empty()).collect();
+        by_length.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+        let hide = |text: &str| {
+            by_length.iter().fold(text.to_owned(), |t, (name, value)| {
+                t.replace(value.as_str(), &format!("<secret:{name}>"))
+            })
+        };
+        let mut headers = std::collections::BTreeMap::<String, String>::new();
+        for (k, v) in &req.headers {
+            let v = match basic_credentials(v) {
+                // Basic auth carries the password in base64: shown decoded, hidden.
+                Some(credentials) => format!("Basic base64({})", hide(&credentials)),
+                None => hide(v),
+            };
+            headers
+                .entry(k.to_ascii_lowercase())
+                .and_modify(|all| {
+                    all.push_str(", ");
+                    all.push_str(&v);
+                })
+                .or_insert(v);
+        }
+        let body = hide(&String::from_utf8_lossy(&req.body));
+        SeenRequest {
+            method: req.method.clone(),
+            url: hide(&req.url),
+            headers,
+            body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        }
+    }
+}
+
+/// The `user:password` inside a `Basic` authorization value, if it is one.
+fn basic_credentials(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = value.strip_prefix("Basic ")?.trim();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    String::from_utf8(raw).ok()
 }
 
 /// The answers of a local run, each used once, in order: two answers for one URL answer
@@ -81,18 +132,18 @@ impl CannedHttp {
             .clone()
     }
 
-    /// Keeps `method url body`, then takes the first unused answer for its method and URL.
-    fn answer(&self, method: &str, url: &str, body: &[u8]) -> Result<Response, HttpError> {
+    /// Keeps `req` (with `secrets` hidden), then takes the first unused answer for its
+    /// method and URL.
+    fn answer(
+        &self,
+        req: &Request,
+        secrets: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Response, HttpError> {
         self.seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(SeenRequest {
-                method: method.to_string(),
-                url: url.to_owned(),
-                body: serde_json::from_slice(body).unwrap_or_else(|_| {
-                    serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
-                }),
-            });
+            .push(SeenRequest::new(req, secrets));
+        let (method, url) = (req.method.as_str(), req.url.as_str());
         let Some(bare) = without_query(url) else {
             return Err(HttpError::Transport(format!("invalid URL `{url}`")));
         };
@@ -226,12 +277,20 @@ pub(crate) fn client(allow_private: bool) -> anyhow::Result<reqwest::Client> {
     Ok(b.build()?)
 }
 
+/// A request that passed [`HostState::check_request`]: its parsed URL and method.
+struct Checked {
+    url: reqwest::Url,
+    method: reqwest::Method,
+}
+
 fn refused(e: CapabilityError) -> HttpError {
     HttpError::Refused(e)
 }
 
 impl HostState {
-    fn check_request(&self, req: &Request) -> Result<reqwest::Url, HttpError> {
+    /// Checks `req` against the installation's allowlist, the address policy and the
+    /// limits, and that its method and headers are valid.
+    fn check_request(&self, req: &Request) -> Result<Checked, HttpError> {
         let url = reqwest::Url::parse(&req.url)
             .map_err(|e| refused(invalid(format!("invalid URL `{}`: {e}", req.url))))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -270,23 +329,49 @@ impl HostState {
                 req.headers.len()
             ))));
         }
-        Ok(url)
-    }
-
-    /// The request for `req`, timed out at the invocation's deadline at the latest.
-    fn build(&self, req: Request, url: reqwest::Url) -> Result<reqwest::RequestBuilder, HttpError> {
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| refused(invalid(format!("invalid HTTP method `{}`", req.method))))?;
+        // Checked here, not left to the client: a bad header is the guest's mistake, named
+        // as such, and a local run (which sends nothing) refuses it as a server would.
+        for (k, v) in &req.headers {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                return Err(refused(invalid(format!("invalid header name `{k}`"))));
+            }
+            if reqwest::header::HeaderValue::from_str(v).is_err() {
+                return Err(refused(invalid(format!(
+                    "the value of header `{k}` is not a valid header value"
+                ))));
+            }
+        }
+        Ok(Checked { url, method })
+    }
+
+    /// The time `req` may take: its own timeout, cut at the invocation's deadline.
+    fn time_left(&self, req: &Request) -> Result<Duration, HttpError> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         let timeout = Duration::from_millis(req.timeout_ms.into()).min(left);
         if timeout.is_zero() {
             return Err(HttpError::Timeout);
         }
-        let mut builder = self.services.http.request(method, url).timeout(timeout);
+        Ok(timeout)
+    }
+
+    /// The client request for a checked `req`, which gives up its body.
+    fn build(
+        &self,
+        req: &mut Request,
+        checked: Checked,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .services
+            .http
+            .request(checked.method, checked.url)
+            .timeout(timeout);
         for (k, v) in &req.headers {
             builder = builder.header(k.as_str(), v.as_str());
         }
-        Ok(builder.body(req.body))
+        builder.body(std::mem::take(&mut req.body))
     }
 
     /// Keeps `req`'s outcome on the invocation record.
@@ -399,33 +484,18 @@ fn transport_message(e: &reqwest::Error) -> String {
 }
 
 impl weft::outbound_http::Host for HostState {
-    async fn send(&mut self, req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
+    async fn send(&mut self, mut req: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         self.enter()?;
         let started = Instant::now();
-        let result = match self.check_request(&req) {
-            Ok(url) => {
-                let (method, target) = (req.method.clone(), req.url.clone());
-                let canned = self.services.canned_http.clone();
-                // Only a local run keeps the body, for its `requests`.
-                let body = canned
-                    .as_ref()
-                    .map(|_| req.body.clone())
-                    .unwrap_or_default();
-                let r = match (self.build(req, url), canned) {
-                    (Ok(_), Some(canned)) => canned.answer(&method, &target, &body),
-                    (Ok(request), None) => perform(request).await,
-                    (Err(e), _) => Err(e),
-                };
-                let shown = Request {
-                    method,
-                    url: target,
-                    headers: Vec::new(),
-                    body: Vec::new(),
-                    timeout_ms: 0,
-                };
-                self.record_call(&shown, started, &r);
-                return Ok(r);
-            }
+        let result = match self
+            .check_request(&req)
+            .and_then(|checked| Ok((checked, self.time_left(&req)?)))
+        {
+            Ok((checked, timeout)) => match self.services.canned_http.clone() {
+                // A local run: the fixture answers, and nothing leaves the machine.
+                Some(canned) => canned.answer(&req, &self.installation.settings().secrets),
+                None => perform(self.build(&mut req, checked, timeout)).await,
+            },
             Err(e) => Err(e),
         };
         self.record_call(&req, started, &result);
@@ -481,22 +551,73 @@ mod tests {
             answer(None, "https://api.example.com/other", 204),
         ]);
         let status = |r: Result<super::Response, super::HttpError>| r.map(|r| r.status).ok();
+        let none = Default::default();
+        let ask = |method: &str, url: &str, body: &[u8]| {
+            canned.answer(&request(method, url, &[], body), &none)
+        };
         let m = "https://api.example.com/m?token=x";
         // GET matches neither POST answer; any method matches the third.
-        assert_eq!(status(canned.answer("GET", m, b"")), None);
-        assert_eq!(status(canned.answer("POST", m, b"{}")), Some(401));
-        assert_eq!(status(canned.answer("POST", m, b"{}")), Some(200));
-        assert_eq!(
-            status(canned.answer("POST", m, b"{}")),
-            None,
-            "each answers once"
-        );
+        assert_eq!(status(ask("GET", m, b"")), None);
+        assert_eq!(status(ask("POST", m, b"{}")), Some(401));
+        assert_eq!(status(ask("POST", m, b"{}")), Some(200));
+        assert_eq!(status(ask("POST", m, b"{}")), None, "each answers once");
         let other = "https://api.example.com/other";
-        assert_eq!(status(canned.answer("DELETE", other, b"x")), Some(204));
+        assert_eq!(status(ask("DELETE", other, b"x")), Some(204));
         let seen = canned.seen();
         assert_eq!(seen.len(), 5, "every request is kept, answered or not");
         assert_eq!(seen[1].body, serde_json::json!({}));
         assert_eq!(seen[4].body, "x");
+    }
+
+    /// A guest's request.
+    fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> super::Request {
+        super::Request {
+            method: method.into(),
+            url: url.into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+            timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn a_seen_request_shows_headers_and_never_a_secrets_value() {
+        let secrets = [
+            ("token", "s3cr3t-abc"),
+            ("token_prefix", "s3cr3t"),
+            ("unset", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let seen = super::SeenRequest::new(
+            &request(
+                "POST",
+                "https://api.example.com/m?key=s3cr3t-abc",
+                &[
+                    ("Authorization", "Bearer s3cr3t-abc"),
+                    ("proxy-authorization", "Basic QUMxOnMzY3IzdC1hYmM="),
+                    ("X-Tag", "a"),
+                    ("x-tag", "b"),
+                ],
+                br#"{"auth":"s3cr3t","to":"+8491"}"#,
+            ),
+            &secrets,
+        );
+        assert_eq!(seen.url, "https://api.example.com/m?key=<secret:token>");
+        assert_eq!(seen.headers["authorization"], "Bearer <secret:token>");
+        assert_eq!(
+            seen.headers["proxy-authorization"], "Basic base64(AC1:<secret:token>)",
+            "Basic credentials are shown decoded, the password hidden"
+        );
+        assert_eq!(seen.headers["x-tag"], "a, b", "repeated headers are joined");
+        assert_eq!(
+            seen.body,
+            serde_json::json!({"auth": "<secret:token_prefix>", "to": "+8491"})
+        );
     }
 
     #[test]
