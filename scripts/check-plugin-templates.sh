@@ -20,7 +20,11 @@ trap 'rm -rf "$work"' EXIT
 
 render() { # template, name, output
     local crate="${2//-/_}"
-    sed -e "s|{{name}}|$2|g" -e "s|{{crate_name}}|$crate|g" -e "s|{{sdk_path}}|$root/guest-sdk|g" "$1" >"$3"
+    # The README's commands ({{run}}, {{run_all}}, {{upload}}) are filled in by
+    # `weft plugin new` (host/src/scaffold.rs, unit-tested there): placeholders here.
+    sed -e "s|{{name}}|$2|g" -e "s|{{crate_name}}|$crate|g" -e "s|{{sdk_path}}|$root/guest-sdk|g" \
+        -e "s|{{run}}|weft plugin run ...|g" -e "s|{{run_all}}|weft plugin run ...|g" \
+        -e "s|{{upload}}|weft plugin upload ...|g" "$1" >"$3"
 }
 
 members=()

@@ -37,6 +37,10 @@ pub struct CannedAnswer {
     /// The body: a string as it is, any other JSON value as its JSON text.
     #[serde(default)]
     pub body: serde_json::Value,
+    /// Answers every matching request from its turn on, instead of one (a status an
+    /// adapter polls, say).
+    #[serde(default)]
+    pub repeat: bool,
 }
 
 fn ok_status() -> u16 {
@@ -107,8 +111,8 @@ fn basic_credentials(value: &str) -> Option<String> {
 }
 
 /// The answers of a local run, each used once, in order: two answers for one URL answer
-/// its first and second requests (a `401` and then a `200`, say). It keeps the requests it
-/// saw.
+/// its first and second requests (a `401` and then a `200`, say); an answer with `repeat`
+/// is never used up. It keeps the requests it saw.
 #[derive(Debug, Default)]
 pub struct CannedHttp {
     unused: std::sync::Mutex<Vec<CannedAnswer>>,
@@ -157,7 +161,14 @@ impl CannedHttp {
                 .is_none_or(|m| m.eq_ignore_ascii_case(method))
                 && without_query(&a.url).as_ref() == Some(&bare)
         });
-        let Some(a) = found.map(|i| unused.remove(i)) else {
+        let taken = found.map(|i| {
+            if unused[i].repeat {
+                unused[i].clone()
+            } else {
+                unused.remove(i)
+            }
+        });
+        let Some(a) = taken else {
             return Err(HttpError::Transport(format!(
                 "no answer left in the fixture's `http` for {method} {bare}"
             )));
@@ -544,11 +555,16 @@ mod tests {
             status,
             headers: Default::default(),
             body: serde_json::json!({"n": status}),
+            repeat: false,
         };
         let canned = CannedHttp::new(vec![
             answer(Some("post"), "https://api.example.com/m?v=1", 401),
             answer(Some("POST"), "https://api.example.com/m", 200),
             answer(None, "https://api.example.com/other", 204),
+            CannedAnswer {
+                repeat: true,
+                ..answer(Some("GET"), "https://api.example.com/status", 202)
+            },
         ]);
         let status = |r: Result<super::Response, super::HttpError>| r.map(|r| r.status).ok();
         let none = Default::default();
@@ -563,8 +579,16 @@ mod tests {
         assert_eq!(status(ask("POST", m, b"{}")), None, "each answers once");
         let other = "https://api.example.com/other";
         assert_eq!(status(ask("DELETE", other, b"x")), Some(204));
+        for _ in 0..3 {
+            let polled = ask("GET", "https://api.example.com/status", b"");
+            assert_eq!(
+                status(polled),
+                Some(202),
+                "a repeat answer is never used up"
+            );
+        }
         let seen = canned.seen();
-        assert_eq!(seen.len(), 5, "every request is kept, answered or not");
+        assert_eq!(seen.len(), 8, "every request is kept, answered or not");
         assert_eq!(seen[1].body, serde_json::json!({}));
         assert_eq!(seen[4].body, "x");
     }
