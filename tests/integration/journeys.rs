@@ -100,6 +100,39 @@ async fn abandoned_cart_reminds_after_an_hour_with_a_gold_code_and_issues_the_co
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_status_counts_the_journey_work_of_events_until_it_is_done() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    let status = |v: &Value| {
+        let j = &v["journeys"];
+        (
+            v["backlog"].as_u64(),
+            j["items_run"].as_u64(),
+            j["busy"].as_bool(),
+        )
+    };
+    let idle = h.get_ok(&t, "/v1/ingest/status").await;
+    assert_eq!(status(&idle), (Some(0), Some(0), Some(false)), "{idle}");
+    for n in 0..3 {
+        let cart = format!("c-{n}");
+        send(&h, &t, "track", cart_added("lan", &cart, &format!("m-{n}"))).await;
+    }
+    // The processor's backlog empties first; the journey entries its events made run after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let done = loop {
+        let v = h.get_ok(&t, "/v1/ingest/status").await;
+        if status(&v).0 == Some(0) && status(&v).2 == Some(false) {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never done: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_eq!(done["processed"], 3, "{done}");
+    assert_eq!(status(&done).1, Some(3), "one entry per cart: {done}");
+    let v = view(&h, &t, "user_id:lan").await;
+    assert_eq!(v["journeys"].as_array().map(Vec::len), Some(3), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purchase_exits_the_instance_and_cancels_the_reminder() {
     let (h, t) = cart_waiting_for_its_reminder("lan").await;
     h.advance(&t, 30 * MINUTE).await;

@@ -289,15 +289,23 @@ pub(super) async fn batch(
 }
 
 /// `GET /v1/ingest/status` (secret key): this tenant's ingestion counters since the server
-/// started, and whether its processor is behind.
-pub(super) async fn status(auth: super::TenantAuth, State(s): State<AppState>) -> Json<Value> {
+/// started, whether its processor is behind, and whether the journey work its events made
+/// (entries, waits ended, timers) is done: an event is fully handled only then.
+pub(super) async fn status(
+    auth: super::TenantAuth,
+    State(s): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     let c = s.ingest.processor().counters(&auth.tenant_id);
     let (accepted, processed) = (c.accepted.load(Relaxed), c.processed.load(Relaxed));
-    Json(json!({
+    Ok(Json(json!({
         "accepted": accepted,
         "processed": processed,
         "dead_lettered": c.dead_lettered.load(Relaxed),
         "backlog": accepted.saturating_sub(processed),
-    }))
+        "journeys": {
+            "items_run": s.journeys.items_run(&auth.tenant_id),
+            "busy": s.journeys.busy(&auth.tenant_id).await?,
+        },
+    })))
 }
