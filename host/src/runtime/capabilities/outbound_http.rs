@@ -70,9 +70,17 @@ impl SeenRequest {
         let mut by_length: Vec<(&String, &String)> =
             secrets.iter().filter(|(_, v)| !v.is_empty()).collect();
         by_length.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+        // A secret in a URL or a form body is percent-encoded: hidden in those forms too.
         let hide = |text: &str| {
             by_length.iter().fold(text.to_owned(), |t, (name, value)| {
-                t.replace(value.as_str(), &format!("<secret:{name}>"))
+                let shown = format!("<secret:{name}>");
+                [
+                    value.to_string(),
+                    percent_encoded(value, false),
+                    percent_encoded(value, true),
+                ]
+                .iter()
+                .fold(t, |t, form| t.replace(form.as_str(), &shown))
             })
         };
         let mut headers = std::collections::BTreeMap::<String, String>::new();
@@ -98,6 +106,22 @@ impl SeenRequest {
             body: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
         }
     }
+}
+
+/// `value` percent-encoded as URLs and form bodies carry it: every byte but
+/// `A-Z a-z 0-9 - . _ ~` as `%XX`, a space as `+` when `form`.
+fn percent_encoded(value: &str, form: bool) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(b))
+            }
+            b' ' if form => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// The `user:password` inside a `Basic` authorization value, if it is one.
@@ -612,6 +636,7 @@ mod tests {
         let secrets = [
             ("token", "s3cr3t-abc"),
             ("token_prefix", "s3cr3t"),
+            ("pass", "p@ss w/rd"),
             ("unset", ""),
         ]
         .into_iter()
@@ -620,7 +645,7 @@ mod tests {
         let seen = super::SeenRequest::new(
             &request(
                 "POST",
-                "https://api.example.com/m?key=s3cr3t-abc",
+                "https://api.example.com/m?key=s3cr3t-abc&p=p%40ss%20w%2Frd",
                 &[
                     ("Authorization", "Bearer s3cr3t-abc"),
                     ("proxy-authorization", "Basic QUMxOnMzY3IzdC1hYmM="),
@@ -631,7 +656,10 @@ mod tests {
             ),
             &secrets,
         );
-        assert_eq!(seen.url, "https://api.example.com/m?key=<secret:token>");
+        assert_eq!(
+            seen.url, "https://api.example.com/m?key=<secret:token>&p=<secret:pass>",
+            "a percent-encoded secret is hidden too"
+        );
         assert_eq!(seen.headers["authorization"], "Bearer <secret:token>");
         assert_eq!(
             seen.headers["proxy-authorization"], "Basic base64(AC1:<secret:token>)",
