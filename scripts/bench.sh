@@ -222,7 +222,8 @@ for s in "${sections[@]}"; do
         settle() {
             local t0=$SECONDS
             for _ in $(seq 1 600); do
-                status | grep -q '"backlog":0' && status | grep -q '"busy":false' && break
+                local now; now="$(status)"
+                grep -q '"backlog":0' <<<"$now" && grep -q '"busy":false' <<<"$now" && break
                 sleep 1
             done
             echo $((SECONDS - t0))

@@ -304,7 +304,7 @@ pub(super) async fn status(
         "dead_lettered": c.dead_lettered.load(Relaxed),
         "backlog": accepted.saturating_sub(processed),
         "journeys": {
-            "items_run": s.journeys.items_run(&auth.tenant_id),
+            "items_run": c.journey_items_run.load(Relaxed),
             "busy": s.journeys.busy(&auth.tenant_id).await?,
         },
     })))

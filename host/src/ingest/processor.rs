@@ -68,6 +68,8 @@ pub struct Counters {
     pub processed: std::sync::atomic::AtomicU64,
     /// Messages moved to the dead-letter list.
     pub dead_lettered: std::sync::atomic::AtomicU64,
+    /// Journey work items the journey runner ran (entries, waits ended, timers).
+    pub journey_items_run: std::sync::atomic::AtomicU64,
 }
 
 /// The background processor.

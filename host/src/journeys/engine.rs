@@ -1,7 +1,7 @@
 //! Journey instances, routing, the per-tenant runner and the timer scheduler.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -291,8 +291,6 @@ pub struct Journeys {
     loops: Arc<TenantLoops>,
     /// (tenant, plugin, digest) → manifest.
     manifests: Mutex<HashMap<(String, String, String), wit::Manifest>>,
-    /// Work items run per tenant since start (for `GET /v1/ingest/status`).
-    items_run: std::sync::RwLock<HashMap<String, Arc<AtomicU64>>>,
     me: OnceLock<std::sync::Weak<Journeys>>,
 }
 
@@ -370,7 +368,6 @@ impl Journeys {
             ingest: ingest.clone(),
             loops: TenantLoops::new("journey runner"),
             manifests: Mutex::new(HashMap::new()),
-            items_run: std::sync::RwLock::new(HashMap::new()),
             me: OnceLock::new(),
         });
         let _ = j.me.set(Arc::downgrade(&j));
@@ -449,28 +446,6 @@ impl Journeys {
         };
         self.loops
             .wake(tenant, Arc::new(move |t: &str| me.run_pass(t)));
-    }
-
-    /// `tenant`'s journey work items run since start (entries, events, timers, releases).
-    pub fn items_run(&self, tenant: &str) -> u64 {
-        self.items_run_counter(tenant).load(Ordering::Relaxed)
-    }
-
-    fn items_run_counter(&self, tenant: &str) -> Arc<AtomicU64> {
-        if let Some(c) = self
-            .items_run
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(tenant)
-        {
-            return c.clone();
-        }
-        self.items_run
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(tenant.to_string())
-            .or_default()
-            .clone()
     }
 
     /// Whether `tenant` has journey work queued or running.
@@ -568,7 +543,10 @@ impl Journeys {
             staged.stage(ops)?;
         }
         staged.commit()?;
-        self.items_run_counter(tenant)
+        self.ingest
+            .processor()
+            .counters(tenant)
+            .journey_items_run
             .fetch_add(items.len() as u64, Ordering::Relaxed);
         if queued_events {
             self.ingest.processor().wake(tenant);

@@ -71,16 +71,17 @@ impl SeenRequest {
             secrets.iter().filter(|(_, v)| !v.is_empty()).collect();
         by_length.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
         // A secret in a URL or a form body is percent-encoded: hidden in those forms too.
+        let forms: Vec<(String, [String; 3])> = by_length
+            .iter()
+            .map(|(name, value)| {
+                let url = percent_encoding::utf8_percent_encode(value, URL_ESCAPED).to_string();
+                let form = form_urlencoded::byte_serialize(value.as_bytes()).collect();
+                (format!("<secret:{name}>"), [value.to_string(), url, form])
+            })
+            .collect();
         let hide = |text: &str| {
-            by_length.iter().fold(text.to_owned(), |t, (name, value)| {
-                let shown = format!("<secret:{name}>");
-                [
-                    value.to_string(),
-                    percent_encoded(value, false),
-                    percent_encoded(value, true),
-                ]
-                .iter()
-                .fold(t, |t, form| t.replace(form.as_str(), &shown))
+            forms.iter().fold(text.to_owned(), |t, (shown, written)| {
+                written.iter().fold(t, |t, w| t.replace(w.as_str(), shown))
             })
         };
         let mut headers = std::collections::BTreeMap::<String, String>::new();
@@ -108,21 +109,12 @@ impl SeenRequest {
     }
 }
 
-/// `value` percent-encoded as URLs and form bodies carry it: every byte but
-/// `A-Z a-z 0-9 - . _ ~` as `%XX`, a space as `+` when `form`.
-fn percent_encoded(value: &str, form: bool) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(char::from(b))
-            }
-            b' ' if form => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+/// What a URL escapes: every byte but `A-Z a-z 0-9 - . _ ~` (RFC 3986's unreserved).
+const URL_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// The `user:password` inside a `Basic` authorization value, if it is one.
 fn basic_credentials(value: &str) -> Option<String> {
