@@ -1,6 +1,8 @@
-//! Per-tenant background loops: at most one task per tenant runs a pass function until it
-//! reports no more work; tenants run in parallel. Used by the event processor and the
-//! journey runner, whose writes to one tenant's data must not interleave.
+//! Per-tenant background loops: at most one task per key (a tenant, or one lane of a
+//! tenant's work) runs a pass function until it reports no more work; keys run in
+//! parallel. Used by the event processor (one loop per tenant), the journey runner (one
+//! per tenant and lane) and the delivery worker, whose writes to one key's data must not
+//! interleave.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

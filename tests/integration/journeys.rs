@@ -132,6 +132,32 @@ async fn ingest_status_counts_the_journey_work_of_events_until_it_is_done() {
     assert_eq!(v["journeys"].as_array().map(Vec::len), Some(3), "{v}");
 }
 
+/// A store written before the runner had lanes keeps its work at `jq/<seq>`: after the
+/// upgrade (a restart) the items move into their profile's lane and run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_queued_before_lanes_runs_after_a_restart() {
+    let (h, t) = cart_waiting_for_its_reminder("lan").await;
+    let v = view(&h, &t, "user_id:lan").await;
+    let iid = v["journeys"][0]["id"].as_str().unwrap().to_string();
+    let sp = weft::store::Space::tenant(&t.id);
+    let legacy = json!({"work": "exit", "instance": iid, "reason": "queued before lanes"});
+    h.app
+        .state
+        .db
+        .backend()
+        .put(&sp, b"jq/0000000000000001", legacy.to_string().as_bytes())
+        .unwrap();
+    let h = h.restart().await;
+    h.settle(&t).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    let ji = &v["journeys"][0];
+    assert_eq!(ji["status"], "exited", "{v}");
+    assert_eq!(ji["exit_reason"], "queued before lanes", "{v}");
+    let b = h.app.state.db.backend().clone();
+    assert!(b.scan_prefix(&sp, b"jq/", 1).unwrap().is_empty());
+    assert!(b.scan_prefix(&sp, b"jl/", 1).unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purchase_exits_the_instance_and_cancels_the_reminder() {
     let (h, t) = cart_waiting_for_its_reminder("lan").await;

@@ -202,7 +202,7 @@ impl Processor {
             .as_ref()
             .map(|j| j.routes(tenant))
             .unwrap_or_default();
-        let mut journey_work = false;
+        let mut journey_lanes = std::collections::BTreeSet::new();
         let chat_starts = self
             .conversations
             .get()
@@ -261,9 +261,10 @@ impl Processor {
                     vec![BatchOp::put(format!("dead/{seq:016x}"), bytes)]
                 }
             };
-            journey_work |= ops
-                .iter()
-                .any(|op| matches!(op, BatchOp::Put { key, .. } if key.starts_with(b"jq/")));
+            journey_lanes.extend(ops.iter().filter_map(|op| match op {
+                BatchOp::Put { key, .. } => crate::journeys::engine::lane_of_key(key),
+                BatchOp::Delete { .. } => None,
+            }));
             ops.push(BatchOp::delete(key.clone()));
             staged.stage(ops)?;
             in_batch += 1;
@@ -279,9 +280,9 @@ impl Processor {
         counters
             .processed
             .fetch_add(in_batch, std::sync::atomic::Ordering::Relaxed);
-        if journey_work {
+        if !journey_lanes.is_empty() {
             if let Some(j) = journeys {
-                j.wake(tenant);
+                j.wake_lanes(tenant, journey_lanes);
             }
         }
         Ok(entries.len())

@@ -37,6 +37,17 @@ const MAX_CONTEXT_BYTES: usize = 32 * 1024;
 /// Work items taken per runner pass, written as one atomic batch: small, because the
 /// batch holds the tenant's tree while it applies (see the processor's `BATCH_MESSAGES`).
 const RUNNER_CHUNK: usize = 4;
+/// Work queues (lanes) per tenant. A profile's work always lands in the same lane
+/// ([`lane_of`]), so one instance never runs two steps at once, and each lane has its own
+/// runner loop: lanes of different profiles run side by side on the cores a single loop
+/// left idle (BENCHMARKS.md, session 21). Part of the stored key layout: changing it
+/// needs a migration like [`LEGACY_WORK_PREFIX`]'s.
+pub const WORK_LANES: usize = 4;
+/// Where work items lived before lanes (`jq/<seq>`); a runner pass moves any it finds into
+/// their lanes first, keeping their sequence numbers and so their order.
+const LEGACY_WORK_PREFIX: &[u8] = b"jq/";
+/// Prefix of every lane's work items, `jl/<lane>/<seq>`.
+const WORK_PREFIX: &[u8] = b"jl/";
 /// Timers fired per scheduler round.
 const TIMER_CHUNK: usize = 512;
 /// How often the scheduler looks for due timers: waits are minutes to days; 20 ms keeps
@@ -115,7 +126,7 @@ pub struct Instance {
     pub updated_at: i64,
 }
 
-/// A unit of journey work, stored at `jq/<seq>`.
+/// A unit of journey work, stored at `jl/<lane>/<seq>` ([`work_key`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "work", rename_all = "snake_case")]
 enum Work {
@@ -145,8 +156,66 @@ enum Work {
 fn instance_key(id: &str) -> Vec<u8> {
     format!("ji/{id}").into_bytes()
 }
-fn work_key(seq: u64) -> Vec<u8> {
-    format!("jq/{seq:016x}").into_bytes()
+/// The key of work item `seq` of `profile` (`None`: an item that concerns no profile).
+fn work_key(profile: Option<&str>, seq: u64) -> Vec<u8> {
+    format!("jl/{}/{seq:016x}", lane_of(profile)).into_bytes()
+}
+fn lane_prefix(lane: usize) -> Vec<u8> {
+    format!("jl/{lane}/").into_bytes()
+}
+
+/// The lane of `profile`'s work: a stable hash (FNV-1a, not the std hasher, whose output
+/// may change between Rust releases while the lanes are stored). No profile: lane 0.
+pub fn lane_of(profile: Option<&str>) -> usize {
+    let Some(p) = profile else { return 0 };
+    let h = p.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (h % WORK_LANES as u64) as usize
+}
+
+/// The lane of a stored work item's key, if it is one.
+pub fn lane_of_key(key: &[u8]) -> Option<usize> {
+    let rest = key.strip_prefix(WORK_PREFIX)?;
+    let digit = *rest.first()?;
+    digit
+        .is_ascii_digit()
+        .then(|| usize::from(digit - b'0'))
+        .filter(|l| *l < WORK_LANES)
+}
+
+/// The profile a work item concerns, which decides its lane; `None` when it has none any
+/// more (the item then does nothing when it runs).
+fn profile_of(b: &dyn Backend, sp: &Space, work: &Work) -> Result<Option<String>, StoreError> {
+    /// Only the field the lane needs, without decoding the rest of the record.
+    #[derive(Deserialize)]
+    struct Owner {
+        profile_id: String,
+    }
+    let key = match work {
+        Work::Enter { profile_id, .. } => return Ok(Some(profile_id.clone())),
+        Work::Event { instance, .. }
+        | Work::Timer { instance, .. }
+        | Work::Exit { instance, .. } => instance_key(instance),
+        Work::Release { intent } => format!("outbox/{intent}").into_bytes(),
+    };
+    Ok(b.get(sp, &key)?
+        .and_then(|v| serde_json::from_slice::<Owner>(&v).ok())
+        .map(|o| o.profile_id))
+}
+
+/// The lane key of a stored work item (undecodable ones go to lane 0, which drops them).
+fn stored_work_key(
+    b: &dyn Backend,
+    sp: &Space,
+    value: &[u8],
+    seq: u64,
+) -> Result<Vec<u8>, StoreError> {
+    let profile = match serde_json::from_slice::<Work>(value) {
+        Ok(w) => profile_of(b, sp, &w)?,
+        Err(_) => None,
+    };
+    Ok(work_key(profile.as_deref(), seq))
 }
 /// Every instance of a profile, active or not (360 view, erasure).
 fn profile_instance_key(pid: &str, iid: &str) -> Vec<u8> {
@@ -164,6 +233,11 @@ fn entry_index_key(journey: &str, pid: &str, entry_key: Option<&str>) -> Vec<u8>
 /// `<due:020>/<tenant>/<token:016x>`: sorted by due time, unique by token.
 fn timer_key(due: i64, tenant: &str, token: u64) -> Vec<u8> {
     format!("{:020}/{tenant}/{token:016x}", due.max(0)).into_bytes()
+}
+
+/// The runner loop of one lane of one tenant.
+fn loop_key(tenant: &str, lane: usize) -> String {
+    format!("{tenant} lane {lane}")
 }
 
 /// One active journey of a tenant, with its manifest.
@@ -225,7 +299,7 @@ pub fn route(
     let mut ops = Vec::new();
     let mut push = |w: &Work, ops: &mut Vec<BatchOp>| -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(w).map_err(StoreError::Codec)?;
-        ops.push(BatchOp::put(work_key(next_seq()?), bytes));
+        ops.push(BatchOp::put(work_key(Some(profile_id), next_seq()?), bytes));
         Ok(())
     };
     // Exits first: an event that both exits and re-enters ends the old instance first.
@@ -441,21 +515,35 @@ impl Journeys {
 
     /// Makes sure the runner works through `tenant`'s journey work.
     pub fn wake(&self, tenant: &str) {
+        self.wake_lanes(tenant, (0..WORK_LANES).collect());
+    }
+
+    /// Makes sure the runner works through the given lanes of `tenant`'s journey work.
+    pub fn wake_lanes(&self, tenant: &str, lanes: std::collections::BTreeSet<usize>) {
         let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else {
             return;
         };
-        self.loops
-            .wake(tenant, Arc::new(move |t: &str| me.run_pass(t)));
+        for lane in lanes {
+            let (me, owner) = (me.clone(), tenant.to_string());
+            self.loops.wake(
+                &loop_key(tenant, lane),
+                Arc::new(move |_: &str| me.run_pass(&owner, lane)),
+            );
+        }
     }
 
     /// Whether `tenant` has journey work queued or running.
     pub async fn busy(&self, tenant: &str) -> Result<bool, StoreError> {
-        Ok(self.loops.busy(tenant)
-            || !self
-                .db
-                .scan_prefix(&Space::tenant(tenant), b"jq/", 1)
-                .await?
-                .is_empty())
+        if (0..WORK_LANES).any(|lane| self.loops.busy(&loop_key(tenant, lane))) {
+            return Ok(true);
+        }
+        let sp = Space::tenant(tenant);
+        for prefix in [WORK_PREFIX, LEGACY_WORK_PREFIX] {
+            if !self.db.scan_prefix(&sp, prefix, 1).await?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Turns every due timer into a work item, once. Returns how many fired.
@@ -489,13 +577,15 @@ impl Journeys {
                         break;
                     }
                     let (guard, also) = FIRED_TIMERS.guards(token, now, legacy);
+                    let sp = Space::tenant(tenant);
+                    let work_key = stored_work_key(b, &sp, &work, b.next_id()?)?;
                     b.insert_unique(
-                        &Space::tenant(tenant),
+                        &sp,
                         &[UniqueInsert {
                             guard,
                             also,
                             guard_value: Vec::new(),
-                            ops: vec![BatchOp::put(work_key(b.next_id()?), work)],
+                            ops: vec![BatchOp::put(work_key, work)],
                         }],
                     )?;
                     b.delete(&TIMERS, &key)?;
@@ -514,18 +604,19 @@ impl Journeys {
         Ok(n)
     }
 
-    /// Runs up to [`RUNNER_CHUNK`] work items of `tenant`, oldest first.
-    fn run_pass(&self, tenant: &str) -> Result<usize, StoreError> {
+    /// Runs up to [`RUNNER_CHUNK`] work items of `lane` of `tenant`, oldest first. Items
+    /// run in order, each reading what the earlier ones decided, and the pass writes their
+    /// batches as one: every atomic batch costs a redo record.
+    fn run_pass(&self, tenant: &str, lane: usize) -> Result<usize, StoreError> {
         let backend = self.db.backend();
         let sp = Space::tenant(tenant);
-        let items = backend.scan_prefix(&sp, b"jq/", RUNNER_CHUNK)?;
+        self.move_legacy_work(backend.as_ref(), &sp)?;
+        let items = backend.scan_prefix(&sp, &lane_prefix(lane), RUNNER_CHUNK)?;
         if items.is_empty() {
             return Ok(0);
         }
         let routes = self.routes(tenant);
         let mut queued_events = false;
-        // Items run in order, each reading what the earlier ones decided, and the pass
-        // writes their batches as one: every atomic batch costs a redo record.
         let staged = Staged::new(backend.clone(), sp.clone());
         for (key, value) in &items {
             let mut ops = match serde_json::from_slice::<Work>(value) {
@@ -552,6 +643,35 @@ impl Journeys {
             self.ingest.processor().wake(tenant);
         }
         Ok(items.len())
+    }
+
+    /// Moves work items stored before lanes (`jq/<seq>`) into their lanes, keeping their
+    /// sequence numbers, so they run before anything queued for their profile since. Every
+    /// lane's pass does this first; two lanes moving the same item write the same keys.
+    fn move_legacy_work(&self, b: &dyn Backend, sp: &Space) -> Result<(), StoreError> {
+        loop {
+            let legacy = b.scan_prefix(sp, LEGACY_WORK_PREFIX, RUNNER_CHUNK * 16)?;
+            if legacy.is_empty() {
+                return Ok(());
+            }
+            let mut ops = Vec::with_capacity(legacy.len() * 2);
+            let mut lanes = std::collections::BTreeSet::new();
+            for (key, value) in legacy {
+                let seq = std::str::from_utf8(&key[LEGACY_WORK_PREFIX.len()..])
+                    .ok()
+                    .and_then(|h| u64::from_str_radix(h, 16).ok());
+                if let Some(seq) = seq {
+                    let moved = stored_work_key(b, sp, &value, seq)?;
+                    lanes.extend(lane_of_key(&moved));
+                    ops.push(BatchOp::put(moved, value.to_vec()));
+                }
+                ops.push(BatchOp::delete(key.to_vec()));
+            }
+            b.apply_batch(sp, &ops)?;
+            if let Space::Tenant(tenant) = sp {
+                self.wake_lanes(tenant, lanes);
+            }
+        }
     }
 
     fn load(&self, b: &dyn Backend, sp: &Space, iid: &str) -> Result<Option<Instance>, StoreError> {
@@ -1030,7 +1150,7 @@ impl Journeys {
                         timer_id: WAIT_TIMER.into(),
                     };
                     ops.push(BatchOp::put(
-                        work_key(b.next_id()?),
+                        work_key(Some(&inst.profile_id), b.next_id()?),
                         serde_json::to_vec(&work).map_err(StoreError::Codec)?,
                     ));
                 } else {
@@ -1146,6 +1266,30 @@ mod tests {
     use super::*;
 
     const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn a_profiles_work_always_lands_in_the_same_lane_in_order() {
+        // Stored keys depend on these values (FNV-1a 64 mod 4, checked independently):
+        // a change needs a migration.
+        assert_eq!(
+            ["p_1", "p_2", "p_3", "p_4", "p_5"].map(|p| lane_of(Some(p))),
+            [3, 2, 1, 0, 3]
+        );
+        assert_eq!(lane_of(None), 0);
+        let (a, b) = (work_key(Some("p_2"), 9), work_key(Some("p_2"), 10));
+        assert!(
+            a.starts_with(b"jl/2/") && a < b,
+            "same lane, in sequence order"
+        );
+        assert_eq!(lane_of_key(&a), Some(2));
+        assert_eq!(
+            lane_of_key(b"jq/0000000000000001"),
+            None,
+            "legacy keys are not lanes"
+        );
+        assert_eq!(lane_of_key(b"jl/9/0000000000000001"), None);
+        assert_eq!(lane_of_key(b"ji/jl/1/"), None);
+    }
 
     #[test]
     fn local_time_wait_picks_the_next_occurrence_in_the_zone() {

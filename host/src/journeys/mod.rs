@@ -5,9 +5,11 @@
 //! Flow:
 //! 1. The event processor calls [`route`] for every processed event: entry events of an
 //!    active journey, exit events of running instances and events an instance waits for
-//!    become work items (`jq/<seq>`) in the same atomic batch as the event itself.
-//! 2. The [`Journeys`] runner takes a tenant's work items one at a time (one task per
-//!    tenant, so one instance never runs two steps at once), invokes the plugin's `step`,
+//!    become work items (`jl/<lane>/<seq>`) in the same atomic batch as the event itself.
+//!    A profile's items always go to the same one of [`engine::WORK_LANES`] lanes.
+//! 2. The [`Journeys`] runner takes each lane's work items in order (one loop per tenant
+//!    and lane, so one instance never runs two steps at once, while different profiles'
+//!    work runs on several cores), invokes the plugin's `step`,
 //!    and applies the commands in one batch: instance state, waits, sends (through the
 //!    messaging policy into the outbox), traits and emitted events (queued back into
 //!    ingestion, so they update the profile and can trigger journeys).
@@ -18,7 +20,8 @@
 //!
 //! Keys in the tenant space: `ji/<instance>` instance; `jkey/<journey>/<profile>/<entry
 //! key>` latest instance (re-entry policy); `jact/<profile>/<instance>` the profile's
-//! running instances; `jwait/<profile>/<event>/<instance>` event waits; `jq/<seq>` work.
+//! running instances; `jwait/<profile>/<event>/<instance>` event waits; `jl/<lane>/<seq>`
+//! work (`jq/<seq>` before lanes: moved into the lanes by the runner).
 
 pub mod engine;
 
