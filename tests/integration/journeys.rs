@@ -673,35 +673,76 @@ async fn running_instances_finish_on_their_version_after_an_upgrade() {
     );
 }
 
-/// A cart left by an anonymous visitor who then logs in: the merge should move the
-/// visitor's running journey to the known profile, and the reminder reach that customer.
-/// Today the merge deletes the anonymous profile and leaves its instances indexed under
-/// it: the journey leaves the 360 view and its step exits with "profile erased".
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug, see the session 21 stop note: a merge strands the merged-away profile's journey instances"]
-async fn a_journey_started_anonymously_continues_after_the_visitor_is_identified() {
-    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
-    gold_customer(&h, &t, "lan").await;
+/// An anonymous visitor's cart, then an identify that merges the visitor into a known
+/// customer: the running abandoned-cart instance moves to the known profile.
+async fn anonymous_cart_then_login(h: &TestHost, t: &TestTenant) {
+    gold_customer(h, t, "lan").await;
     send(
-        &h,
-        &t,
+        h,
+        t,
         "track",
         json!({"anonymousId": "anon-1", "event": "Product Added", "messageId": "m-anon",
             "properties": {"cart_id": "c-9", "product_id": "sku-7", "name": "Áo dài lụa"}}),
     )
     .await;
-    h.settle(&t).await;
+    h.settle(t).await;
     send(
-        &h,
-        &t,
+        h,
+        t,
         "identify",
         json!({"anonymousId": "anon-1", "userId": "lan"}),
     )
     .await;
-    h.settle(&t).await;
-    h.advance(&t, HOUR).await;
+    h.settle(t).await;
+}
+
+/// A cart left by an anonymous visitor who then logs in: the journey continues on the
+/// known customer (it shows in their 360 view) and the reminder reaches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journey_started_anonymously_continues_after_the_visitor_is_identified() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    anonymous_cart_then_login(&h, &t).await;
     let v = view(&h, &t, "user_id:lan").await;
     assert_eq!(v["journeys"][0]["entry_key"], "c-9", "{v}");
+    assert_eq!(v["journeys"][0]["status"], "waiting", "{v}");
+    // The cart is indexed under the known customer now: adding to it again while the
+    // journey waits does not start a second one for the same cart.
+    send(&h, &t, "track", cart_added("lan", "c-9", "m-again")).await;
+    h.settle(&t).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    assert_eq!(v["journeys"].as_array().map(Vec::len), Some(1), "{v}");
+    h.advance(&t, HOUR).await;
+    let v = view(&h, &t, "user_id:lan").await;
     assert_eq!(v["journeys"][0]["exit_reason"], "reminded", "{v}");
-    assert_eq!(deliveries(&v).len(), 1, "{v}");
+    let d = deliveries(&v);
+    assert_eq!(d.len(), 1, "{v}");
+    assert_eq!(
+        d[0]["address"], "+84901234567",
+        "the known customer's phone: {d:?}"
+    );
+}
+
+/// After the merge, the known customer's purchase exits the journey the visitor started:
+/// no reminder for a cart that was bought.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_after_login_exits_the_journey_started_anonymously() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    anonymous_cart_then_login(&h, &t).await;
+    send(
+        &h,
+        &t,
+        "track",
+        json!({"userId": "lan", "event": "Order Completed", "messageId": "m-order",
+            "properties": {"order_id": "o-1", "revenue": 450000}}),
+    )
+    .await;
+    h.settle(&t).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    assert_eq!(v["journeys"][0]["status"], "exited", "{v}");
+    assert_eq!(
+        v["journeys"][0]["exit_reason"], "exit event: Order Completed",
+        "{v}"
+    );
+    h.advance(&t, HOUR).await;
+    assert!(deliveries(&view(&h, &t, "user_id:lan").await).is_empty());
 }

@@ -603,6 +603,9 @@ fn apply_resolved(
             rec.created_at = rec.created_at.min(loser.created_at);
             rec.computed.merge(&loser.computed);
             ops.extend(profiles::move_data_ops(b, sp, &loser.id, &winner)?);
+            ops.extend(crate::journeys::engine::rehome_ops(
+                b, sp, &loser.id, &winner, next_seq,
+            )?);
             for (key, value) in b.scan_prefix(sp, &profiles::stats_prefix(&loser.id), usize::MAX)? {
                 let name = String::from_utf8_lossy(&key[profiles::stats_prefix(&loser.id).len()..])
                     .into_owned();

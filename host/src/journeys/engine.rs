@@ -151,6 +151,9 @@ enum Work {
     Exit { instance: String, reason: String },
     /// Quiet hours ended for a held send intent.
     Release { intent: String },
+    /// The instance's profile was merged into `to`: its indexes move there, and so does
+    /// its work (queued in the merged-away profile's lane, after its earlier work).
+    Rehome { instance: String, to: String },
 }
 
 fn instance_key(id: &str) -> Vec<u8> {
@@ -196,7 +199,8 @@ fn profile_of(b: &dyn Backend, sp: &Space, work: &Work) -> Result<Option<String>
         Work::Enter { profile_id, .. } => return Ok(Some(profile_id.clone())),
         Work::Event { instance, .. }
         | Work::Timer { instance, .. }
-        | Work::Exit { instance, .. } => instance_key(instance),
+        | Work::Exit { instance, .. }
+        | Work::Rehome { instance, .. } => instance_key(instance),
         Work::Release { intent } => format!("outbox/{intent}").into_bytes(),
     };
     Ok(b.get(sp, &key)?
@@ -233,6 +237,63 @@ fn entry_index_key(journey: &str, pid: &str, entry_key: Option<&str>) -> Vec<u8>
 /// `<due:020>/<tenant>/<token:016x>`: sorted by due time, unique by token.
 fn timer_key(due: i64, tenant: &str, token: u64) -> Vec<u8> {
     format!("{:020}/{tenant}/{token:016x}", due.max(0)).into_bytes()
+}
+
+/// Where a work item taken from a lane must run.
+enum Home {
+    /// In this lane (an entry's profile id resolved through merges).
+    Here(Work),
+    /// In the lane of this profile.
+    Elsewhere(String, Work),
+}
+
+/// Decides where `work`, taken from `lane`, runs: an instance's work runs in the lane of
+/// the instance's profile, and an entry in the lane of its profile's current id (it may
+/// have been merged away since the entry was queued).
+fn home_lane(b: &dyn Backend, sp: &Space, work: Work, lane: usize) -> Result<Home, StoreError> {
+    let (profile, work) = match work {
+        Work::Enter {
+            journey,
+            profile_id,
+            event,
+        } => {
+            let current = profiles::current_id(b, sp, &profile_id)?;
+            let work = Work::Enter {
+                journey,
+                profile_id: current.clone(),
+                event,
+            };
+            (Some(current), work)
+        }
+        other => (profile_of(b, sp, &other)?, other),
+    };
+    Ok(match profile {
+        Some(p) if lane_of(Some(&p)) != lane => Home::Elsewhere(p, work),
+        _ => Home::Here(work),
+    })
+}
+
+/// The work that moves `loser`'s journey instances to `winner` when the processor merges
+/// the two profiles: one `Rehome` item per instance, in the loser's lane (after the work
+/// already queued for it). Part of the merge's atomic batch.
+pub fn rehome_ops(
+    b: &dyn Backend,
+    sp: &Space,
+    loser: &str,
+    winner: &str,
+    next_seq: &mut dyn FnMut() -> Result<u64, StoreError>,
+) -> Result<Vec<BatchOp>, StoreError> {
+    let prefix = format!("jall/{loser}/");
+    let mut ops = Vec::new();
+    for (k, _) in b.scan_prefix(sp, prefix.as_bytes(), usize::MAX)? {
+        let work = Work::Rehome {
+            instance: String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+            to: winner.to_string(),
+        };
+        let bytes = serde_json::to_vec(&work).map_err(StoreError::Codec)?;
+        ops.push(BatchOp::put(work_key(Some(loser), next_seq()?), bytes));
+    }
+    Ok(ops)
 }
 
 /// The runner loop of one lane of one tenant.
@@ -620,11 +681,22 @@ impl Journeys {
         let staged = Staged::new(backend.clone(), sp.clone());
         for (key, value) in &items {
             let mut ops = match serde_json::from_slice::<Work>(value) {
-                Ok(work) => {
-                    let (ops, events) = self.handle(&staged, &sp, tenant, &routes, work)?;
-                    queued_events |= events;
-                    ops
-                }
+                Ok(work) => match home_lane(&staged, &sp, work, lane)? {
+                    Home::Here(work) => {
+                        let (ops, events) = self.handle(&staged, &sp, tenant, &routes, work)?;
+                        queued_events |= events;
+                        ops
+                    }
+                    Home::Elsewhere(to, work) => {
+                        // Its profile was merged into one of another lane: the work moves
+                        // there, behind that lane's queue, so one instance's steps still
+                        // run in one lane only.
+                        let moved = work_key(Some(&to), staged.next_id()?);
+                        self.wake_lanes(tenant, lane_of_key(&moved).into_iter().collect());
+                        let bytes = serde_json::to_vec(&work).map_err(StoreError::Codec)?;
+                        vec![BatchOp::put(moved, bytes)]
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(tenant, error = %e, "undecodable journey work item dropped");
                     Vec::new()
@@ -826,6 +898,7 @@ impl Journeys {
                 }
                 Ok((ops, false))
             }
+            Work::Rehome { instance, to } => self.rehome(b, sp, &instance, &to, now),
             Work::Exit { instance, reason } => {
                 let Some(mut inst) = self.load(b, sp, &instance)? else {
                     return Ok((Vec::new(), false));
@@ -841,6 +914,61 @@ impl Journeys {
         }
     }
 
+    /// Moves instance `iid` and its indexes (`jall`, `jact`, `jwait`, and its entry index
+    /// unless the winner has one for the same journey and key) to the profile `to` was
+    /// merged into, following later merges. If that profile was erased meanwhile, the
+    /// instance is erased too.
+    fn rehome(
+        &self,
+        b: &dyn Backend,
+        sp: &Space,
+        iid: &str,
+        to: &str,
+        now: i64,
+    ) -> Result<(Vec<BatchOp>, bool), StoreError> {
+        let Some(mut inst) = self.load(b, sp, iid)? else {
+            return Ok((Vec::new(), false));
+        };
+        let to = profiles::current_id(b, sp, to)?;
+        let from = inst.profile_id.clone();
+        if to == from {
+            return Ok((Vec::new(), false));
+        }
+        let exists = profiles::get(b, sp, &to).ok().flatten().is_some();
+        let mut ops = vec![
+            BatchOp::delete(profile_instance_key(&from, iid)),
+            BatchOp::delete(active_key(&from, iid)),
+        ];
+        ops.extend(clear_wait_ops(&inst));
+        let old_index = entry_index_key(&inst.journey, &from, inst.entry_key.as_deref());
+        let indexed_here = b.get(sp, &old_index)?.is_some_and(|v| v == iid.as_bytes());
+        if indexed_here {
+            ops.push(BatchOp::delete(old_index));
+        }
+        if !exists {
+            ops.push(BatchOp::delete(instance_key(iid)));
+            return Ok((ops, false));
+        }
+        let new_index = entry_index_key(&inst.journey, &to, inst.entry_key.as_deref());
+        if indexed_here && b.get(sp, &new_index)?.is_none() {
+            ops.push(BatchOp::put(new_index.clone(), iid.as_bytes().to_vec()));
+        }
+        ops.push(BatchOp::put(profile_instance_key(&to, iid), new_index));
+        if !matches!(inst.status, InstanceStatus::Exited) {
+            ops.push(BatchOp::put(
+                active_key(&to, iid),
+                inst.journey.as_bytes().to_vec(),
+            ));
+        }
+        inst.profile_id = to;
+        inst.updated_at = now;
+        for e in inst.wait.iter().flat_map(|w| w.events.iter()) {
+            ops.push(BatchOp::put(wait_key(&inst.profile_id, e, iid), Vec::new()));
+        }
+        ops.push(put_instance(&inst)?);
+        Ok((ops, false))
+    }
+
     /// Runs one step of `inst` and returns the batch recording what it decided.
     #[allow(clippy::too_many_arguments)]
     fn step(
@@ -853,7 +981,10 @@ impl Journeys {
         trigger: wit::Trigger,
         now: i64,
     ) -> Result<(Vec<BatchOp>, bool), StoreError> {
-        let Some(profile) = profiles::get(b, sp, &inst.profile_id).ok().flatten() else {
+        // A profile merged away since the work was queued: its instances' indexes move to
+        // the winner when their `Rehome` runs; until then the step sees the winner.
+        let current = profiles::current_id(b, sp, &inst.profile_id)?;
+        let Some(profile) = profiles::get(b, sp, &current).ok().flatten() else {
             finish(
                 &mut inst,
                 InstanceStatus::Exited,
@@ -1289,6 +1420,56 @@ mod tests {
         );
         assert_eq!(lane_of_key(b"jl/9/0000000000000001"), None);
         assert_eq!(lane_of_key(b"ji/jl/1/"), None);
+    }
+
+    #[test]
+    fn work_runs_in_the_lane_of_its_instances_profile_and_entries_follow_merges() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, _blobs) = crate::store::open(dir.path()).expect("open store");
+        let (b, sp) = (db.backend().as_ref(), Space::tenant("t1"));
+        let owner = "p_2"; // lane 2 (see the test above)
+        b.put(
+            &sp,
+            &instance_key("ji_1"),
+            serde_json::json!({"profile_id": owner})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        let exit = || Work::Exit {
+            instance: "ji_1".into(),
+            reason: "r".into(),
+        };
+        assert!(matches!(
+            home_lane(b, &sp, exit(), 2).unwrap(),
+            Home::Here(_)
+        ));
+        match home_lane(b, &sp, exit(), 0).unwrap() {
+            Home::Elsewhere(p, Work::Exit { .. }) => assert_eq!(p, owner),
+            _ => panic!("an instance's work found in lane 0 belongs to lane 2"),
+        }
+        // An entry queued for a profile merged away since: it runs as the winner's, in
+        // the winner's lane.
+        b.put(&sp, b"merged/p_1", b"p_2").unwrap();
+        let enter = Work::Enter {
+            journey: "j".into(),
+            profile_id: "p_1".into(),
+            event: Box::new(Message::internal(
+                "p_1",
+                MessageType::Track,
+                Some("Product Added".into()),
+                Map::new(),
+                Map::new(),
+                "m-1".into(),
+                0,
+            )),
+        };
+        match home_lane(b, &sp, enter, lane_of(Some("p_1"))).unwrap() {
+            Home::Elsewhere(p, Work::Enter { profile_id, .. }) => {
+                assert_eq!((p.as_str(), profile_id.as_str()), ("p_2", "p_2"));
+            }
+            _ => panic!("the entry moves to the winner's lane"),
+        }
     }
 
     #[test]

@@ -13,7 +13,11 @@
 //!    and applies the commands in one batch: instance state, waits, sends (through the
 //!    messaging policy into the outbox), traits and emitted events (queued back into
 //!    ingestion, so they update the profile and can trigger journeys).
-//! 3. Waits with a time are timers in the global `timers` space, keyed by due time; the
+//! 3. When the processor merges two profiles, each instance of the merged-away one gets a
+//!    `Rehome` item in its lane: its indexes move to the winner, and later work for it
+//!    runs in the winner's lane (work found in another lane than its instance's profile
+//!    moves there first, so an instance still runs one step at a time).
+//! 4. Waits with a time are timers in the global `timers` space, keyed by due time; the
 //!    scheduler turns due timers into work items exactly once (`fd/` guards, kept one to
 //!    two days by `store::markers`), and a timer whose instance moved on (token mismatch)
 //!    is ignored.
