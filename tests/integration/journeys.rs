@@ -673,6 +673,41 @@ async fn running_instances_finish_on_their_version_after_an_upgrade() {
     );
 }
 
+/// An instance's work found in another lane than its profile's (queued before a merge
+/// moved the instance) moves to the instance's lane, runs there, and counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_found_in_another_lane_runs_once_in_its_instances_lane() {
+    let (h, t) = cart_waiting_for_its_reminder("lan").await;
+    let items_run = |v: &Value| v["journeys"]["items_run"].as_u64().unwrap();
+    let before = items_run(&h.get_ok(&t, "/v1/ingest/status").await);
+    let v = view(&h, &t, "user_id:lan").await;
+    let iid = v["journeys"][0]["id"].as_str().unwrap().to_string();
+    let pid = v["profile"]["id"].as_str().unwrap();
+    let lanes = weft::journeys::engine::WORK_LANES;
+    let wrong = (weft::journeys::engine::lane_of(Some(pid)) + 1) % lanes;
+    let sp = weft::store::Space::tenant(&t.id);
+    let item = json!({"work": "exit", "instance": iid, "reason": "found in another lane"});
+    h.app
+        .state
+        .db
+        .backend()
+        .put(
+            &sp,
+            format!("jl/{wrong}/0000000000000001").as_bytes(),
+            item.to_string().as_bytes(),
+        )
+        .unwrap();
+    h.app.state.journeys.wake(&t.id);
+    h.settle(&t).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    assert_eq!(
+        v["journeys"][0]["exit_reason"], "found in another lane",
+        "{v}"
+    );
+    let after = items_run(&h.get_ok(&t, "/v1/ingest/status").await);
+    assert_eq!(after - before, 1, "moved, then run once");
+}
+
 /// An anonymous visitor's cart, then an identify that merges the visitor into a known
 /// customer: the running abandoned-cart instance moves to the known profile.
 async fn anonymous_cart_then_login(h: &TestHost, t: &TestTenant) {

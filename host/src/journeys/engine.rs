@@ -678,6 +678,7 @@ impl Journeys {
         }
         let routes = self.routes(tenant);
         let mut queued_events = false;
+        let (mut moved_to, mut moved_to_count) = (std::collections::BTreeSet::new(), 0);
         let staged = Staged::new(backend.clone(), sp.clone());
         for (key, value) in &items {
             let mut ops = match serde_json::from_slice::<Work>(value) {
@@ -692,7 +693,8 @@ impl Journeys {
                         // there, behind that lane's queue, so one instance's steps still
                         // run in one lane only.
                         let moved = work_key(Some(&to), staged.next_id()?);
-                        self.wake_lanes(tenant, lane_of_key(&moved).into_iter().collect());
+                        moved_to.extend(lane_of_key(&moved));
+                        moved_to_count += 1;
                         let bytes = serde_json::to_vec(&work).map_err(StoreError::Codec)?;
                         vec![BatchOp::put(moved, bytes)]
                     }
@@ -706,13 +708,19 @@ impl Journeys {
             staged.stage(ops)?;
         }
         staged.commit()?;
+        // Items moved to another lane run (and count) there.
+        let ran = items.len() - moved_to_count;
         self.ingest
             .processor()
             .counters(tenant)
             .journey_items_run
-            .fetch_add(items.len() as u64, Ordering::Relaxed);
+            .fetch_add(ran as u64, Ordering::Relaxed);
         if queued_events {
             self.ingest.processor().wake(tenant);
+        }
+        // Woken only now that the moved items are stored.
+        if !moved_to.is_empty() {
+            self.wake_lanes(tenant, moved_to);
         }
         Ok(items.len())
     }
