@@ -299,8 +299,11 @@ pub fn move_data_ops(
 ) -> Result<Vec<crate::store::BatchOp>, ProfileError> {
     use crate::store::BatchOp;
     let mut ops = Vec::new();
-    // History, merge log, and the conversation index (`cvp/`).
-    for family in ["event", "mergelog", "cvp"] {
+    // History, merge log, the conversation index (`cvp/`), and the profile's deliveries
+    // and marketing-cap counters (`outp/`, `mkt/`): the winner's 360 view and caps count
+    // them, and erasing the winner erases them. Journey instances move by their own work
+    // items (`journeys::engine::rehome_ops`).
+    for family in ["event", "mergelog", "cvp", "outp", "mkt"] {
         let from = format!("{family}/{loser}/");
         for (k, v) in b.scan_prefix(sp, from.as_bytes(), usize::MAX)? {
             let mut to = format!("{family}/{winner}/").into_bytes();

@@ -781,3 +781,103 @@ async fn a_purchase_after_login_exits_the_journey_started_anonymously() {
     h.advance(&t, HOUR).await;
     assert!(deliveries(&view(&h, &t, "user_id:lan").await).is_empty());
 }
+
+/// A visitor reminded while anonymous (a phone given, not yet logged in), then merged into
+/// a known customer: the reminder shows among the customer's deliveries, and erasing the
+/// customer erases it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_a_merged_customer_erases_what_was_sent_to_the_profile_merged_into_it() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    gold_customer(&h, &t, "lan").await;
+    send(
+        &h,
+        &t,
+        "identify",
+        json!({"anonymousId": "anon-2", "traits": {"phone": "0907654321"},
+            "context": {"consent": {"categoryPreferences": {"marketing": true}}}}),
+    )
+    .await;
+    send(
+        &h,
+        &t,
+        "track",
+        json!({"anonymousId": "anon-2", "event": "Product Added", "messageId": "m-a2",
+            "properties": {"cart_id": "c-5", "product_id": "sku-7", "name": "Nón lá"}}),
+    )
+    .await;
+    h.settle(&t).await;
+    h.advance(&t, HOUR).await;
+    let sp = weft::store::Space::tenant(&t.id);
+    let b = h.app.state.db.backend().clone();
+    assert_eq!(
+        b.scan_prefix(&sp, b"outbox/", 10).unwrap().len(),
+        1,
+        "reminded"
+    );
+    send(
+        &h,
+        &t,
+        "identify",
+        json!({"anonymousId": "anon-2", "userId": "lan"}),
+    )
+    .await;
+    h.settle(&t).await;
+    let v = view(&h, &t, "user_id:lan").await;
+    let d = deliveries(&v);
+    assert_eq!(d.len(), 1, "{v}");
+    assert_eq!(d[0]["address"], "+84907654321", "{d:?}");
+    let (s, _) = h
+        .request(
+            Method::DELETE,
+            "/v1/profiles/user_id:lan",
+            Some(&t.secret),
+            "",
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(b.scan_prefix(&sp, b"outbox/", 10).unwrap().is_empty());
+    assert!(b.scan_prefix(&sp, b"outp/", 10).unwrap().is_empty());
+    assert!(b.scan_prefix(&sp, b"ji/", 10).unwrap().is_empty());
+}
+
+/// A send held for quiet hours, then its anonymous recipient merged into a known customer:
+/// at 07:00 it goes out to the customer instead of being dropped as erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_send_goes_out_after_its_recipient_is_merged_into_a_known_customer() {
+    let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
+    h.clock.advance(12 * HOUR + 30 * MINUTE); // 21:30 in Ho Chi Minh City
+    gold_customer(&h, &t, "lan").await;
+    send(
+        &h,
+        &t,
+        "identify",
+        json!({"anonymousId": "anon-3", "traits": {"phone": "0907654321"},
+            "context": {"consent": {"categoryPreferences": {"marketing": true}}}}),
+    )
+    .await;
+    send(
+        &h,
+        &t,
+        "track",
+        json!({"anonymousId": "anon-3", "event": "Product Added", "messageId": "m-a3",
+            "properties": {"cart_id": "c-6", "product_id": "sku-7", "name": "Nón lá"}}),
+    )
+    .await;
+    h.settle(&t).await;
+    h.advance(&t, HOUR).await; // 22:30: held until 07:00
+    send(
+        &h,
+        &t,
+        "identify",
+        json!({"anonymousId": "anon-3", "userId": "lan"}),
+    )
+    .await;
+    h.settle(&t).await;
+    let d = deliveries(&view(&h, &t, "user_id:lan").await);
+    assert_eq!(d[0]["status"], "held", "{d:?}");
+    h.advance(&t, 8 * HOUR + 30 * MINUTE).await; // 07:00
+    let v = view(&h, &t, "user_id:lan").await;
+    let d = deliveries(&v);
+    assert_eq!(d[0]["status"], "queued", "{d:?}");
+    assert_eq!(d[0]["profile_id"], v["profile"]["id"], "{d:?}");
+}

@@ -313,6 +313,9 @@ pub fn release(
     let (OutboxStatus::Held { .. }, Some(channel)) = (&rec.status, rec.channel.clone()) else {
         return Ok((Vec::new(), None));
     };
+    // The profile may have been merged into another since the send was held.
+    // (The merge moved its `outp/` entry there; the record follows.)
+    rec.profile_id = crate::profiles::current_id(b, sp, &rec.profile_id)?;
     let Some(profile) = crate::profiles::get(b, sp, &rec.profile_id).ok().flatten() else {
         rec.status = OutboxStatus::Skipped {
             reason: "profile_erased".into(),
