@@ -782,6 +782,27 @@ async fn a_purchase_after_login_exits_the_journey_started_anonymously() {
     assert!(deliveries(&view(&h, &t, "user_id:lan").await).is_empty());
 }
 
+/// An anonymous visitor who gave a phone number (and marketing consent) puts `cart` in
+/// their cart: abandoned-cart starts for the anonymous profile.
+async fn anonymous_cart_with_phone(h: &TestHost, t: &TestTenant, anon: &str, cart: &str) {
+    send(
+        h,
+        t,
+        "identify",
+        json!({"anonymousId": anon, "traits": {"phone": "0907654321"},
+            "context": {"consent": {"categoryPreferences": {"marketing": true}}}}),
+    )
+    .await;
+    send(
+        h,
+        t,
+        "track",
+        json!({"anonymousId": anon, "event": "Product Added", "messageId": format!("m-{cart}"),
+            "properties": {"cart_id": cart, "product_id": "sku-7", "name": "Nón lá"}}),
+    )
+    .await;
+}
+
 /// A visitor reminded while anonymous (a phone given, not yet logged in), then merged into
 /// a known customer: the reminder shows among the customer's deliveries, and erasing the
 /// customer erases it too.
@@ -789,22 +810,7 @@ async fn a_purchase_after_login_exits_the_journey_started_anonymously() {
 async fn erasing_a_merged_customer_erases_what_was_sent_to_the_profile_merged_into_it() {
     let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
     gold_customer(&h, &t, "lan").await;
-    send(
-        &h,
-        &t,
-        "identify",
-        json!({"anonymousId": "anon-2", "traits": {"phone": "0907654321"},
-            "context": {"consent": {"categoryPreferences": {"marketing": true}}}}),
-    )
-    .await;
-    send(
-        &h,
-        &t,
-        "track",
-        json!({"anonymousId": "anon-2", "event": "Product Added", "messageId": "m-a2",
-            "properties": {"cart_id": "c-5", "product_id": "sku-7", "name": "Nón lá"}}),
-    )
-    .await;
+    anonymous_cart_with_phone(&h, &t, "anon-2", "c-5").await;
     h.settle(&t).await;
     h.advance(&t, HOUR).await;
     let sp = weft::store::Space::tenant(&t.id);
@@ -847,22 +853,7 @@ async fn a_held_send_goes_out_after_its_recipient_is_merged_into_a_known_custome
     let (h, t) = host_with(&[("abandoned-cart", plugins::ABANDONED_CART)]).await;
     h.clock.advance(12 * HOUR + 30 * MINUTE); // 21:30 in Ho Chi Minh City
     gold_customer(&h, &t, "lan").await;
-    send(
-        &h,
-        &t,
-        "identify",
-        json!({"anonymousId": "anon-3", "traits": {"phone": "0907654321"},
-            "context": {"consent": {"categoryPreferences": {"marketing": true}}}}),
-    )
-    .await;
-    send(
-        &h,
-        &t,
-        "track",
-        json!({"anonymousId": "anon-3", "event": "Product Added", "messageId": "m-a3",
-            "properties": {"cart_id": "c-6", "product_id": "sku-7", "name": "Nón lá"}}),
-    )
-    .await;
+    anonymous_cart_with_phone(&h, &t, "anon-3", "c-6").await;
     h.settle(&t).await;
     h.advance(&t, HOUR).await; // 22:30: held until 07:00
     send(
