@@ -278,6 +278,16 @@ pub fn current_id(b: &dyn Backend, sp: &Space, id: &str) -> Result<String, Store
     Ok(pid)
 }
 
+/// Profile `id`, or the profile it was merged into (following `merged/` redirects);
+/// `None` once erased.
+pub fn get_current(
+    b: &dyn Backend,
+    sp: &Space,
+    id: &str,
+) -> Result<Option<ProfileRecord>, ProfileError> {
+    get(b, sp, &current_id(b, sp, id)?)
+}
+
 /// The id of the profile owning an identity.
 pub fn owner(
     b: &dyn Backend,

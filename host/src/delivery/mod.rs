@@ -608,7 +608,7 @@ impl Deliveries {
                 sent_through: None,
             })));
         }
-        let Some(profile) = current_profile(b, sp, &rec.profile_id)? else {
+        let Some(profile) = profiles::get_current(b, sp, &rec.profile_id)? else {
             log::report(
                 &mut rec,
                 OutboxStatus::Skipped {
@@ -1179,16 +1179,6 @@ fn ambiguous(rec: &mut OutboxRecord, reason: String, now: i64) {
 /// Key of an intent's in-flight marker.
 fn flight_key(intent: &str) -> Vec<u8> {
     format!("{FLIGHT_PREFIX}{intent}").into_bytes()
-}
-
-/// The profile an intent is for, following merges; `None` once erased.
-fn current_profile(
-    b: &dyn Backend,
-    sp: &Space,
-    id: &str,
-) -> Result<Option<ProfileRecord>, StoreError> {
-    let pid = profiles::current_id(b, sp, id)?;
-    Ok(profiles::get(b, sp, &pid)?)
 }
 
 /// The adapter's input for `rec` on `kind`.

@@ -991,8 +991,10 @@ impl Journeys {
     ) -> Result<(Vec<BatchOp>, bool), StoreError> {
         // A profile merged away since the work was queued: its instances' indexes move to
         // the winner when their `Rehome` runs; until then the step sees the winner.
-        let current = profiles::current_id(b, sp, &inst.profile_id)?;
-        let Some(profile) = profiles::get(b, sp, &current).ok().flatten() else {
+        let Some(profile) = profiles::get_current(b, sp, &inst.profile_id)
+            .ok()
+            .flatten()
+        else {
             finish(
                 &mut inst,
                 InstanceStatus::Exited,

@@ -314,14 +314,17 @@ pub fn release(
         return Ok((Vec::new(), None));
     };
     // The profile may have been merged into another since the send was held.
-    // (The merge moved its `outp/` entry there; the record follows.)
-    rec.profile_id = crate::profiles::current_id(b, sp, &rec.profile_id)?;
-    let Some(profile) = crate::profiles::get(b, sp, &rec.profile_id).ok().flatten() else {
+    let Some(profile) = crate::profiles::get_current(b, sp, &rec.profile_id)
+        .ok()
+        .flatten()
+    else {
         rec.status = OutboxStatus::Skipped {
             reason: "profile_erased".into(),
         };
         return Ok((store_ops(&rec, now)?, None));
     };
+    // The merge moved its `outp/` entry to that profile; the record follows.
+    rec.profile_id = profile.id.clone();
     let cfg = tenant_policy(b, sp)?;
     rec.status = decide(b, sp, &cfg, rec.category, &channel, &profile, now)?;
     Ok((store_ops(&rec, now)?, hold_of(&rec.status)))
