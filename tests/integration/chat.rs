@@ -1153,6 +1153,77 @@ async fn erasing_a_profile_erases_its_conversations() {
     assert!(left.is_empty(), "messages erased");
 }
 
+/// Erases `anon`'s profile and answers the status of a later read of `conv`.
+async fn erase_then_read(h: &TestHost, t: &TestTenant, anon: &str, conv: &str) -> StatusCode {
+    let (s, _) = h
+        .request(
+            Method::DELETE,
+            &format!("/v1/profiles/anonymous_id:{anon}"),
+            Some(&t.secret),
+            Body::empty(),
+        )
+        .await;
+    assert!(s.is_success(), "{s}");
+    let (s, _) = h
+        .request(
+            Method::GET,
+            &format!("/v1/conversations/{conv}"),
+            Some(&t.secret),
+            Body::empty(),
+        )
+        .await;
+    s
+}
+
+#[tokio::test]
+async fn a_conversation_held_before_its_visitor_had_a_profile_is_erased_with_the_profile() {
+    let h = TestHost::new().await;
+    let (t, _) = shop(&h).await;
+    let addr = listen(&h).await;
+    // The event processor is held back (a backlog), so the visitor has no profile yet
+    // when the greeting and the first message are stored.
+    let processor = h.app.state.ingest.processor().clone();
+    let lock = processor.tenant_lock(&t.id);
+    let held = lock.lock().unwrap();
+    let mut v = Visitor::connect(addr, &t.write, "anon-early", Some(SHOP)).await;
+    let ready = v.hello("/").await;
+    let conv = ready["conversation_id"].as_str().unwrap().to_string();
+    v.say("số điện thoại của mình là 0909000222").await;
+    drop(held);
+    h.drain(&t).await;
+    assert_eq!(
+        erase_then_read(&h, &t, "anon-early", &conv).await,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn an_event_naming_another_visitors_conversation_does_not_claim_it() {
+    let h = TestHost::new().await;
+    let (t, _) = shop(&h).await;
+    let addr = listen(&h).await;
+    let mut v = Visitor::connect(addr, &t.write, "anon-owner", Some(SHOP)).await;
+    let conv = v.hello("/").await["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _) = h
+        .segment(
+            &t,
+            "track",
+            &json!({"anonymousId": "anon-intruder", "event": "Chat Started",
+                    "properties": {"conversation_id": conv}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    h.drain(&t).await;
+    assert_eq!(
+        erase_then_read(&h, &t, "anon-intruder", &conv).await,
+        StatusCode::OK,
+        "another visitor's conversation stays"
+    );
+}
+
 /// The SLA breaches recorded on a conversation.
 async fn breaches(h: &TestHost, t: &TestTenant, conv: &str) -> Value {
     h.get_ok(t, &format!("/v1/conversations/{conv}")).await["conversation"]["sla"]["breaches"]

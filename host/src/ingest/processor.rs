@@ -553,6 +553,41 @@ fn resolve(
 
 /// Applies `m` to the `matched` profiles (merging them) with the new identities `ids`.
 #[allow(clippy::too_many_arguments)]
+/// The profile-index entry (`cvp/`) for the conversation a track event names in
+/// `properties.conversation_id`, when that conversation's address is one of `rec`'s
+/// identities and the entry is missing. A conversation stored before its visitor had a
+/// profile (the events that create the profile were still queued) is otherwise linked only
+/// at its next turn, and erasure, which finds a profile's conversations through that index,
+/// would leave it behind. Checking the address keeps an event from claiming another
+/// visitor's conversation.
+fn conversation_link(
+    b: &dyn Backend,
+    sp: &Space,
+    m: &Message,
+    rec: &ProfileRecord,
+    fresh: bool,
+) -> Result<Option<BatchOp>, StoreError> {
+    let named = (m.kind == MessageType::Track)
+        .then(|| m.properties.get("conversation_id").and_then(Value::as_str))
+        .flatten();
+    let Some(conv) = named else {
+        return Ok(None);
+    };
+    let Some(c) = crate::conversations::store::get(b, sp, conv)? else {
+        return Ok(None);
+    };
+    let ours = rec
+        .identities
+        .iter()
+        .any(|i| i.kind == c.address.kind && i.value == c.address.value);
+    let key = crate::conversations::store::profile_index_key(&rec.id, conv);
+    // A profile created by this event has no entries yet.
+    if !ours || (!fresh && b.get(sp, &key)?.is_some()) {
+        return Ok(None);
+    }
+    Ok(Some(BatchOp::put(key, Vec::new())))
+}
+
 fn apply_resolved(
     b: &dyn Backend,
     sp: &Space,
@@ -640,6 +675,7 @@ fn apply_resolved(
             winner.as_bytes().to_vec(),
         ));
     }
+    ops.extend(conversation_link(b, sp, m, &rec, fresh)?);
 
     // Identify merges traits (a `null` removes one); only identify does.
     if m.kind == MessageType::Identify {
