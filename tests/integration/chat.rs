@@ -1182,9 +1182,7 @@ async fn a_conversation_held_before_its_visitor_had_a_profile_is_erased_with_the
     let addr = listen(&h).await;
     // The event processor is held back (a backlog), so the visitor has no profile yet
     // when the greeting and the first message are stored.
-    let processor = h.app.state.ingest.processor().clone();
-    let lock = processor.tenant_lock(&t.id);
-    let held = lock.lock().unwrap();
+    let held = h.hold_processor(&t).await;
     let mut v = Visitor::connect(addr, &t.write, "anon-early", Some(SHOP)).await;
     let ready = v.hello("/").await;
     let conv = ready["conversation_id"].as_str().unwrap().to_string();

@@ -40,6 +40,22 @@ pub struct TestHost {
     pub admin: String,
 }
 
+/// An event processor held back by [`TestHost::hold_processor`]; dropping it lets the
+/// processor go on.
+pub struct ProcessorHold {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ProcessorHold {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A tenant's id and keys.
 #[derive(Debug, Clone)]
 pub struct TestTenant {
@@ -160,6 +176,26 @@ impl TestHost {
         .await
         .expect("events were not processed within 30 s")
         .unwrap();
+    }
+
+    /// Holds `t`'s event processor back, as a backlog would, until the answer is dropped:
+    /// events are accepted and queued but not applied to profiles meanwhile.
+    pub async fn hold_processor(&self, t: &TestTenant) -> ProcessorHold {
+        let lock = self.app.state.ingest.processor().tenant_lock(&t.id);
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (held, holding) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            let _held = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _ = held.send(());
+            let _ = released.recv();
+        });
+        holding.await.expect("the holding thread took the lock");
+        ProcessorHold {
+            release: Some(release),
+            thread: Some(thread),
+        }
     }
 
     /// Runs everything due now to completion: event processing, due timers, journey steps,

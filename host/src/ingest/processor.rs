@@ -551,8 +551,6 @@ fn resolve(
     Ok(matched)
 }
 
-/// Applies `m` to the `matched` profiles (merging them) with the new identities `ids`.
-#[allow(clippy::too_many_arguments)]
 /// The profile-index entry (`cvp/`) for the conversation a track event names in
 /// `properties.conversation_id`, when that conversation's address is one of `rec`'s
 /// identities and the entry is missing. A conversation stored before its visitor had a
@@ -588,6 +586,8 @@ fn conversation_link(
     Ok(Some(BatchOp::put(key, Vec::new())))
 }
 
+/// Applies `m` to the `matched` profiles (merging them) with the new identities `ids`.
+#[allow(clippy::too_many_arguments)]
 fn apply_resolved(
     b: &dyn Backend,
     sp: &Space,
