@@ -63,6 +63,7 @@ impl App {
             ready_ms = ready_in.as_millis() as u64,
             "weft ready"
         );
+        crate::worker::set_background_nice(config.background_nice);
         let ingest = crate::ingest::Ingest::start(db.clone(), clock.clone());
         let journeys = crate::journeys::Journeys::start(
             db.clone(),

@@ -96,7 +96,7 @@ impl Processor {
         let p = Arc::new(Processor {
             db,
             clock,
-            loops: crate::worker::TenantLoops::new("event processor"),
+            loops: crate::worker::TenantLoops::background("event processor"),
             locks: Mutex::new(HashMap::new()),
             counters: std::sync::RwLock::new(HashMap::new()),
             journeys: std::sync::OnceLock::new(),

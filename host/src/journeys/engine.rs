@@ -501,7 +501,7 @@ impl Journeys {
             clock,
             registry,
             ingest: ingest.clone(),
-            loops: TenantLoops::new("journey runner"),
+            loops: TenantLoops::background("journey runner"),
             manifests: Mutex::new(HashMap::new()),
             me: OnceLock::new(),
         });
