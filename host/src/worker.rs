@@ -167,12 +167,29 @@ fn background_threads() -> &'static tokio::runtime::Runtime {
             .enable_all()
             .thread_name("weft-background")
             .on_thread_start(move || {
+                mark_background_thread();
                 let steps = i32::from(BACKGROUND_NICE.load(Ordering::Relaxed));
                 set_thread_nice((base + steps).min(i32::from(MAX_NICE_STEPS)));
             })
             .build()
             .expect("building the background threads' runtime (no I/O driver could start)")
     })
+}
+
+thread_local! {
+    /// Whether this thread runs background passes (see [`background_threads`]).
+    static BACKGROUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as one that runs background passes at a lowered priority.
+pub(crate) fn mark_background_thread() {
+    BACKGROUND.with(|b| b.set(true));
+}
+
+/// Whether the calling thread runs background passes: such a thread may wait long for a
+/// core, so it should not hold others up (the store's combiner hands its lead elsewhere).
+pub(crate) fn on_background_thread() -> bool {
+    BACKGROUND.with(std::cell::Cell::get)
 }
 
 /// The calling thread's nice value (Linux keeps one per thread).

@@ -112,6 +112,39 @@ impl<J, R> Group<J, R> {
         answer.expect("the leader's own job is in its first group")
     }
 
+    /// Runs `job` like [`run`](Self::run), except that a caller who finds no group running
+    /// does not lead: it calls `hand_lead`, which must make another thread call
+    /// [`lead_handed`](Self::lead_handed) and answer `true`, and waits for its answer. If
+    /// `hand_lead` answers `false` (nobody can take the lead), the caller leads after all.
+    /// For callers whose thread may be preempted for long (a lowered CPU priority): as
+    /// leader they would hold up every job queued behind theirs. Blocking.
+    pub fn run_led_elsewhere(
+        &self,
+        job: J,
+        hand_lead: impl FnOnce() -> bool,
+        mut run_group: impl FnMut(Vec<J>) -> Vec<R>,
+    ) -> Result<R, LeaderLost> {
+        let mine = Arc::new(Slot {
+            answer: Mutex::new(None),
+            cv: Condvar::new(),
+        });
+        let lead = {
+            let mut state = lock(&self.state);
+            state.queue.push((job, Answer::Thread(mine.clone())));
+            !std::mem::replace(&mut state.leading, true)
+        };
+        if lead && !hand_lead() {
+            self.lead(&mut run_group);
+        }
+        mine.wait()
+    }
+
+    /// Leads, on the thread a [`run_led_elsewhere`](Self::run_led_elsewhere) caller handed
+    /// the lead to, until the queue is empty.
+    pub fn lead_handed(&self, run_group: &mut impl FnMut(Vec<J>) -> Vec<R>) {
+        self.lead(run_group);
+    }
+
     /// Runs `job` like [`run`](Self::run), but the caller waits without a thread: if no
     /// group is running, one blocking thread (tokio's pool) leads until the queue is empty.
     /// Must be called inside a tokio runtime.
@@ -282,6 +315,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_handed_lead_runs_the_group_on_the_thread_it_was_handed_to() {
+        let g = Arc::new(Group::<u32, std::thread::ThreadId>::default());
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let helper = {
+            let g = g.clone();
+            std::thread::spawn(move || {
+                let me = std::thread::current().id();
+                while rx.recv().is_ok() {
+                    g.lead_handed(&mut |jobs: Vec<u32>| jobs.iter().map(|_| me).collect());
+                }
+                me
+            })
+        };
+        let ran_on = g
+            .run_led_elsewhere(1, || tx.send(()).is_ok(), |_| unreachable!("handed"))
+            .unwrap();
+        // With nobody to hand the lead to, the caller leads.
+        drop(tx);
+        let helper_id = helper.join().unwrap();
+        assert_eq!(ran_on, helper_id);
+        let here = std::thread::current().id();
+        let alone = g
+            .run_led_elsewhere(2, || false, |jobs| jobs.iter().map(|_| here).collect())
+            .unwrap();
+        assert_eq!(alone, here);
+    }
 
     #[test]
     fn every_job_is_answered_with_its_own_result_under_contention() {

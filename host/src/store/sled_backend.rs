@@ -52,8 +52,8 @@ pub struct SledBackend {
     observers: RwLock<Vec<Arc<dyn WriteObserver>>>,
     /// Concurrent batches, applied as one per tree.
     combiner: Combiner,
-    /// Where multi-key writes are made atomic.
-    redo: Redo,
+    /// Where multi-key writes are made atomic (shared with the combiner's thread).
+    redo: Arc<Redo>,
 }
 
 pub(crate) fn sled_err(e: sled::Error) -> StoreError {
@@ -131,7 +131,7 @@ impl SledBackend {
                 "completed write batches interrupted by the last shutdown"
             );
         }
-        let redo = Redo::open(&db).map_err(sled_err)?;
+        let redo = Arc::new(Redo::open(&db).map_err(sled_err)?);
 
         let mut trees = HashMap::new();
         for name in db.tree_names() {
@@ -154,7 +154,7 @@ impl SledBackend {
             trees: RwLock::new(trees),
             commit,
             observers: RwLock::new(Vec::new()),
-            combiner: Combiner::default(),
+            combiner: Combiner::with_helper(redo.clone())?,
             redo,
         })
     }
