@@ -10,6 +10,12 @@
 //! box the requests being answered meanwhile (ingest, profile lookups, personalization)
 //! get the cores first. The delivery worker's sends keep request priority: a send's
 //! latency is part of its target.
+//!
+//! A thread inherits its creator's priority. Background threads create only background
+//! threads (their runtime's blocking pool), with one exception outside Weft's control:
+//! sled starts an extra I/O thread from whichever thread queues work when its queue is
+//! deep, and one started from a background pass writes log buffers at the lower priority
+//! until it exits after idling (not seen in the benchmarks: `ps -L` after a run).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
