@@ -1121,24 +1121,10 @@ async fn erasing_a_profile_erases_its_conversations() {
     let conv = ready["conversation_id"].as_str().unwrap().to_string();
     v.say("số điện thoại của mình là 0909000111").await;
     h.drain(&t).await;
-    let (s, _) = h
-        .request(
-            Method::DELETE,
-            "/v1/profiles/anonymous_id:anon-erase",
-            Some(&t.secret),
-            Body::empty(),
-        )
-        .await;
-    assert!(s.is_success(), "{s}");
-    let (s, e) = h
-        .request(
-            Method::GET,
-            &format!("/v1/conversations/{conv}"),
-            Some(&t.secret),
-            Body::empty(),
-        )
-        .await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    assert_eq!(
+        erase_then_read(&h, &t, "anon-erase", &conv).await,
+        StatusCode::NOT_FOUND
+    );
     let left = h
         .app
         .state
