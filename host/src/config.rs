@@ -39,10 +39,10 @@ pub struct Config {
     pub background_nice: u8,
 }
 
-/// Default of [`Config::background_nice`]. 10: on 2 cores it halved single-event ingest's
-/// p50 at 10,000 events/s and profile lookups' p50 during a backlog without slowing the
-/// drain (BENCHMARKS.md, session 22); 5 helped less, and 19 lengthened the tail (a
-/// background pass holding a store lock waits longer for a core).
+/// Default of [`Config::background_nice`]. 10: on 2 cores it nearly halved single-event
+/// ingest's p50 at 10,000 events/s and profile lookups' p50 during a backlog, with the
+/// drain's throughput within the noise (BENCHMARKS.md, session 22); in one run each, 5
+/// helped less and 19 gave a longer tail.
 pub const DEFAULT_BACKGROUND_NICE: u8 = 10;
 
 /// Reads a nice increment, refusing values outside Linux's range.

@@ -113,10 +113,9 @@ impl TenantLoops {
                 *again = false;
             }
             let (p, t) = (pass.clone(), tenant.clone());
-            let task = if self.background {
-                background_threads().spawn_blocking(move || p(&t))
-            } else {
-                tokio::task::spawn_blocking(move || p(&t))
+            let task = match self.background.then(background_threads).flatten() {
+                Some(threads) => threads.spawn_blocking(move || p(&t)),
+                None => tokio::task::spawn_blocking(move || p(&t)),
             };
             match task.await {
                 Ok(Ok(n)) if n > 0 => backoff = FIRST_BACKOFF,
@@ -160,10 +159,12 @@ const MAX_NICE_STEPS: u8 = 19;
 
 /// The threads background passes run on: a runtime of their own (one worker for its
 /// timers, and its blocking pool for the passes), every thread lowered in priority as it
-/// starts. Built on first use and kept for the life of the process.
-fn background_threads() -> &'static tokio::runtime::Runtime {
-    static THREADS: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    THREADS.get_or_init(|| {
+/// starts. Built on first use and kept for the life of the process; `None` if it could not
+/// be built (no thread could start), and then background passes share the request threads'
+/// blocking pool, as they did before they had threads of their own.
+fn background_threads() -> Option<&'static tokio::runtime::Runtime> {
+    static THREADS: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    let threads = THREADS.get_or_init(|| {
         // The priority of the thread that first needs background work (a request-handling
         // thread): background threads run `BACKGROUND_NICE` steps below it. A background
         // thread's own children would otherwise inherit its lowered priority and go lower.
@@ -178,8 +179,12 @@ fn background_threads() -> &'static tokio::runtime::Runtime {
                 set_thread_nice((base + steps).min(i32::from(MAX_NICE_STEPS)));
             })
             .build()
-            .expect("building the background threads' runtime (no I/O driver could start)")
-    })
+            .inspect_err(|e| {
+                tracing::error!(error = %e, "could not start the background threads; background work runs at request priority");
+            })
+            .ok()
+    });
+    threads.as_ref()
 }
 
 thread_local! {

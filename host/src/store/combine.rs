@@ -6,7 +6,6 @@
 //! applied it then applies all the queued ones, per tree, as one list, in arrival order (a
 //! later write of a key wins, as if applied one after another), and wakes their callers.
 //! Each caller's writes stay atomic: they are all in one list.
-
 //!
 //! A background thread (the event processor's, the journey runner's: see
 //! [`worker`](crate::worker)) runs at a lowered CPU priority and may wait long for a core.
