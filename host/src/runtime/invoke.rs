@@ -8,14 +8,12 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{Instance, InstancePre, ResourceTable};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::exports::{adapter, flow, journey, personalize};
 use super::bindings::{channel_adapter, chatbot_flow, journey_rule, personalization, types};
 use super::exports::Exports;
 use super::host::{
-    HostState, HostWallClock, Installation, Limiter, LogLine, MemoryLimitExceeded, Services,
-    STDIO_CAPTURE_BYTES,
+    HostState, Installation, Limiter, LogLine, MemoryLimitExceeded, Services, STDIO_CAPTURE_BYTES,
 };
 use crate::config::KindLimits;
 use crate::kind::PluginKind;
@@ -575,16 +573,10 @@ pub fn new_store(
 ) -> Store<HostState> {
     let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
     let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
-    let wasi = WasiCtxBuilder::new()
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .wall_clock(HostWallClock(services.clock.clone()))
-        .max_random_size(64 * 1024)
-        .build();
     let mut table = ResourceTable::new();
     table.set_max_capacity(limits.max_resources);
     let state = HostState {
-        wasi,
+        wasi: None,
         table,
         limiter: Limiter {
             max_memory: limits.memory_bytes,

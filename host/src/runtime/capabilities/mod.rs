@@ -67,11 +67,11 @@ pub fn add_wasi_subset(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
         .map_err(wt)?;
     wasi::clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)
         .map_err(wt)?;
-    wasi::random::random::add_to_linker::<HostState, WasiRandom>(l, |t| t.wasi.random())
+    wasi::random::random::add_to_linker::<HostState, WasiRandom>(l, |t| t.wasi().random())
         .map_err(wt)?;
-    wasi::random::insecure::add_to_linker::<HostState, WasiRandom>(l, |t| t.wasi.random())
+    wasi::random::insecure::add_to_linker::<HostState, WasiRandom>(l, |t| t.wasi().random())
         .map_err(wt)?;
-    wasi::random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |t| t.wasi.random())
+    wasi::random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |t| t.wasi().random())
         .map_err(wt)?;
     wasi::cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli).map_err(wt)?;
     wasi::cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli).map_err(wt)?;
