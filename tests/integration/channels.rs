@@ -381,14 +381,7 @@ async fn abandoned_cart_reaches_zalo_oa_and_its_webhooks_fill_the_log_and_funnel
         v["conversations"][0]["text"], "Shop ơi, còn size M không?",
         "{v}"
     );
-    let (s, _) = h
-        .request(
-            Method::DELETE,
-            "/v1/profiles/user_id:lan",
-            Some(&t.secret),
-            "",
-        )
-        .await;
+    let s = h.erase_profile(&t, "user_id:lan").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     h.settle(&t).await;
     let left: Vec<String> = h

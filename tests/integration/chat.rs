@@ -1141,14 +1141,7 @@ async fn erasing_a_profile_erases_its_conversations() {
 
 /// Erases `anon`'s profile and answers the status of a later read of `conv`.
 async fn erase_then_read(h: &TestHost, t: &TestTenant, anon: &str, conv: &str) -> StatusCode {
-    let (s, _) = h
-        .request(
-            Method::DELETE,
-            &format!("/v1/profiles/anonymous_id:{anon}"),
-            Some(&t.secret),
-            Body::empty(),
-        )
-        .await;
+    let s = h.erase_profile(t, &format!("anonymous_id:{anon}")).await;
     assert!(s.is_success(), "{s}");
     let (s, _) = h
         .request(

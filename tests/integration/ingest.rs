@@ -764,14 +764,7 @@ async fn erasure_removes_the_profile_its_identities_history_and_counts() {
         .as_str()
         .unwrap()
         .to_string();
-    let (s, _) = h
-        .request(
-            Method::DELETE,
-            "/v1/profiles/email:g@x.vn",
-            Some(&t.secret),
-            "",
-        )
-        .await;
+    let s = h.erase_profile(&t, "email:g@x.vn").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     for i in ["user_id:gone", "anonymous_id:ga", "email:g@x.vn"] {
         missing(&h, &t, i).await;

@@ -310,14 +310,7 @@ async fn failing_steps_are_retried_with_backoff_then_parked_with_the_error_visib
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erased_profile_can_no_longer_be_reached_by_its_journeys() {
     let (h, t) = cart_waiting_for_its_reminder("gone").await;
-    let (s, _) = h
-        .request(
-            Method::DELETE,
-            "/v1/profiles/user_id:gone",
-            Some(&t.secret),
-            "",
-        )
-        .await;
+    let s = h.erase_profile(&t, "user_id:gone").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     h.advance(&t, HOUR).await;
     let b = h.app.state.db.backend().clone();
@@ -832,14 +825,7 @@ async fn erasing_a_merged_customer_erases_what_was_sent_to_the_profile_merged_in
     let d = deliveries(&v);
     assert_eq!(d.len(), 1, "{v}");
     assert_eq!(d[0]["address"], "+84907654321", "{d:?}");
-    let (s, _) = h
-        .request(
-            Method::DELETE,
-            "/v1/profiles/user_id:lan",
-            Some(&t.secret),
-            "",
-        )
-        .await;
+    let s = h.erase_profile(&t, "user_id:lan").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert!(b.scan_prefix(&sp, b"outbox/", 10).unwrap().is_empty());
     assert!(b.scan_prefix(&sp, b"outp/", 10).unwrap().is_empty());

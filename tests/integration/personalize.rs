@@ -168,14 +168,7 @@ async fn decides_by_tier_from_the_profile_and_sees_a_trait_change_at_once() {
     )
     .await;
     assert_eq!(decision(&anon, "hero")["variant"], "anonymous", "{anon}");
-    let (s, _) = h
-        .request(
-            Method::DELETE,
-            "/v1/profiles/user_id:u1",
-            Some(&t.secret),
-            "",
-        )
-        .await;
+    let s = h.erase_profile(&t, "user_id:u1").await;
     assert!(s.is_success());
     let (_, erased) = ask(
         &h,

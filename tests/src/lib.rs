@@ -178,6 +178,15 @@ impl TestHost {
         .unwrap();
     }
 
+    /// Erases the profile `who` (`user_id:lan`, `anonymous_id:a-1`) through the API
+    /// (right to erasure) and answers the status.
+    pub async fn erase_profile(&self, t: &TestTenant, who: &str) -> StatusCode {
+        let path = format!("/v1/profiles/{who}");
+        self.request(Method::DELETE, &path, Some(&t.secret), Body::empty())
+            .await
+            .0
+    }
+
     /// Holds `t`'s event processor back, as a backlog would, until the answer is dropped:
     /// events are accepted and queued but not applied to profiles meanwhile.
     pub async fn hold_processor(&self, t: &TestTenant) -> ProcessorHold {
