@@ -9,7 +9,8 @@
 //! at a lower CPU priority (`background_nice` in the configuration), so that on a small
 //! box the requests being answered meanwhile (ingest, profile lookups, personalization)
 //! get the cores first. The delivery worker's sends keep request priority: a send's
-//! latency is part of its target.
+//! latency is part of its target. They run on threads of their own too
+//! ([`send_threads`]), so that a burst of sends does not hold up the requests.
 //!
 //! A thread inherits its creator's priority. Background threads create only background
 //! threads (their runtime's blocking pool), with one exception outside Weft's control:
@@ -185,6 +186,32 @@ fn background_threads() -> Option<&'static tokio::runtime::Runtime> {
             .ok()
     });
     threads.as_ref()
+}
+
+/// The threads channel adapters' sends run on: a runtime of their own at request
+/// priority, one worker per core (a send is CPU work between provider round trips). A
+/// delivery pass only takes, starts and records attempts; the sends it starts run here,
+/// beside it. On the request threads instead, a burst of sends queued API requests behind
+/// it (`POST /v1/messages` p50 8 ms here, 0.8-1 s there, at 5,000 sends/s: BENCHMARKS.md,
+/// session 23), and on the pass's own thread they ran one after another. Built on first
+/// use (by a delivery pass, at request priority) and kept for the life of the process;
+/// `None` if it could not be built, and then sends run on the request threads.
+pub(crate) fn send_threads() -> Option<&'static tokio::runtime::Runtime> {
+    static THREADS: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    THREADS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(2, usize::from);
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cores)
+                .enable_all()
+                .thread_name("weft-send")
+                .build()
+                .inspect_err(|e| {
+                    tracing::error!(error = %e, "could not start the send threads; sends share the request threads");
+                })
+                .ok()
+        })
+        .as_ref()
 }
 
 thread_local! {

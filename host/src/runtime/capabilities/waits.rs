@@ -14,7 +14,8 @@
 //!
 //! So every such function first polls its future once: ready (stdio pipes always are)
 //! means no blocking at all. Otherwise an invocation that may wait (the default: it runs
-//! on a blocking thread) waits on tokio until its deadline, past which the call traps as
+//! on a blocking thread, or on a send thread, which first hands its other tasks on) waits
+//! on tokio until its deadline, past which the call traps as
 //! an interrupt (`deadline_exceeded`); one that may not ([`HostState::may_wait`] is false
 //! for invocations run on a request thread) traps at once with [`NO_WAITING`].
 
@@ -76,7 +77,18 @@ fn settle<F: Future>(w: Waits<'_>, fut: F) -> wasmtime::Result<F::Output> {
         return Err(wasmtime::Error::msg(NO_WAITING));
     }
     let left = w.deadline.saturating_duration_since(Instant::now());
-    match w.rt.block_on(tokio::time::timeout(left, fut)) {
+    let wait = || w.rt.block_on(tokio::time::timeout(left, fut));
+    // On a worker of a multi-threaded runtime (the send threads) blocking on tokio is
+    // allowed only once the worker has handed its other tasks to another thread; anywhere
+    // else (a blocking-pool thread, a plain thread) it is allowed as it is.
+    let on_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let waited = if on_worker {
+        tokio::task::block_in_place(wait)
+    } else {
+        wait()
+    };
+    match waited {
         Ok(out) => Ok(out),
         Err(_) => Err(wasmtime::Trap::Interrupt.into()),
     }
