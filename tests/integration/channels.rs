@@ -949,6 +949,33 @@ async fn adapter_sleeping_through_wasi_before_its_request_still_sends() {
     );
 }
 
+/// Sends whose adapters each sleep 50 ms through WASI before their request.
+const SLEEPING_SENDS: usize = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapters_sleeping_through_wasi_sleep_side_by_side_not_one_after_another() {
+    let (h, t, twilio) = flaky("sleep-then-send").await;
+    let before = twilio.seen.lock().unwrap().len();
+    let start = std::time::Instant::now();
+    let bodies = (0..SLEEPING_SENDS).map(|i| {
+        json!({"intent_id": format!("nap-{i}"), "to": "user_id:lan", "channels": ["sms"],
+               "category": "transactional", "content": [{"Text": format!("Đơn hàng #{i}")}]})
+    });
+    let answers = futures_util::future::join_all(bodies.map(|b| post_message(&h, &t, b))).await;
+    assert!(
+        answers.iter().all(|(s, _)| *s == StatusCode::ACCEPTED),
+        "{answers:?}"
+    );
+    h.settle(&t).await;
+    let took = start.elapsed();
+    assert_eq!(twilio.seen.lock().unwrap().len(), before + SLEEPING_SENDS);
+    // One after another (a sleep holding the delivery pass) they need 10 x 50 ms at least.
+    assert!(
+        took < std::time::Duration::from_millis(350),
+        "{SLEEPING_SENDS} sends sleeping 50 ms each took {took:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adapter_hanging_after_its_request_is_ambiguous_and_never_sent_twice() {
     let (h, t, twilio) = flaky("send-then-hang").await;
