@@ -957,15 +957,7 @@ async fn adapters_sleeping_through_wasi_sleep_side_by_side_not_one_after_another
     let (h, t, twilio) = flaky("sleep-then-send").await;
     let before = twilio.seen.lock().unwrap().len();
     let start = std::time::Instant::now();
-    let bodies = (0..SLEEPING_SENDS).map(|i| {
-        json!({"intent_id": format!("nap-{i}"), "to": "user_id:lan", "channels": ["sms"],
-               "category": "transactional", "content": [{"Text": format!("Đơn hàng #{i}")}]})
-    });
-    let answers = futures_util::future::join_all(bodies.map(|b| post_message(&h, &t, b))).await;
-    assert!(
-        answers.iter().all(|(s, _)| *s == StatusCode::ACCEPTED),
-        "{answers:?}"
-    );
+    post_sms_orders(&h, &t, "nap", SLEEPING_SENDS).await;
     h.settle(&t).await;
     let took = start.elapsed();
     assert_eq!(twilio.seen.lock().unwrap().len(), before + SLEEPING_SENDS);
@@ -1121,15 +1113,7 @@ async fn sends_waiting_together(n: usize) -> usize {
     use std::sync::atomic::Ordering::SeqCst;
     let gate = GatedTwilio::start().await;
     let (h, t) = sms_at(gate.addr).await;
-    let bodies = (0..n).map(|i| {
-        json!({"intent_id": format!("order-{i}"), "to": "user_id:lan", "channels": ["sms"],
-               "category": "transactional", "content": [{"Text": format!("Đơn hàng #{i}")}]})
-    });
-    let answers = futures_util::future::join_all(bodies.map(|b| post_message(&h, &t, b))).await;
-    assert!(
-        answers.iter().all(|(s, _)| *s == StatusCode::ACCEPTED),
-        "{answers:?}"
-    );
+    post_sms_orders(&h, &t, "order", n).await;
     // First tries: all answered 503, retries due within 1.5 s of the frozen clock.
     h.settle(&t).await;
     gate.holding.store(true, SeqCst);
@@ -1171,6 +1155,19 @@ async fn sends_beyond_their_share_of_the_pool_wait_for_a_free_slot() {
         sends_waiting_together(3 * TEST_SEND_SLOTS).await,
         TEST_SEND_SLOTS,
         "a quarter of the pool in the air, the rest after them"
+    );
+}
+
+/// Posts `n` transactional SMS to Lan at once (intent ids `<prefix>-<i>`); each is accepted.
+async fn post_sms_orders(h: &TestHost, t: &TestTenant, prefix: &str, n: usize) {
+    let bodies = (0..n).map(|i| {
+        json!({"intent_id": format!("{prefix}-{i}"), "to": "user_id:lan", "channels": ["sms"],
+               "category": "transactional", "content": [{"Text": format!("Đơn hàng #{i}")}]})
+    });
+    let answers = futures_util::future::join_all(bodies.map(|b| post_message(h, t, b))).await;
+    assert!(
+        answers.iter().all(|(s, _)| *s == StatusCode::ACCEPTED),
+        "{answers:?}"
     );
 }
 
