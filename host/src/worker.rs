@@ -170,20 +170,17 @@ fn background_threads() -> Option<&'static tokio::runtime::Runtime> {
         // thread): background threads run `BACKGROUND_NICE` steps below it. A background
         // thread's own children would otherwise inherit its lowered priority and go lower.
         let base = thread_nice();
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .thread_name("weft-background")
-            .on_thread_start(move || {
-                mark_background_thread();
-                let steps = i32::from(BACKGROUND_NICE.load(Ordering::Relaxed));
-                set_thread_nice((base + steps).min(i32::from(MAX_NICE_STEPS)));
-            })
-            .build()
-            .inspect_err(|e| {
-                tracing::error!(error = %e, "could not start the background threads; background work runs at request priority");
-            })
-            .ok()
+        threads_of_their_own(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("weft-background")
+                .on_thread_start(move || {
+                    mark_background_thread();
+                    let steps = i32::from(BACKGROUND_NICE.load(Ordering::Relaxed));
+                    set_thread_nice((base + steps).min(i32::from(MAX_NICE_STEPS)));
+                }),
+            "background work runs at request priority",
+        )
     });
     threads.as_ref()
 }
@@ -201,17 +198,29 @@ pub(crate) fn send_threads() -> Option<&'static tokio::runtime::Runtime> {
     THREADS
         .get_or_init(|| {
             let cores = std::thread::available_parallelism().map_or(2, usize::from);
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(cores)
-                .enable_all()
-                .thread_name("weft-send")
-                .build()
-                .inspect_err(|e| {
-                    tracing::error!(error = %e, "could not start the send threads; sends share the request threads");
-                })
-                .ok()
+            threads_of_their_own(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(cores)
+                    .thread_name("weft-send"),
+                "sends share the request threads",
+            )
         })
         .as_ref()
+}
+
+/// Builds `builder`'s runtime (timers and I/O enabled); `None`, logged with `otherwise`
+/// (what happens instead), if no thread could start.
+fn threads_of_their_own(
+    builder: &mut tokio::runtime::Builder,
+    otherwise: &str,
+) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .inspect_err(
+            |e| tracing::error!(error = %e, "could not start threads of their own; {otherwise}"),
+        )
+        .ok()
 }
 
 thread_local! {

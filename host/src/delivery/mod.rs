@@ -384,9 +384,8 @@ impl Deliveries {
         loop {
             let mut decided: Vec<Decided> = Vec::new();
             let mut sending: Vec<Box<Sending>> = Vec::new();
-            let committing = marking.as_ref().map_or(0, |(due, _)| due.len());
             let room = SEND_CONCURRENCY
-                .saturating_sub(running.len() + committing)
+                .saturating_sub(running.len())
                 .min(PASS_CHUNK - total);
             if room > 0 && failed.is_none() && marking.is_none() {
                 // After a storage error nothing new is taken; sends in the air still end.

@@ -258,22 +258,38 @@ pub struct HostState {
 impl HostState {
     /// The invocation's WASI context, built now if the guest had not used WASI yet.
     pub(crate) fn wasi(&mut self) -> &mut WasiCtx {
-        let (stdout, stderr, clock) = (&self.stdout, &self.stderr, &self.services.clock);
-        self.wasi
-            .get_or_insert_with(|| wasi_ctx(stdout, stderr, clock))
+        lazy_wasi(
+            &mut self.wasi,
+            &self.stdout,
+            &self.stderr,
+            &self.services.clock,
+        )
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        let (stdout, stderr, clock) = (&self.stdout, &self.stderr, &self.services.clock);
         WasiCtxView {
-            ctx: self
-                .wasi
-                .get_or_insert_with(|| wasi_ctx(stdout, stderr, clock)),
+            // Not `self.wasi()`: the table is borrowed beside it.
+            ctx: lazy_wasi(
+                &mut self.wasi,
+                &self.stdout,
+                &self.stderr,
+                &self.services.clock,
+            ),
             table: &mut self.table,
         }
     }
+}
+
+/// The WASI context in `slot`, built by [`wasi_ctx`] if there is none yet.
+fn lazy_wasi<'a>(
+    slot: &'a mut Option<WasiCtx>,
+    stdout: &MemoryOutputPipe,
+    stderr: &MemoryOutputPipe,
+    clock: &SharedClock,
+) -> &'a mut WasiCtx {
+    slot.get_or_insert_with(|| wasi_ctx(stdout, stderr, clock))
 }
 
 /// The WASI context of one invocation: stdout and stderr captured into `stdout` and

@@ -90,26 +90,9 @@ impl<J, R> Group<J, R> {
     /// one group in arrival order and must answer each, in the same order. Only the
     /// leader's `run_group` runs, so every caller of one `Group` must pass an equivalent
     /// one. Blocking.
-    pub fn run(
-        &self,
-        job: J,
-        mut run_group: impl FnMut(Vec<J>) -> Vec<R>,
-    ) -> Result<R, LeaderLost> {
-        let mine = Arc::new(Slot {
-            answer: Mutex::new(None),
-            cv: Condvar::new(),
-        });
-        let mut state = lock(&self.state);
-        state.queue.push((job, Answer::Thread(mine.clone())));
-        if state.leading {
-            drop(state);
-            return mine.wait();
-        }
-        state.leading = true;
-        drop(state);
-        self.lead(&mut run_group);
-        let answer = lock(&mine.answer).take();
-        answer.expect("the leader's own job is in its first group")
+    pub fn run(&self, job: J, run_group: impl FnMut(Vec<J>) -> Vec<R>) -> Result<R, LeaderLost> {
+        // Nobody to hand the lead to: a caller who finds no group running leads.
+        self.run_led_elsewhere(job, || false, run_group)
     }
 
     /// Runs `job` like [`run`](Self::run), except that a caller who finds no group running
