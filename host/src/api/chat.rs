@@ -35,6 +35,12 @@ pub const MAX_FRAME_BYTES: usize = 8 * 1024;
 /// Read buffer per socket: one visitor frame.
 const SOCKET_BUFFER_BYTES: usize = MAX_FRAME_BYTES;
 
+/// Outgoing bytes a socket gathers before it writes them without waiting for the flush:
+/// a turn's frames (the ack, the bot's replies, what input it expects: under 1 KiB for the
+/// example bots) go out in one system call at the flush, not one each. The buffer keeps
+/// the capacity it grew to, so a small bound keeps idle sockets small.
+const SOCKET_WRITE_GATHER: usize = 4 * 1024;
+
 /// Outgoing bytes a socket may hold unwritten before it counts as failed: a stalled
 /// reader must not make the host buffer without bound (frames also queue in the hub, 64 at
 /// most).
@@ -134,9 +140,9 @@ pub(super) async fn socket(
         .max_message_size(MAX_FRAME_BYTES * 4)
         .max_frame_size(MAX_FRAME_BYTES * 4)
         // Small buffers: tungstenite's 128 KiB defaults cost ~160 KiB per idle socket;
-        // a visitor's frames are under 8 KiB, ours a few KiB, and each is written at once.
+        // a visitor's frames are under 8 KiB, ours a few KiB.
         .read_buffer_size(SOCKET_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(SOCKET_WRITE_GATHER)
         .max_write_buffer_size(SOCKET_MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let _slots = (slot, tenant_slot);
