@@ -1346,8 +1346,7 @@ impl Registry {
         let tenants = crate::tenants::list(&self.db).await?;
         // One load per core at a time: an artifact load is CPU-bound, and a cold start that
         // recompiles every plugin at once would hold every compilation in memory together.
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let gate = Arc::new(Semaphore::new(cores));
+        let gate = Arc::new(Semaphore::new(crate::worker::cores()));
         let mut jobs = tokio::task::JoinSet::new();
         for t in tenants {
             for p in self.list(&t.id).await? {

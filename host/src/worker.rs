@@ -185,6 +185,12 @@ fn background_threads() -> Option<&'static tokio::runtime::Runtime> {
     threads.as_ref()
 }
 
+/// The cores this process may run on; 2 (the smallest machine Weft targets) if the system
+/// cannot say.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
 /// The threads channel adapters' sends run on: a runtime of their own at request
 /// priority, one worker per core (a send is CPU work between provider round trips). A
 /// delivery pass only takes, starts and records attempts; the sends it starts run here,
@@ -197,10 +203,9 @@ pub(crate) fn send_threads() -> Option<&'static tokio::runtime::Runtime> {
     static THREADS: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
     THREADS
         .get_or_init(|| {
-            let cores = std::thread::available_parallelism().map_or(2, usize::from);
             threads_of_their_own(
                 tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(cores)
+                    .worker_threads(cores())
                     .thread_name("weft-send"),
                 "sends share the request threads",
             )

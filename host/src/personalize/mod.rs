@@ -389,9 +389,7 @@ impl Personalizer {
             exposure_tx: tx,
             request_prefix: rand::random(),
             next_request: AtomicU64::new(0),
-            running: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, usize::from),
-            ),
+            running: tokio::sync::Semaphore::new(crate::worker::cores()),
         })
     }
 
