@@ -367,12 +367,60 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Descriptors the table is grown to hold at start (or the open-files limit, if lower):
+/// the chat benchmark's 5,000 sockets with room to spare, for 128 KiB of table.
+const FD_TABLE_PRESIZE: u64 = 16_384;
+
+/// Grows the process's file-descriptor table now, before the server has threads, to hold
+/// [`FD_TABLE_PRESIZE`] descriptors. Linux doubles the table when a descriptor past its end
+/// is opened, and in a process with several threads the opener then waits for an RCU
+/// grace period: 5-18 ms here, in whichever thread it was. As 5,000 chat sockets opened,
+/// that was the accept loop and, at the same moments, the store's committer listing its
+/// directory, so every commit waited too (BENCHMARKS.md, session 24). The kernel never shrinks the table, so this is paid once,
+/// when nothing waits. Best effort: on any failure the table grows as it would have.
+pub fn presize_fd_table() {
+    #[cfg(target_os = "linux")]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        #[allow(unsafe_code)]
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return;
+        }
+        let Ok(highest) = i32::try_from(limit.rlim_cur.min(FD_TABLE_PRESIZE).saturating_sub(1))
+        else {
+            return;
+        };
+        let Ok(null) = std::fs::File::open("/dev/null") else {
+            return;
+        };
+        use std::os::fd::AsRawFd;
+        // SAFETY: `highest` is unused (the process has just started and opens descriptors
+        // lowest-first); dup2 makes it a copy of /dev/null, closed at once.
+        #[allow(unsafe_code)]
+        unsafe {
+            if highest > null.as_raw_fd()
+                && libc::fcntl(highest, libc::F_GETFD) == -1
+                && libc::dup2(null.as_raw_fd(), highest) == highest
+            {
+                libc::close(highest);
+            }
+        }
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo and the runner print their own story; keep their logs to warnings.
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Plugin(_));
     crate::telemetry::init(if quiet { "warn" } else { "info" });
+    if matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
+        presize_fd_table();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -405,4 +453,41 @@ pub fn main() -> anyhow::Result<()> {
         }
     })?;
     std::process::exit(code)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The `FDSize:` line of /proc/self/status: how many descriptors the table holds.
+    fn fd_table_size() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("FDSize:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    fn presizing_grows_the_fd_table_to_the_open_files_limit_at_most() {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+        assert_eq!(rc, 0);
+        let want = limit.rlim_cur.min(FD_TABLE_PRESIZE);
+        presize_fd_table();
+        let size = fd_table_size();
+        assert!(
+            size >= want,
+            "the table holds {size} descriptors, want {want}"
+        );
+        // A second call finds the table grown and the descriptor free: nothing changes.
+        presize_fd_table();
+        assert_eq!(fd_table_size(), size);
+    }
 }
