@@ -376,9 +376,10 @@ const FD_TABLE_PRESIZE: u64 = 16_384;
 /// is opened, and in a process with several threads the opener then waits for an RCU
 /// grace period: 5-18 ms here, in whichever thread it was. As 5,000 chat sockets opened,
 /// that was the accept loop and, at the same moments, the store's committer listing its
-/// directory, so every commit waited too (BENCHMARKS.md, session 24). The kernel never shrinks the table, so this is paid once,
-/// when nothing waits. Best effort: on any failure the table grows as it would have.
-pub fn presize_fd_table() {
+/// directory, so every commit waited too (BENCHMARKS.md, session 24). The kernel never
+/// shrinks the table, so this is paid once, when nothing waits. Best effort: on any
+/// failure the table grows as it would have.
+fn presize_fd_table() {
     #[cfg(target_os = "linux")]
     {
         let mut limit = libc::rlimit {
@@ -398,8 +399,9 @@ pub fn presize_fd_table() {
             return;
         };
         use std::os::fd::AsRawFd;
-        // SAFETY: `highest` is unused (the process has just started and opens descriptors
-        // lowest-first); dup2 makes it a copy of /dev/null, closed at once.
+        // SAFETY: these calls touch only descriptor `highest`, and only if `fcntl` finds it
+        // closed (descriptors are handed out lowest first, and the server has no other
+        // thread yet to open one); dup2 makes it a copy of /dev/null, closed at once.
         #[allow(unsafe_code)]
         unsafe {
             if highest > null.as_raw_fd()
