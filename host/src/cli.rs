@@ -367,6 +367,43 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Raises the open-files limit to the hard limit, as a server should: a shell's default
+/// soft limit (often 1,024) is below `[chat] max_sockets` (10,000), and past it every
+/// accepted socket, and the store's own files (its committer opens a directory each
+/// round), fail with "too many open files". Best effort: a failure keeps the limit as it
+/// is, with a warning.
+fn raise_open_files_limit() {
+    #[cfg(target_os = "linux")]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        #[allow(unsafe_code)]
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+            || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given; raising the soft limit up
+        // to the hard one needs no privilege.
+        #[allow(unsafe_code)]
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            tracing::warn!(
+                soft = limit.rlim_cur,
+                hard = limit.rlim_max,
+                error = %std::io::Error::last_os_error(),
+                "could not raise the open-files limit; sockets past it will be refused"
+            );
+        }
+    }
+}
+
 /// Descriptors the table is grown to hold at start (or the open-files limit, if lower):
 /// the chat benchmark's 5,000 sockets with room to spare, for 128 KiB of table.
 const FD_TABLE_PRESIZE: u64 = 16_384;
@@ -421,6 +458,7 @@ pub fn main() -> anyhow::Result<()> {
     let quiet = matches!(cli.command, Command::Demo(_) | Command::Plugin(_));
     crate::telemetry::init(if quiet { "warn" } else { "info" });
     if matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
+        raise_open_files_limit();
         presize_fd_table();
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -471,8 +509,46 @@ mod tests {
             .unwrap()
     }
 
+    /// Held by the tests that change or read the open-files limit, which is per process.
+    static LIMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let _held = LIMIT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let get = || {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit only writes the struct it is given.
+            #[allow(unsafe_code)]
+            let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+            assert_eq!(rc, 0);
+            limit
+        };
+        let before = get();
+        // Start from a shell-like soft limit, below the hard one.
+        let low = libc::rlimit {
+            rlim_cur: before.rlim_max.min(1024),
+            rlim_max: before.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) };
+        assert_eq!(rc, 0);
+        raise_open_files_limit();
+        let after = get();
+        assert_eq!(after.rlim_cur, before.rlim_max);
+        assert_eq!(after.rlim_max, before.rlim_max);
+    }
+
     #[test]
     fn presizing_grows_the_fd_table_to_the_open_files_limit_at_most() {
+        let _held = LIMIT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut limit = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
