@@ -367,6 +367,32 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// The process's open-files limit (soft, hard); `None` if the system will not say.
+#[cfg(target_os = "linux")]
+fn open_files_limit() -> Option<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0).then_some(limit)
+}
+
+/// Sets the process's open-files limit.
+#[cfg(target_os = "linux")]
+fn set_open_files_limit(limit: &libc::rlimit) -> std::io::Result<()> {
+    // SAFETY: setrlimit only reads the struct it is given.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, limit) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Raises the open-files limit to the hard limit, as a server should: a shell's default
 /// soft limit (often 1,024) is below `[chat] max_sockets` (10,000), and past it every
 /// accepted socket, and the store's own files (its committer opens a directory each
@@ -375,29 +401,19 @@ pub fn repo_root() -> PathBuf {
 fn raise_open_files_limit() {
     #[cfg(target_os = "linux")]
     {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct it is given.
-        #[allow(unsafe_code)]
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
-            || limit.rlim_cur >= limit.rlim_max
-        {
+        let Some(limit) = open_files_limit().filter(|l| l.rlim_cur < l.rlim_max) else {
             return;
-        }
+        };
+        // Raising the soft limit up to the hard one needs no privilege.
         let raised = libc::rlimit {
             rlim_cur: limit.rlim_max,
             rlim_max: limit.rlim_max,
         };
-        // SAFETY: setrlimit only reads the struct it is given; raising the soft limit up
-        // to the hard one needs no privilege.
-        #[allow(unsafe_code)]
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        if let Err(error) = set_open_files_limit(&raised) {
             tracing::warn!(
                 soft = limit.rlim_cur,
                 hard = limit.rlim_max,
-                error = %std::io::Error::last_os_error(),
+                %error,
                 "could not raise the open-files limit; sockets past it will be refused"
             );
         }
@@ -419,15 +435,9 @@ const FD_TABLE_PRESIZE: u64 = 16_384;
 fn presize_fd_table() {
     #[cfg(target_os = "linux")]
     {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct it is given.
-        #[allow(unsafe_code)]
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let Some(limit) = open_files_limit() else {
             return;
-        }
+        };
         let Ok(highest) = i32::try_from(limit.rlim_cur.min(FD_TABLE_PRESIZE).saturating_sub(1))
         else {
             return;
@@ -517,27 +527,14 @@ mod tests {
         let _held = LIMIT
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let get = || {
-            let mut limit = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: getrlimit only writes the struct it is given.
-            #[allow(unsafe_code)]
-            let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-            assert_eq!(rc, 0);
-            limit
-        };
+        let get = || open_files_limit().expect("getrlimit");
         let before = get();
         // Start from a shell-like soft limit, below the hard one.
         let low = libc::rlimit {
             rlim_cur: before.rlim_max.min(1024),
             rlim_max: before.rlim_max,
         };
-        // SAFETY: setrlimit only reads the struct it is given.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) };
-        assert_eq!(rc, 0);
+        set_open_files_limit(&low).expect("setrlimit");
         raise_open_files_limit();
         let after = get();
         assert_eq!(after.rlim_cur, before.rlim_max);
@@ -549,15 +546,10 @@ mod tests {
         let _held = LIMIT
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct it is given.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-        assert_eq!(rc, 0);
-        let want = limit.rlim_cur.min(FD_TABLE_PRESIZE);
+        let want = open_files_limit()
+            .expect("getrlimit")
+            .rlim_cur
+            .min(FD_TABLE_PRESIZE);
         presize_fd_table();
         let size = fd_table_size();
         assert!(
