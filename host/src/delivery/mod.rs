@@ -1188,7 +1188,6 @@ enum SendOutcome {
     AuthExpired,
 }
 
-/// The pipeline's reading of an adapter's `send-error`.
 /// Attempts taken by a pass, (due key, intent) in due order, and the commit that makes
 /// their in-flight markers durable.
 type Marking = (Vec<(Vec<u8>, String)>, CommitFuture);
@@ -1201,6 +1200,7 @@ enum Next<A> {
     Answer(A),
 }
 
+/// The pipeline's reading of an adapter's `send-error`.
 fn interpret(e: SendError) -> SendOutcome {
     match e {
         SendError::RateLimited(ms) => SendOutcome::Retry {
